@@ -1,0 +1,292 @@
+"""Typed, closed configuration: runtime.toml plus HIAGENT_<SECTION>_<KEY> overrides.
+
+Lookup order: an explicit path (``--config``), ``$HIAGENT_CONFIG``, ``./runtime.toml``, then the
+built-in defaults with data under platformdirs' user data directory. Unknown keys and wrong
+types fail at start-up naming the key. Relative paths resolve against the file's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+import platformdirs
+
+from hiagent_host.errors import ConfigError
+
+ENV_PREFIX: Final = "HIAGENT_"
+CONFIG_ENV: Final = "HIAGENT_CONFIG"
+DEFAULT_FILE: Final = "runtime.toml"
+APP_NAME: Final = "hiagent-host"
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    keep_alive_s: float = 5.0
+    graceful_shutdown_s: float = 30.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    sse_keepalive_s: float = 15.0
+
+
+class PathsConfig(_Section):
+    extensions_dir: Path = Path("extensions")
+    venvs_dir: Path = Path("venvs")
+    state_dir: Path = Path("state")
+
+
+class PackagesConfig(_Section):
+    python: str = ""
+    installer: Literal["auto", "uv", "pip"] = "auto"
+    index_url: str = ""
+    extra_index_urls: list[str] = msgspec.field(default_factory=list)
+    find_links: list[str] = msgspec.field(default_factory=list)
+    no_index: bool = False
+    allowed_file_roots: list[Path] = msgspec.field(default_factory=list)
+    sdk_path: Path | None = None
+    download_connect_timeout_s: float = 10.0
+    download_timeout_s: float = 300.0
+    max_download_bytes: int = 256 * 1024 * 1024
+    max_unpacked_bytes: int = 1024 * 1024 * 1024
+    install_idle_timeout_s: float = 120.0
+    install_timeout_s: float = 900.0
+    probe_timeout_s: float = 60.0
+
+
+class PackagePolicy(_Section):
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    replicas: int | None = None
+    memory_bytes: int | None = None
+    cpu_s: int | None = None
+    open_files: int | None = None
+    processes: int | None = None
+
+
+class PoolConfig(_Section):
+    max_subprocess: int = 16
+    replicas: int = 1
+    idle_timeout_s: float = 600.0
+    acquire_timeout_s: float = 10.0
+    start_timeout_s: float = 30.0
+    call_timeout_s: float = 60.0
+    max_call_timeout_s: float = 600.0
+    cancel_grace_s: float = 2.0
+    drain_timeout_s: float = 10.0
+    stop_grace_s: float = 3.0
+    restart_limit: int = 5
+    restart_window_s: float = 60.0
+    restart_cooldown_s: float = 30.0
+    thread_pool_size: int = 32
+    max_frame_bytes: int = 32 * 1024 * 1024
+    stream_window: int = 64
+    env_allow: list[str] = msgspec.field(
+        default_factory=lambda: ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"]
+    )
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+    packages: dict[str, PackagePolicy] = msgspec.field(default_factory=dict)
+
+
+class QueueConfig(_Section):
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "hiagent:installs"
+    with_worker: bool = False
+    worker_concurrency: int = 2
+    job_timeout_s: float = 1800.0
+    result_ttl_s: float = 86400.0
+    connect_timeout_s: float = 2.0
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return f"QueueConfig(backend={self.backend!r}, redis_url={redact_url(self.redis_url)!r})"
+
+
+class AuthConfig(_Section):
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    api_keys_file: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"AuthConfig(api_keys=<{len(self.api_keys)} redacted>, api_keys_file={self.api_keys_file!r})"
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool = False
+    access_log: bool = True
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    paths: PathsConfig = msgspec.field(default_factory=PathsConfig)
+    packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)
+    pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    source: str = "<defaults>"
+
+    @property
+    def extensions_dir(self) -> Path:
+        return self.paths.extensions_dir
+
+    @property
+    def venvs_dir(self) -> Path:
+        return self.paths.venvs_dir
+
+    @property
+    def state_dir(self) -> Path:
+        return self.paths.state_dir
+
+
+def redact_url(url: str) -> str:
+    """`redis://:secret@host` → `redis://:***@host`, for logs and reprs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+_SECTIONS: Final[dict[str, type[_Section]]] = {
+    f.name: f.type
+    for f in msgspec.structs.fields(Config)
+    if isinstance(f.type, type) and issubclass(f.type, _Section)
+}
+
+
+def _parse_env_value(field_type: Any, raw: str) -> Any:
+    """An environment override: strings stay raw, anything else is read as JSON."""
+    if field_type is str or field_type == Path or field_type == (Path | None):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw  # msgspec reports the type mismatch with the key's name
+
+
+def _decode_path(type_: type, obj: Any) -> Any:
+    if type_ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError(f"cannot decode {type_!r}")
+
+
+def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for section, struct_type in _SECTIONS.items():
+        fields = {f.name: f.type for f in msgspec.structs.fields(struct_type)}
+        for key, field_type in fields.items():
+            name = f"{ENV_PREFIX}{section}_{key}".upper()
+            if name in environ:
+                data.setdefault(section, {})[key] = _parse_env_value(field_type, environ[name])
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    paths = PathsConfig(
+        extensions_dir=resolve(config.paths.extensions_dir),
+        venvs_dir=resolve(config.paths.venvs_dir),
+        state_dir=resolve(config.paths.state_dir),
+    )
+    pkgs = msgspec.structs.replace(
+        config.packages,
+        allowed_file_roots=[resolve(p) for p in config.packages.allowed_file_roots],
+        sdk_path=resolve(config.packages.sdk_path) if config.packages.sdk_path else None,
+    )
+    auth = msgspec.structs.replace(
+        config.auth,
+        api_keys_file=resolve(config.auth.api_keys_file) if config.auth.api_keys_file else None,
+    )
+    return msgspec.structs.replace(config, paths=paths, packages=pkgs, auth=auth)
+
+
+def _check(config: Config) -> None:
+    problems = []
+    if not 1 <= config.server.port <= 65535:
+        problems.append("server.port: must be within 1..65535")
+    if config.pool.max_subprocess < 1:
+        problems.append("pool.max_subprocess: must be at least 1")
+    if config.pool.replicas < 1:
+        problems.append("pool.replicas: must be at least 1")
+    if config.pool.call_timeout_s > config.pool.max_call_timeout_s:
+        problems.append("pool.call_timeout_s: must not exceed pool.max_call_timeout_s")
+    if config.pool.max_frame_bytes < 1024:
+        problems.append("pool.max_frame_bytes: must be at least 1024")
+    if problems:
+        raise ConfigError(f"{config.source}: " + "; ".join(problems), data={"problems": problems})
+
+
+def default_data_dir() -> Path:
+    """Where data goes when no runtime.toml is found."""
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file the lookup order selects, or None for the built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env)
+    local = Path.cwd() / DEFAULT_FILE
+    return local if local.is_file() else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    use_lookup: bool = True,
+) -> Config:
+    """Load, override from the environment, validate and resolve the configuration."""
+    environ = os.environ if environ is None else environ
+    file = find_config_file(path) if use_lookup else (Path(path) if path else None)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file}") from exc
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read: {exc}") from exc
+        base = file.resolve().parent
+        source = str(file)
+    else:
+        base = default_data_dir()
+        source = "<defaults>"
+    if "source" in data:
+        raise ConfigError(f"{source}: unknown top-level key `source`")
+    _env_overrides(data, environ)
+    data["source"] = source
+    try:
+        config = msgspec.convert(data, Config, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    config = _resolve_paths(config, base)
+    _check(config)
+    return config
+
+
+def read_api_keys(config: Config) -> frozenset[str]:
+    """Configured API keys: `auth.api_keys` plus one key per line of `auth.api_keys_file`."""
+    keys = {k for k in config.auth.api_keys if k}
+    if config.auth.api_keys_file is not None:
+        try:
+            text = config.auth.api_keys_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"auth.api_keys_file: cannot read: {exc}") from exc
+        keys.update(
+            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+        )
+    return frozenset(keys)

@@ -1,0 +1,33 @@
+"""Session-wide fixtures: the offline wheelhouse and the fixture plugin wheels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hiagent_host.packages.bundled import build_sdk_wheel, build_shim_wheel
+from tests.support.plugins import build_fixture, fixture_names
+from tests.support.wheelhouse import ensure_wheelhouse
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """Third-party wheels (SDK and fixture dependencies), fetched once per machine."""
+    return ensure_wheelhouse()
+
+
+@pytest.fixture(scope="session")
+def built_wheels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Every fixture plugin, plus the shim and the SDK, built into real wheels once."""
+    out = tmp_path_factory.mktemp("wheels")
+    wheels = {name: build_fixture(name, out) for name in fixture_names()}
+    wheels["hiagent-shim"] = build_shim_wheel(out)
+    wheels["hiagent-plugin-sdk"] = build_sdk_wheel(out)
+    yield wheels
