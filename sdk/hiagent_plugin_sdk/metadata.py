@@ -1,0 +1,233 @@
+"""A plugin class's Metadata (from its packaged YAML, else from its code) and models, per class.
+
+Nothing here runs at import: a class's `PluginSpec` is built on first use and cached for that
+class only (a subclass gets its own). Whichever source decides the metadata, the models that
+validate tool input and config are built from the method signatures.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import weakref
+from collections.abc import Callable
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import ValidationError, create_model
+
+from hiagent_plugin_sdk import errors
+from hiagent_plugin_sdk.decorators import plugin_meta, tool_meta
+from hiagent_plugin_sdk.schema import HttpError, Labels, Metadata, PackageInfo, ToolMetadata
+from hiagent_plugin_sdk.signature import InputModel, init_model, method_models
+
+OUTPUT_RESP_MODEL: Final = "OutputRespModel"
+FEATURE_STREAM: Final = "stream"
+FEATURE_AGENT_INTENTION: Final = "agent_intention"
+UNKNOWN_VERSION: Final = "0.0.0"
+_SDK_PACKAGE: Final = "hiagent_plugin_sdk"
+
+logger = logging.getLogger(__name__)
+
+
+class PluginSpec:
+    """What the runtime needs about one plugin class: its metadata and validation models."""
+
+    def __init__(
+        self, cls: type, metadata: Metadata, inputs: dict[str, InputModel] | None = None
+    ) -> None:
+        self.cls = cls
+        self.metadata = metadata
+        self._inputs: dict[str, InputModel] = dict(inputs or {})
+        self._config: InputModel | None = None
+        self._config_built = False
+
+    def tool(self, name: str) -> ToolMetadata:
+        """The metadata of tool `name`, or `ToolNotFound`."""
+        found = self.metadata.tools.get(name)
+        if found is None:
+            raise errors.tool_not_found(name, self.metadata.tools)
+        return found
+
+    def method_input(self, tool: str, func_name: str) -> InputModel:
+        """The input model built from the signature of method `func_name`."""
+        cached = self._inputs.get(func_name)
+        if cached is not None:
+            return cached
+        if not callable(getattr(self.cls, func_name, None)):
+            reason = f"tool {tool!r} is implemented by {func_name!r}, which the plugin lacks"
+            raise errors.tool_not_found(tool, self.metadata.tools, reason)
+        built, _ = method_models(self.cls, func_name)
+        self._inputs[func_name] = built
+        return built
+
+    def config(self) -> InputModel | None:
+        """The model of the config `__init__` takes, or None when the class has no own one."""
+        if not self._config_built:
+            init = config_init(self.cls)
+            self._config = None if init is None else init_model(init)
+            self._config_built = True
+        return self._config
+
+
+_SPECS: weakref.WeakKeyDictionary[type, PluginSpec] = weakref.WeakKeyDictionary()
+
+
+def plugin_spec(cls: type) -> PluginSpec:
+    """The cached spec of `cls`, built on first use."""
+    spec = _SPECS.get(cls)
+    if spec is None:
+        spec = _load(cls)
+        _SPECS[cls] = spec
+    return spec
+
+
+def _load(cls: type) -> PluginSpec:
+    packaged = read_packaged_metadata(cls)
+    if packaged is None:
+        metadata, inputs = build_metadata(cls)
+        spec = PluginSpec(cls, metadata, inputs)
+    else:
+        spec = PluginSpec(cls, packaged)
+    icon_uri: Callable[[], str] | None = getattr(cls, "_icon_uri", None)
+    spec.metadata.icon = icon_uri() if icon_uri is not None else ""
+    spec.metadata.package_info = package_info(cls)
+    return spec
+
+
+def metadata_filename(cls: type) -> str:
+    return f"{plugin_name(cls)}_metadata.yaml"
+
+
+def plugin_name(cls: type) -> str:
+    return plugin_meta(cls).cn_name or cls.__name__
+
+
+def module_dir(cls: type) -> Path | None:
+    """The directory of the module that defines `cls`, when it lives in a file."""
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    return Path(filename).resolve().parent if filename else None
+
+
+def read_packaged_metadata(cls: type) -> Metadata | None:
+    """The `<name>_metadata.yaml` beside the plugin's module, if present and well-formed."""
+    directory = module_dir(cls)
+    if directory is None:
+        return None
+    path = directory / metadata_filename(cls)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        logger.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+    # PyYAML stays off the import path: most plugin processes only read YAML here, once.
+    import yaml
+
+    try:
+        metadata = Metadata.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        logger.warning("ignoring malformed %s, building metadata from code: %s", path, exc)
+        return None
+    for key, tool in metadata.tools.items():
+        tool.func_name = tool.func_name or key
+    return metadata
+
+
+def build_metadata(cls: type) -> tuple[Metadata, dict[str, InputModel]]:
+    """Metadata from the code alone, and the input model of every tool method."""
+    meta = plugin_meta(cls)
+    description = inspect.cleandoc(cls.__doc__ or "")
+    init = config_init(cls)
+    metadata = Metadata(
+        name=plugin_name(cls),
+        category=str(getattr(cls, "hiagent_category", "") or ""),
+        description=description,
+        metadata_path=metadata_filename(cls),
+        labels=Labels(
+            name_en=meta.en_name or None,
+            name_zh_hans=meta.cn_name or None,
+            description_en=description or None,
+            description_zh_hans=description or None,
+        ),
+        config_schema={} if init is None else init_model(init).model.model_json_schema(),
+        package_info=package_info(cls),
+    )
+    inputs: dict[str, InputModel] = {}
+    for name in _tool_names(cls):
+        metadata.tools[name], inputs[name] = _build_tool(cls, name)
+    return metadata, inputs
+
+
+def _tool_names(cls: type) -> list[str]:
+    names = getattr(cls, "hiagent_tools", None)
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{cls.__qualname__}.hiagent_tools must be a list of method names")
+    for name in names:
+        if not callable(getattr(cls, name, None)):
+            raise TypeError(f"{cls.__qualname__}.hiagent_tools lists {name!r}: no such method")
+    return list(names)
+
+
+def _build_tool(cls: type, name: str) -> tuple[ToolMetadata, InputModel]:
+    method = getattr(cls, name)
+    meta = tool_meta(method)
+    if meta.stream_fn and not callable(getattr(cls, meta.stream_fn, None)):
+        raise TypeError(f"{cls.__qualname__}.{name}: stream_fn {meta.stream_fn!r} is not a method")
+    inputs, output = method_models(cls, name)
+    response = create_model(OUTPUT_RESP_MODEL, data=(output, None), error=(HttpError, None))
+    description = inspect.cleandoc(method.__doc__ or "")
+    features = [FEATURE_AGENT_INTENTION] if meta.feat_runtime_intention else []
+    if meta.stream_fn:
+        features.append(FEATURE_STREAM)
+    tool = ToolMetadata(
+        name=name,
+        description=description,
+        labels=Labels(
+            name_en=name,
+            name_zh_hans=name,
+            description_en=description or None,
+            description_zh_hans=description or None,
+        ),
+        input_schema=inputs.model.model_json_schema(),
+        output_schema=response.model_json_schema(),
+        func_name=name,
+        stream_func_name=meta.stream_fn or None,
+        runtime_features=features,
+    )
+    return tool, inputs
+
+
+def config_init(cls: type) -> Callable[..., Any] | None:
+    """The `__init__` that defines the config: the first in the MRO not from the SDK or object."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object or klass.__module__.split(".")[0] == _SDK_PACKAGE:
+            return None
+        return init  # type: ignore[no-any-return]
+    return None
+
+
+def package_info(cls: type) -> PackageInfo:
+    """The plugin's top-level package and the version of the distribution that installed it."""
+    top = cls.__module__.split(".")[0]
+    return PackageInfo(name=top, version=_distribution_version(top))
+
+
+def _distribution_version(top_package: str) -> str:
+    try:
+        return importlib_metadata.version(top_package)
+    except importlib_metadata.PackageNotFoundError:
+        pass
+    for dist in importlib_metadata.packages_distributions().get(top_package, []):
+        try:
+            return importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return UNKNOWN_VERSION
