@@ -42,9 +42,7 @@ def set_meta(*, cn_name: str = "", en_name: str = "") -> Callable[[T], T]:
     return decorate
 
 
-def set_tool_meta(
-    *, stream_fn: str = "", feat_runtime_intention: bool = False
-) -> Callable[[T], T]:
+def set_tool_meta(*, stream_fn: str = "", feat_runtime_intention: bool = False) -> Callable[[T], T]:
     """Method decorator: the name of the tool's async-generator stream method, and whether
     the tool supports the agent-intention runtime feature."""
 

@@ -37,9 +37,7 @@ class MissingDependency(HttpException, ImportError):
 def tool_not_found(tool: str, available: Iterable[str], reason: str = "") -> HttpException:
     names = list(available)
     message = reason or f"tool {tool!r} not found; available: {', '.join(names) or '(none)'}"
-    return HttpException(
-        TOOL_NOT_FOUND, message, {"tool": tool, "available": names}, http_code=404
-    )
+    return HttpException(TOOL_NOT_FOUND, message, {"tool": tool, "available": names}, http_code=404)
 
 
 def stream_not_supported(tool: str, reason: str = "") -> HttpException:
@@ -51,7 +49,7 @@ def error_items(exc: ValidationError) -> list[ErrorItem]:
     """pydantic's errors as `{"loc", "msg", "type"}` items, without the offending values."""
     return [
         {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+        for err in exc.errors()  # only these three keys are copied: no input, no context
     ]
 
 
@@ -83,9 +81,7 @@ def invalid_config(items: Sequence[ErrorItem]) -> HttpException:
 def config_rejected(exc: BaseException) -> HttpException:
     """The plugin's constructor or `_validate()` refused the config; its reason is the message."""
     message = str(exc) or type(exc).__name__
-    return HttpException(
-        INVALID_CONFIG, message, {"exception": type(exc).__name__}, http_code=400
-    )
+    return HttpException(INVALID_CONFIG, message, {"exception": type(exc).__name__}, http_code=400)
 
 
 def invalid_storage_filename(filename: str, reason: str) -> HttpException:

@@ -1,16 +1,16 @@
 """A plugin class's Metadata (from its packaged YAML, else from its code) and models, per class.
 
-Nothing here runs at import: a class's `PluginSpec` is built on first use and cached for that
+Nothing here runs at import: a class's `PluginSpec` is built on first use and cached on that
 class only (a subclass gets its own). Whichever source decides the metadata, the models that
 validate tool input and config are built from the method signatures.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import sys
-import weakref
 from collections.abc import Callable
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -28,6 +28,7 @@ FEATURE_STREAM: Final = "stream"
 FEATURE_AGENT_INTENTION: Final = "agent_intention"
 UNKNOWN_VERSION: Final = "0.0.0"
 _SDK_PACKAGE: Final = "hiagent_plugin_sdk"
+_SPEC_ATTR: Final = "__hiagent_plugin_spec__"
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,16 @@ class PluginSpec:
     """What the runtime needs about one plugin class: its metadata and validation models."""
 
     def __init__(
-        self, cls: type, metadata: Metadata, inputs: dict[str, InputModel] | None = None
+        self,
+        cls: type,
+        metadata: Metadata,
+        config: InputModel | None,
+        inputs: dict[str, InputModel] | None = None,
     ) -> None:
         self.cls = cls
         self.metadata = metadata
+        self.config = config  # None: the class takes no config
         self._inputs: dict[str, InputModel] = dict(inputs or {})
-        self._config: InputModel | None = None
-        self._config_built = False
 
     def tool(self, name: str) -> ToolMetadata:
         """The metadata of tool `name`, or `ToolNotFound`."""
@@ -63,37 +67,28 @@ class PluginSpec:
         self._inputs[func_name] = built
         return built
 
-    def config(self) -> InputModel | None:
-        """The model of the config `__init__` takes, or None when the class has no own one."""
-        if not self._config_built:
-            init = config_init(self.cls)
-            self._config = None if init is None else init_model(init)
-            self._config_built = True
-        return self._config
-
-
-_SPECS: weakref.WeakKeyDictionary[type, PluginSpec] = weakref.WeakKeyDictionary()
-
 
 def plugin_spec(cls: type) -> PluginSpec:
-    """The cached spec of `cls`, built on first use."""
-    spec = _SPECS.get(cls)
-    if spec is None:
+    """The spec of `cls`, built on first use and kept in the class's own `__dict__`.
+
+    Looking in `__dict__` (not `getattr`) is what keeps a subclass from inheriting it.
+    """
+    spec = cls.__dict__.get(_SPEC_ATTR)
+    if not isinstance(spec, PluginSpec):
         spec = _load(cls)
-        _SPECS[cls] = spec
+        setattr(cls, _SPEC_ATTR, spec)
     return spec
 
 
 def _load(cls: type) -> PluginSpec:
     packaged = read_packaged_metadata(cls)
     if packaged is None:
-        metadata, inputs = build_metadata(cls)
-        spec = PluginSpec(cls, metadata, inputs)
+        spec = spec_from_code(cls)
     else:
-        spec = PluginSpec(cls, packaged)
+        packaged.package_info = package_info(cls)  # the file's copy may be stale
+        spec = PluginSpec(cls, packaged, config_model(cls))
     icon_uri: Callable[[], str] | None = getattr(cls, "_icon_uri", None)
     spec.metadata.icon = icon_uri() if icon_uri is not None else ""
-    spec.metadata.package_info = package_info(cls)
     return spec
 
 
@@ -125,8 +120,7 @@ def read_packaged_metadata(cls: type) -> Metadata | None:
     except (OSError, UnicodeDecodeError) as exc:
         logger.warning("ignoring unreadable %s: %s", path, exc)
         return None
-    # PyYAML stays off the import path: most plugin processes only read YAML here, once.
-    import yaml
+    import yaml  # type: ignore[import-untyped, unused-ignore]  # lazy: read once, if at all
 
     try:
         metadata = Metadata.model_validate(yaml.safe_load(text))
@@ -138,11 +132,11 @@ def read_packaged_metadata(cls: type) -> Metadata | None:
     return metadata
 
 
-def build_metadata(cls: type) -> tuple[Metadata, dict[str, InputModel]]:
-    """Metadata from the code alone, and the input model of every tool method."""
+def spec_from_code(cls: type) -> PluginSpec:
+    """Metadata from the code alone, with the config model and every tool's input model."""
     meta = plugin_meta(cls)
     description = inspect.cleandoc(cls.__doc__ or "")
-    init = config_init(cls)
+    config = config_model(cls)
     metadata = Metadata(
         name=plugin_name(cls),
         category=str(getattr(cls, "hiagent_category", "") or ""),
@@ -154,13 +148,13 @@ def build_metadata(cls: type) -> tuple[Metadata, dict[str, InputModel]]:
             description_en=description or None,
             description_zh_hans=description or None,
         ),
-        config_schema={} if init is None else init_model(init).model.model_json_schema(),
+        config_schema={} if config is None else config.model.model_json_schema(),
         package_info=package_info(cls),
     )
     inputs: dict[str, InputModel] = {}
     for name in _tool_names(cls):
         metadata.tools[name], inputs[name] = _build_tool(cls, name)
-    return metadata, inputs
+    return PluginSpec(cls, metadata, config, inputs)
 
 
 def _tool_names(cls: type) -> list[str]:
@@ -202,6 +196,12 @@ def _build_tool(cls: type, name: str) -> tuple[ToolMetadata, InputModel]:
     return tool, inputs
 
 
+def config_model(cls: type) -> InputModel | None:
+    """The model of the config `__init__` takes, or None when the class has no own one."""
+    init = config_init(cls)
+    return None if init is None else init_model(init)
+
+
 def config_init(cls: type) -> Callable[..., Any] | None:
     """The `__init__` that defines the config: the first in the MRO not from the SDK or object."""
     for klass in cls.__mro__:
@@ -220,6 +220,7 @@ def package_info(cls: type) -> PackageInfo:
     return PackageInfo(name=top, version=_distribution_version(top))
 
 
+@functools.cache
 def _distribution_version(top_package: str) -> str:
     try:
         return importlib_metadata.version(top_package)

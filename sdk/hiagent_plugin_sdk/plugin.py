@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -21,7 +21,7 @@ from hiagent_plugin_sdk import errors
 from hiagent_plugin_sdk.metadata import PluginSpec, module_dir, plugin_spec
 from hiagent_plugin_sdk.schema import META_VERSION, HttpException, Metadata
 from hiagent_plugin_sdk.signature import InputModel
-from hiagent_plugin_sdk.utils import gen_metadata
+from hiagent_plugin_sdk.utils import gen_metadata, run_maybe_async
 
 ICON_FILENAME: Final = "icon.png"
 
@@ -46,7 +46,7 @@ class BasePlugin:
     """
 
     meta_version: ClassVar[str] = META_VERSION
-    hiagent_tools: ClassVar[list[str]]
+    hiagent_tools: ClassVar[Sequence[str]]
     hiagent_category: ClassVar[str] = ""
 
     @classmethod
@@ -70,7 +70,7 @@ class BasePlugin:
         config = _checked_config(spec, cfg)
         kwargs = _checked_input(tool, model, input)
         instance = _construct(spec, config)
-        return await _call(getattr(instance, func_name), kwargs)
+        return await run_maybe_async(getattr(instance, func_name), **kwargs)
 
     @classmethod
     def run_plugin_tool_stream(
@@ -102,7 +102,7 @@ class BasePlugin:
         if not isinstance(instance, ConfigValidateMixin):
             return
         try:
-            await _call(instance._validate, {})
+            await run_maybe_async(instance._validate)
         except HttpException:
             raise
         except Exception as exc:
@@ -144,7 +144,7 @@ def _checked_input(tool: str, model: InputModel, raw: Any) -> dict[str, Any]:
 
 def _checked_config(spec: PluginSpec, cfg: Any) -> dict[str, Any]:
     raw = {} if cfg is None else cfg
-    problems = _problems(spec.config(), raw)
+    problems = _problems(spec.config, raw)
     if problems:
         raise errors.invalid_config(problems)
     return dict(raw)
@@ -158,17 +158,6 @@ def _construct(spec: PluginSpec, config: dict[str, Any]) -> Any:
         raise
     except Exception as exc:
         raise errors.config_rejected(exc) from exc
-
-
-async def _call(method: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """Await a coroutine method; run a sync one on the loop's default executor."""
-    if inspect.iscoroutinefunction(method):
-        result = await method(**kwargs)
-    else:
-        result = await asyncio.to_thread(method, **kwargs)
-    if inspect.isawaitable(result):  # a sync wrapper around a coroutine function
-        result = await result
-    return result
 
 
 def _async_items(result: Any, stream_name: str) -> AsyncIterator[Any]:

@@ -72,9 +72,9 @@ class ServerSentEvent(BaseModel):
         return {key: value for key, value in dumped.items() if value is not None}
 
 
+# The error object of the host's response envelope. No docstring on purpose: it would become
+# a "description" inside every tool's output_schema.
 class HttpError(BaseModel):
-    """The error object of the host's response envelope."""
-
     code: str
     message: str
     data: Any = None
@@ -87,9 +87,7 @@ class HttpException(Exception):
     `data` must be JSON-serialisable (or None); `http_code` becomes the response status.
     """
 
-    def __init__(
-        self, code: str, message: str, data: Any = None, http_code: int = 500
-    ) -> None:
+    def __init__(self, code: str, message: str, data: Any = None, http_code: int = 500) -> None:
         super().__init__(code, message, data, http_code)
         self.code = code
         self.message = message

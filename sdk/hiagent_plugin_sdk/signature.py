@@ -1,4 +1,4 @@
-"""Turn a function signature into pydantic models: its parameters (`InModel`), its return (`OutModel`).
+"""Turn a signature into pydantic models: parameters (`InModel`) and return type (`OutModel`).
 
 A parameter must be annotated and passable by keyword; `*args` and positional-only
 parameters are refused with a `TypeError` naming the function; `**kwargs` lets the model
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
+from pydantic_core import PydanticUndefined
 
 IN_MODEL: Final = "InModel"
 OUT_MODEL: Final = "OutModel"
@@ -72,7 +73,8 @@ def input_model(
             continue
         if param.annotation is param.empty:
             raise TypeError(f"{where}: parameter {param.name!r} has no type annotation")
-        default = ... if param.default is param.empty else param.default
+        # PydanticUndefined, not `...`: older pydantic 2.x mishandles `...` with Annotated.
+        default = PydanticUndefined if param.default is param.empty else param.default
         field_name, annotation = _field(param.name, param.annotation, len(names))
         fields[field_name] = (annotation, default)
         names.append(param.name)
@@ -110,7 +112,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 
 
 def _is_static(cls: type, fn: Callable[..., Any], attr: str | None = None) -> bool:
-    name = attr or getattr(fn, "__name__", "")
+    name = attr or str(getattr(fn, "__name__", ""))
     return isinstance(inspect.getattr_static(cls, name, None), staticmethod)
 
 
