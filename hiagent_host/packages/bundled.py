@@ -1,17 +1,42 @@
-"""The wheels the host puts into every plugin venv: its own shim and its plugin SDK."""
+"""The wheels the host puts into every plugin venv: its own shim and its plugin SDK.
+
+They are built once per source state into `state/wheelhouse/<key>/`, where `key` hashes the
+shim's and the SDK's sources, and reused by every install until a source changes. A key
+directory appears by an atomic rename, so it is complete whenever it exists.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import hiagent_shim
-from hiagent_host.packages.wheelbuild import build_wheel, read_project
+from hiagent_host.packages.errors import InstallFailed
+from hiagent_host.packages.wheelbuild import (
+    WheelBuildError,
+    build_wheel,
+    read_project,
+    source_digest,
+)
+from hiagent_host.storage import FileLock
 
 SHIM_DIST: Final = "hiagent-shim"
 SDK_DIST: Final = "hiagent-plugin-sdk"
+# Building both wheels takes well under a second; a lock held longer belongs to a stuck peer.
+WHEELHOUSE_LOCK_TIMEOUT_S: Final = 60.0
+_KEY_CHARS: Final = 16
+
+
+@dataclass(frozen=True)
+class BundledWheels:
+    """The shim and SDK wheels for the running host's sources."""
+
+    shim: Path
+    sdk: Path
 
 
 def default_sdk_path() -> Path:
@@ -19,9 +44,13 @@ def default_sdk_path() -> Path:
     return Path(hiagent_shim.__file__).resolve().parent.parent / "sdk"
 
 
+def shim_source_dir() -> Path:
+    return Path(hiagent_shim.__file__).resolve().parent
+
+
 def build_shim_wheel(out_dir: Path) -> Path:
     """Zip the running host's `hiagent_shim` package into a wheel in `out_dir`."""
-    src = Path(hiagent_shim.__file__).resolve().parent
+    src = shim_source_dir()
     with tempfile.TemporaryDirectory(prefix="hiagent-shim-build-") as tmp:
         root = Path(tmp)
         shutil.copytree(src, root / "hiagent_shim", ignore=shutil.ignore_patterns("__pycache__"))
@@ -41,3 +70,56 @@ def build_sdk_wheel(out_dir: Path, sdk_path: Path | None = None) -> Path:
     root = sdk_path or default_sdk_path()
     read_project(root)  # fail early, with the builder's message, on a broken sdk/
     return build_wheel(root, out_dir)
+
+
+def sources_key(sdk_path: Path | None = None) -> str:
+    """A hash of the shim's and the SDK's sources: the wheelhouse directory name."""
+    h = hashlib.sha256(hiagent_shim.__version__.encode())
+    src = shim_source_dir()
+    for path in sorted(src.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            h.update(f"\0{path.relative_to(src).as_posix()}\0".encode())
+            h.update(path.read_bytes())
+    h.update(source_digest(sdk_path or default_sdk_path()).encode())
+    return h.hexdigest()[:_KEY_CHARS]
+
+
+def ensure_bundled_wheels(wheelhouse: Path, sdk_path: Path | None = None) -> BundledWheels:
+    """The shim and SDK wheels for the current sources, building them on first use."""
+    try:
+        key = sources_key(sdk_path)
+    except WheelBuildError as exc:
+        raise InstallFailed(
+            f"cannot read the SDK sources: {exc.message}", data={"reason": exc.message}
+        ) from exc
+    target = wheelhouse / key
+    if not target.is_dir():
+        wheelhouse.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(wheelhouse / ".lock")
+        if not lock.acquire(timeout_s=WHEELHOUSE_LOCK_TIMEOUT_S):
+            raise InstallFailed(f"{wheelhouse} stayed locked for {WHEELHOUSE_LOCK_TIMEOUT_S} s")
+        try:
+            if not target.is_dir():
+                _build_into(target, sdk_path)
+        except WheelBuildError as exc:  # the host's own sources are broken, not the plugin
+            raise InstallFailed(
+                f"cannot build the shim and SDK wheels: {exc.message}", data={"reason": exc.message}
+            ) from exc
+        finally:
+            lock.release()
+    return BundledWheels(shim=_one(target, SHIM_DIST), sdk=_one(target, SDK_DIST))
+
+
+def _build_into(target: Path, sdk_path: Path | None) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        build_shim_wheel(scratch)
+        build_sdk_wheel(scratch, sdk_path)
+        scratch.replace(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _one(directory: Path, dist: str) -> Path:
+    prefix = dist.replace("-", "_") + "-"
+    return next(p for p in sorted(directory.glob("*.whl")) if p.name.startswith(prefix))

@@ -126,6 +126,16 @@ def _source_files(p: Project) -> Iterator[tuple[str, Path]]:
                 yield path.relative_to(p.root).as_posix(), path
 
 
+def source_digest(project_dir: Path) -> str:
+    """A sha256 over everything `build_wheel` reads: equal digests give equal wheels."""
+    p = read_project(project_dir)
+    h = hashlib.sha256((project_dir / "pyproject.toml").read_bytes())
+    for arc, path in sorted(_source_files(p)):
+        h.update(f"\0{arc}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def _record_hash(data: bytes) -> str:
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
     return f"sha256={digest.decode()}"
@@ -143,7 +153,9 @@ def build_wheel(project_dir: Path, out_dir: Path) -> Path:
     members: list[tuple[str, bytes]] = [(arc, src.read_bytes()) for arc, src in _source_files(p)]
     members.append((f"{dist_info}/METADATA", _metadata(p).encode()))
     generator = "hiagent-host wheelbuild"
-    wheel_meta = f"Wheel-Version: 1.0\nGenerator: {generator}\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    wheel_meta = (
+        f"Wheel-Version: 1.0\nGenerator: {generator}\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     members.append((f"{dist_info}/WHEEL", wheel_meta.encode()))
     if p.entry_points:
         members.append((f"{dist_info}/entry_points.txt", _entry_points(p).encode()))

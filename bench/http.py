@@ -1,0 +1,374 @@
+"""The HTTP request path against its parts, measured in one run; prints, never asserts.
+
+(a) a trivial JSON echo route on the same Starlette/Hypercorn stack (same app, same middleware),
+(b) `POST /v1/RunPluginTool` on the echo fixture tool (HTTP → pool → child → back),
+(c) a raw JSON-RPC echo over a pipe to a bare child (no HTTP, no pool, no SDK).
+
+Each at concurrency 1 and 32 with a bounded loopback load generator (wrk when installed, else a
+small asyncio HTTP/1.1 client). Targets: (b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1;
+(b) req/s ≥ 70 % of (a) at concurrency 32.
+
+    .venv/bin/python bench/http.py [--duration-s 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
+from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
+
+ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "pkg_nodeps"
+ECHO_PKG: Final = "pkg-nodeps"
+ECHO_PLUGIN: Final = "回声"
+ECHO_TOOL: Final = "echo"
+CONCURRENCY: Final = (1, 32)
+# The server must answer /ping within this time after it was started.
+START_TIMEOUT_S: Final = 60.0
+# Installing the echo fixture (venv + probe) takes a second or two warm.
+INSTALL_TIMEOUT_S: Final = 300.0
+STOP_TIMEOUT_S: Final = 30.0
+
+SERVER: Final = textwrap.dedent(
+    """
+    import sys
+    from typing import Any
+    from starlette.routing import Route
+    from hiagent_host.api.endpoints import endpoint
+    from hiagent_host.app import create_app
+    from hiagent_host.config import load_config
+    from hiagent_host.serve import serve
+
+    @endpoint(dict[str, Any])
+    async def echo(request, services, body):
+        return body
+
+    config = load_config(sys.argv[1])
+    route = Route("/bench/echo", echo, methods=["POST"])
+    sys.exit(serve(config, app=create_app(config, extra_routes=[route])))
+    """
+)
+
+PIPE_CHILD: Final = textwrap.dedent(
+    """
+    import json, sys
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        msg = json.loads(line)
+        reply = {"jsonrpc": "2.0", "id": msg["id"], "result": msg["params"]}
+        out.write(json.dumps(reply).encode() + b"\\n")
+        out.flush()
+    """
+)
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    errors: int = 0
+
+
+# ---- the server --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(root: Path, port: int, wheelhouse: Path) -> Path:
+    path = root / "runtime.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [server]
+            port = {port}
+            graceful_shutdown_s = 5.0
+            [paths]
+            extensions_dir = "extensions"
+            venvs_dir = "venvs"
+            state_dir = "state"
+            [packages]
+            no_index = true
+            find_links = [{json.dumps(str(wheelhouse))}]
+            [pool]
+            max_subprocess = 4
+            """
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def start_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(config)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/ping", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)  # polling a probe, bounded by the deadline
+    raise SystemExit(f"server did not answer /ping within {START_TIMEOUT_S} s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+# ---- load generators ---------------------------------------------------------------------
+
+
+def wrk(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+    try:
+        threads = min(concurrency, 2)
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration_s}s", "--latency",
+             "-s", script.name, url],
+            capture_output=True, text=True, check=True, timeout=duration_s + 30,
+        ).stdout  # fmt: skip
+    finally:
+        Path(script.name).unlink()
+    p50 = _wrk_latency(out, "50%")
+    p99 = _wrk_latency(out, "99%")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Result(name, concurrency, p50, p99, rps, int(bad[1]) if bad else 0)
+
+
+def _wrk_latency(out: str, pct: str) -> float:
+    match = re.search(rf"^\s+{re.escape(pct)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if match is None:
+        raise SystemExit(f"cannot read wrk output:\n{out}")
+    value, unit = float(match[1]), match[2]
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def _http_worker(
+    host: str, port: int, request: bytes, stop_at: float, latencies: list[float], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head)[1])  # type: ignore[index]
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors.append(1)
+    finally:
+        writer.close()
+
+
+def python_client(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -> Result:
+    parts = httpx.URL(url)
+    request = (
+        f"POST {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}:{parts.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    errors: list[int] = []
+
+    async def run() -> float:
+        start = time.perf_counter()
+        stop_at = start + duration_s
+        await asyncio.gather(
+            *(
+                _http_worker(parts.host, parts.port or 80, request, stop_at, latencies, errors)
+                for _ in range(concurrency)
+            )
+        )
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(run())
+    return _summarise(name, concurrency, latencies, elapsed, len(errors))
+
+
+def _summarise(
+    name: str, concurrency: int, latencies: list[float], elapsed: float, errors: int = 0
+) -> Result:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return Result(
+        name, concurrency, statistics.median(ordered) * 1000, p99 * 1000,
+        len(ordered) / elapsed, errors,
+    )  # fmt: skip
+
+
+def pipe_echo(params: Any, concurrency: int, duration_s: float) -> Result:
+    """(c): JSON-RPC requests over a pipe to a bare child that answers each with its params."""
+    encoder = msgspec.json.Encoder()
+    decoder = msgspec.json.Decoder()
+
+    async def run() -> tuple[list[float], float]:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PIPE_CHILD,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert child.stdin is not None and child.stdout is not None
+        pending: dict[int, asyncio.Future[Any]] = {}
+        stdout = child.stdout
+
+        async def read() -> None:
+            while line := await stdout.readline():
+                msg = decoder.decode(line)
+                pending.pop(msg["id"]).set_result(msg["result"])
+
+        reader = asyncio.create_task(read())
+        latencies: list[float] = []
+        next_id = 0
+        loop = asyncio.get_running_loop()
+        stdin = child.stdin
+
+        async def worker(stop_at: float) -> None:
+            nonlocal next_id
+            while time.perf_counter() < stop_at:
+                next_id += 1
+                call_id = next_id
+                future: asyncio.Future[Any] = loop.create_future()
+                pending[call_id] = future
+                start = time.perf_counter()
+                frame = {"jsonrpc": "2.0", "id": call_id, "method": "echo", "params": params}
+                stdin.write(encoder.encode(frame) + b"\n")
+                await stdin.drain()
+                await future
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(start + duration_s) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        stdin.close()
+        await child.wait()
+        reader.cancel()
+        return latencies, elapsed
+
+    latencies, elapsed = asyncio.run(run())
+    return _summarise("(c) raw JSON-RPC pipe echo", concurrency, latencies, elapsed)
+
+
+# ---- the run -----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=5.0, help="per measurement")
+    args = parser.parse_args()
+    generator = wrk if shutil.which("wrk") else python_client
+    print(f"load generator: {'wrk' if generator is wrk else 'python asyncio client'}; "
+          f"{args.duration_s:g} s per measurement; {os.cpu_count()} CPUs")  # fmt: skip
+
+    tool_input = {"text": "hello, plugin"}
+    with tempfile.TemporaryDirectory(prefix="hiagent-bench-http-") as tmp:
+        root = Path(tmp)
+        wheelhouse = ensure_wheelhouse()
+        wheel = build_wheel(ECHO_FIXTURE, root / "wheels")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        config = write_config(root, port, wheelhouse)
+        log = root / "server.log"
+        proc = start_server(config, log)
+        try:
+            wait_ready(url, proc, log)
+            installed = httpx.post(
+                f"{url}/v1/InstallPackage",
+                json={"uri": wheel.as_uri(), "filename": wheel.name},
+                timeout=INSTALL_TIMEOUT_S,
+            ).json()
+            if installed["error"]:
+                raise SystemExit(f"install failed: {installed['error']}")
+            version = installed["data"]["version"]
+            call = {
+                "pkg": ECHO_PKG, "version": version, "plugin": ECHO_PLUGIN, "tool": ECHO_TOOL,
+                "input": tool_input,
+            }  # fmt: skip
+            body = json.dumps(call, ensure_ascii=False).encode()
+            warm = httpx.post(f"{url}/v1/RunPluginTool", content=body, timeout=60).json()
+            if warm["error"]:
+                raise SystemExit(f"warm-up call failed: {warm['error']}")
+            results: list[Result] = []
+            for concurrency in CONCURRENCY:
+                generator(f"{url}/bench/echo", body, concurrency, 1.0, "warm-up")
+                generator(f"{url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
+                results.append(
+                    generator(f"{url}/bench/echo", body, concurrency, args.duration_s,
+                              "(a) JSON echo route")  # fmt: skip
+                )
+                results.append(
+                    generator(f"{url}/v1/RunPluginTool", body, concurrency, args.duration_s,
+                              "(b) RunPluginTool echo")  # fmt: skip
+                )
+                results.append(pipe_echo(tool_input, concurrency, args.duration_s))
+        finally:
+            stop_server(proc)
+    report(results)
+
+
+def report(results: list[Result]) -> None:
+    print(f"\n{'':32} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>10} {'errors':>7}")
+    for r in results:
+        print(
+            f"{r.name:32} {r.concurrency:>4} {r.p50_ms:>9.3f} {r.p99_ms:>9.3f} {r.rps:>10.0f}"
+            f" {r.errors:>7}"
+        )
+    by = {(r.name[:3], r.concurrency): r for r in results}
+    a1, b1, c1 = by[("(a)", 1)], by[("(b)", 1)], by[("(c)", 1)]
+    a32, b32 = by[("(a)", 32)], by[("(b)", 32)]
+    latency_ratio = b1.p50_ms / (a1.p50_ms + c1.p50_ms)
+    throughput_ratio = b32.rps / a32.rps
+    print(
+        f"\n(b) p50 / ((a) + (c)) p50 at concurrency 1: {latency_ratio:.2f}  (target ≤ 1.30)"
+        f"\n(b) / (a) req/s at concurrency 32:          {throughput_ratio:.2f}  (target ≥ 0.70)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Benchmark: installing a plugin with the host vs. the historic `pip install --target`.
+
+Builds two plugin wheels (no dependencies; one small dependency, six), then installs each
+with a warm cache, several times, via the host's PackageManager (a fresh venv with uv, the
+shim and SDK, the plugin, and the probe: ready to serve) and via the historic method (pip
+installing the wheel into a target directory). Prints medians and ratios; asserts nothing.
+
+    .venv/bin/python bench/install.py [--runs N]
+
+Offline: dependencies come from the test wheelhouse (fetched once per machine).
+Targets (issue 3): host < 1.5 s for the no-dependency plugin, and >= 3x faster than pip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# The checkout instead of bench/ itself on sys.path: the test wheelhouse helper is found, and
+# sibling scripts (bench/http.py) cannot shadow standard-library modules.
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:] = [*(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"), str(REPO)]
+
+import msgspec  # noqa: E402
+
+from hiagent_host.config import Config, load_config  # noqa: E402
+from hiagent_host.packages import PackageManager  # noqa: E402
+from hiagent_host.packages.bundled import ensure_bundled_wheels  # noqa: E402
+from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
+from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
+
+PIP_TIMEOUT_S = 600
+PLUGIN = '''
+from hiagent_plugin_sdk import BasePlugin
+{imports}
+
+
+class BenchPlugin(BasePlugin):
+    """A benchmark plugin."""
+
+    hiagent_tools = ["hello"]
+
+    def hello(self) -> str:
+        """Say hello."""
+        return "hello"
+'''
+
+
+def make_wheel(root: Path, name: str, deps: list[str]) -> Path:
+    module = name.replace("-", "_")
+    project = root / name
+    (project / module).mkdir(parents=True)
+    dependencies = ", ".join(f'"{d}"' for d in deps)
+    (project / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "1.0"\ndependencies = [{dependencies}]\n'
+        f'[project.entry-points."hiagent.plugins"]\nBench = "{module}:BenchPlugin"\n'
+    )
+    imports = "\n".join(f"import {d}" for d in deps)
+    (project / module / "__init__.py").write_text(PLUGIN.format(imports=imports))
+    return build_wheel(project, root / "wheels")
+
+
+def config_for(root: Path, wheelhouse: Path) -> Config:
+    base = load_config(use_lookup=False, environ={})
+    paths = msgspec.structs.replace(
+        base.paths,
+        extensions_dir=root / "extensions",
+        venvs_dir=root / "venvs",
+        state_dir=root / "state",
+    )
+    packages = msgspec.structs.replace(base.packages, no_index=True, find_links=[str(wheelhouse)])
+    return msgspec.structs.replace(base, paths=paths, packages=packages)
+
+
+def host_install(pm: PackageManager, wheel: Path) -> tuple[float, dict[str, float]]:
+    marks: list[tuple[str, float]] = []
+    started = time.perf_counter()
+    pm.install(
+        wheel.as_uri(), wheel.name, force=True,
+        progress=lambda phase: marks.append((phase, time.perf_counter())),
+    )  # fmt: skip
+    total = time.perf_counter() - started
+    ends = [t for _, t in marks[1:]] + [started + total]
+    return total, {phase: end - t for (phase, t), end in zip(marks, ends, strict=True)}
+
+
+def pip_install(wheels: list[Path], wheelhouse: Path, target: Path) -> float:
+    shutil.rmtree(target, ignore_errors=True)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-index", "--find-links", str(wheelhouse), "--target", str(target),
+         *map(str, wheels)],
+        check=True, timeout=PIP_TIMEOUT_S,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per method (median)")
+    args = parser.parse_args()
+    wheelhouse = ensure_wheelhouse()
+    with tempfile.TemporaryDirectory(prefix="hiagent-bench-") as tmp:
+        root = Path(tmp)
+        pm = PackageManager(config_for(root / "host", wheelhouse))
+        cases = {
+            "no dependencies": make_wheel(root, "bench-nodeps", []),
+            "one dependency (six)": make_wheel(root, "bench-onedep", ["six"]),
+        }
+        print(
+            f"{'plugin':<22}{'host: ready to serve':>22}{'pip: plugin':>13}{'ratio':>7}"
+            f"{'pip: + SDK':>12}{'ratio':>7}"
+        )
+        for label, wheel in cases.items():
+            host_install(pm, wheel)  # warm the caches and the shim/SDK wheelhouse
+            bundled = ensure_bundled_wheels(pm.layout.wheelhouse_dir)
+            same_contents = [wheel, bundled.shim, bundled.sdk]
+            target = root / "target"
+            pip_install([wheel], wheelhouse, target)
+            pip_install(same_contents, wheelhouse, target)
+            host_runs = [host_install(pm, wheel) for _ in range(args.runs)]
+            pip_runs = [pip_install([wheel], wheelhouse, target) for _ in range(args.runs)]
+            pip_all = [pip_install(same_contents, wheelhouse, target) for _ in range(args.runs)]
+            host = statistics.median(t for t, _ in host_runs)
+            pip, pip_sdk = statistics.median(pip_runs), statistics.median(pip_all)
+            print(
+                f"{label:<22}{host:>20.3f} s{pip:>11.3f} s{pip / host:>6.1f}x"
+                f"{pip_sdk:>10.3f} s{pip_sdk / host:>6.1f}x"
+            )
+            phases = {p: statistics.median(r[1][p] for r in host_runs) for p in host_runs[0][1]}
+            print("    host phases: " + ", ".join(f"{p} {s:.3f} s" for p, s in phases.items()))
+        print("pip: plugin = the historic install (the SDK lived in the host's environment);")
+        print("pip: + SDK  = the same distributions the host's venv receives (shim, SDK, deps).")
+        print("targets: host < 1.5 s without dependencies; host >= 3x faster than pip --target")
+
+
+if __name__ == "__main__":
+    main()

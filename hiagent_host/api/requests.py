@@ -1,0 +1,114 @@
+"""Request bodies: read under the size cap, decode against the route's Struct, name bad fields.
+
+The cap is enforced while the body streams in, whatever Content-Length says (or if it is
+missing); a body over the cap is drained (up to a bound) and discarded so the caller can read
+the 413. Malformed JSON is a 400 `BadRequest`; a non-object, a missing key or a wrong type is a
+422 `InvalidRequest` whose `data.field` names the offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, TypeVar
+
+import msgspec
+from starlette.requests import ClientDisconnect, Request
+
+from hiagent_host.errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, HostError, InvalidInput
+
+T = TypeVar("T")
+
+# After the cap is exceeded we keep reading (and dropping) this much more, so a client that is
+# still sending sees the 413 instead of a reset connection; beyond it the connection is closed.
+DRAIN_LIMIT_BYTES: Final = 64 * 1024 * 1024
+
+_FIELD = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def payload_too_large(limit: int) -> HostError:
+    return HostError(
+        f"request body exceeds the limit of {limit} bytes",
+        code=PAYLOAD_TOO_LARGE,
+        http_status=413,
+        data={"max_body_bytes": limit},
+    )
+
+
+def bad_request(message: str, **data: Any) -> HostError:
+    return HostError(message, code=BAD_REQUEST, http_status=400, data=data or None)
+
+
+def invalid(message: str, field: str | None) -> InvalidInput:
+    return InvalidInput(message, data={"field": field})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or `PayloadTooLarge` as soon as it is known to be over `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_bytes = int(declared)
+        except ValueError:
+            raise bad_request("invalid Content-Length header") from None
+        if declared_bytes > limit:
+            await _drain(request, 0)
+            raise payload_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect: nobody is left to answer
+            raise ClientDisconnect
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                if message.get("more_body", False):
+                    await _drain(request, size)
+                raise payload_too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _drain(request: Request, seen: int) -> None:
+    while seen <= DRAIN_LIMIT_BYTES:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+def decode(body: bytes, type_: type[T], *, where: str = "body") -> T:
+    """`body` as `type_`; an empty body counts as `{}`."""
+    if not body.strip():
+        body = b"{}"
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc, where) from None
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"malformed JSON in the request {where}: {exc}") from None
+
+
+def convert(value: Any, type_: type[T], *, where: str) -> T:
+    """An already-parsed value (query string, header) as `type_`."""
+    try:
+        return msgspec.convert(value, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc, where) from None
+
+
+def _invalid(exc: msgspec.ValidationError, where: str) -> InvalidInput:
+    text = str(exc)
+    match = _FIELD.search(text)
+    field = match["path"].lstrip(".") if match else None
+    if text.startswith("Object missing required field"):
+        name = text.split("`")[1]
+        field = f"{field}.{name}" if field else name
+    if match is None and text.startswith("Expected `object`"):
+        return invalid(f"the request {where} must be a JSON object", None)
+    return invalid(f"invalid request {where}: {text}", field)

@@ -1,0 +1,28 @@
+"""What the routes work with: the package manager, the pool, the job backend, and metrics.
+
+`app.py` builds one `Services` in the lifespan and hangs it on `app.state.services`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hiagent_host.api.metrics import Metrics
+from hiagent_host.config import Config
+
+if TYPE_CHECKING:
+    from hiagent_host.jobs import JobBackend
+    from hiagent_host.packages import PackageManager
+    from hiagent_host.pool import Pool
+
+
+@dataclass
+class Services:
+    config: Config
+    packages: PackageManager
+    pool: Pool
+    jobs: JobBackend
+    metrics: Metrics
+    started_at: float = field(default_factory=time.monotonic)

@@ -1,0 +1,185 @@
+"""Tool routes: RunPluginTool (JSON or SSE), its adapter-runtime form, and RunPluginValidate.
+
+Secret config values (per the plugin's config schema) are registered for log redaction before
+the call and scrubbed from any error that comes back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final
+
+import msgspec
+from packaging.utils import canonicalize_name
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hiagent_host.api import models, requests, responses, secrets
+from hiagent_host.api.endpoints import endpoint, raw_endpoint
+from hiagent_host.api.middleware import annotate
+from hiagent_host.api.services import Services
+from hiagent_host.api.sse import EventStream
+from hiagent_host.errors import PACKAGE_NOT_FOUND, HostError
+
+CFG_HEADER: Final = "cfg"
+STREAM_KEY: Final = "stream"
+# Metrics label for calls naming no installed package (keeps label cardinality bounded).
+UNKNOWN_PACKAGE: Final = "<unknown>"
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    pkg: str
+    version: str
+    plugin: str
+    tool: str
+    input: dict[str, Any]
+    cfg: dict[str, Any] | None
+    timeout_s: float | None
+
+
+@endpoint(models.RunPluginTool)
+async def run_plugin_tool(request: Request, s: Services, body: models.RunPluginTool) -> Response:
+    """Run one tool; `stream: true` answers with server-sent events."""
+    call = ToolCall(
+        pkg=body.pkg,
+        version=body.version,
+        plugin=body.plugin,
+        tool=body.tool,
+        input=body.input or {},
+        cfg=body.cfg,
+        timeout_s=body.timeout_s,
+    )
+    return await _run(request, s, call, stream=body.stream)
+
+
+@raw_endpoint
+async def run_plugin_tool_adapter(request: Request, s: Services) -> Response:
+    """RunPluginTool: names in the query, the input as the body, the config in header `cfg`."""
+    query = requests.convert(dict(request.query_params), models.AdapterQuery, where="query")
+    cfg = _cfg_header(request)
+    raw = await requests.read_body(request, s.config.server.max_body_bytes)
+    tool_input = requests.decode(raw, dict[str, Any])
+    stream = tool_input.pop(STREAM_KEY, False)
+    if not isinstance(stream, bool):
+        raise requests.invalid("`stream` must be a boolean", STREAM_KEY)
+    call = ToolCall(
+        pkg=query.pkg,
+        version=query.version,
+        plugin=query.plugin,
+        tool=query.tool,
+        input=tool_input,
+        cfg=cfg,
+        timeout_s=query.timeout_s,
+    )
+    return await _run(request, s, call, stream=stream)
+
+
+def _cfg_header(request: Request) -> dict[str, Any] | None:
+    raw = request.headers.get(CFG_HEADER)
+    if raw is None or not raw.strip():
+        return None
+    # Header values arrive as latin-1; clients send UTF-8 JSON.
+    data = raw.encode("latin-1")
+    secrets.registry.add([raw])  # the whole header is secret-bearing: never log it
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise requests.bad_request("header `cfg` is not valid JSON", field=CFG_HEADER) from None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise requests.invalid("header `cfg` must be a JSON object", CFG_HEADER)
+    return value
+
+
+@endpoint(models.RunPluginValidate)
+async def run_plugin_validate(
+    request: Request, s: Services, body: models.RunPluginValidate
+) -> None:
+    """Check a config with the plugin; a config it rejects is a 4xx with the plugin's reason."""
+    annotate(request, pkg=body.pkg, version=body.version, plugin=body.plugin)
+    hidden = _secrets(s, body.pkg, body.version, body.plugin, body.cfg)
+    try:
+        await s.pool.validate(body.pkg, body.version, body.plugin, body.cfg)
+    except HostError as exc:
+        raise scrub(exc, hidden) from None
+
+
+async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -> Response:
+    annotate(request, pkg=call.pkg, version=call.version, plugin=call.plugin, tool=call.tool)
+    hidden = _secrets(s, call.pkg, call.version, call.plugin, call.cfg)
+    label = _package_label(call.pkg)
+    start = time.perf_counter()
+
+    def outcome(result: str) -> None:
+        package = UNKNOWN_PACKAGE if result == PACKAGE_NOT_FOUND else label
+        s.metrics.observe_tool_call(package, result, time.perf_counter() - start)
+
+    if stream:
+
+        def open_stream() -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+            return s.pool.stream_tool(
+                call.pkg,
+                call.version,
+                call.plugin,
+                call.tool,
+                call.input,
+                call.cfg,
+                timeout_s=call.timeout_s,
+            )
+
+        return EventStream(
+            open_stream,
+            keepalive_s=s.config.server.sse_keepalive_s,
+            scrub=lambda exc: scrub(exc, hidden),
+            on_outcome=outcome,
+        )
+    try:
+        result = await s.pool.run_tool(
+            call.pkg,
+            call.version,
+            call.plugin,
+            call.tool,
+            call.input,
+            call.cfg,
+            timeout_s=call.timeout_s,
+        )
+    except HostError as exc:
+        outcome(exc.code)
+        raise scrub(exc, hidden) from None
+    outcome("ok")
+    return responses.ok(result)
+
+
+def _package_label(pkg: str) -> str:
+    return str(canonicalize_name(pkg))
+
+
+def _secrets(
+    s: Services, pkg: str, version: str, plugin: str, cfg: dict[str, Any] | None
+) -> list[str]:
+    """The secret values in `cfg`, registered for log redaction (empty when cfg is)."""
+    if not cfg:
+        return []
+    try:
+        record = s.packages.get(pkg, version)
+    except HostError:
+        return []  # the call fails on the missing package before any plugin sees cfg
+    schema = (record.metadata.get(plugin) or {}).get("config_schema")
+    values = secrets.secret_values(schema, cfg)
+    secrets.registry.add(values)
+    return values
+
+
+def scrub(exc: HostError, hidden: list[str]) -> HostError:
+    """`exc` with every secret masked in its message and data."""
+    if not hidden:
+        return exc
+    return HostError(
+        secrets.redact(exc.message, hidden),
+        code=exc.code,
+        http_status=exc.http_status,
+        data=secrets.redact_value(exc.data, hidden),
+    )

@@ -1,0 +1,284 @@
+"""The `hiagent-host` command: one table of subcommands, each a thin wrapper over the host.
+
+The package commands (`install`, `list`, `show`, `venv`, `delete`, `recover`) call the same
+`PackageManager` the HTTP API uses. Each returns a JSON-able result that is printed as text,
+or as JSON with `--json`; a failure prints `hiagent-host: <code>: <message>` on stderr (with
+`--json`, the error object as JSON on stderr) and exits non-zero. Other parts of the host add
+their subcommands by putting their `add_arguments(subparsers)` into `REGISTRARS`; such a
+subcommand sets `func(args) -> int` as its default.
+
+Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error, 3 the package
+named is not installed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+
+from hiagent_host import cli_jobs, cli_serve
+from hiagent_host.config import load_config
+from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
+from hiagent_host.packages import PackageManager, PackageRecord
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NOT_FOUND: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+Registrar = Callable[[Any], None]  # receives argparse's subparsers object
+
+
+@dataclass(frozen=True)
+class Command:
+    """A package subcommand: its arguments, and what it does with a PackageManager."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, PackageManager], Any]
+    render: Callable[[Any], str]
+
+
+# ---- the package commands ------------------------------------------------------------
+
+
+def _name_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="distribution name (any PEP 503 spelling)")
+    parser.add_argument("version", help="version (any PEP 440-equal spelling)")
+
+
+def _install_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source", metavar="PATH_OR_URI", help="a wheel path, or a file://, http:// or https:// URI"
+    )
+    parser.add_argument("--force", action="store_true", help="replace the version if installed")
+    parser.add_argument(
+        "--filename", help="the wheel's file name (default: the source's last segment)"
+    )
+
+
+def source_to_uri(source: str, filename: str | None) -> tuple[str, str]:
+    """(uri, filename) for a path or a URI given on the command line."""
+    if "://" in source:
+        return source, filename or unquote(urlsplit(source).path.rstrip("/").rpartition("/")[2])
+    path = Path(source).expanduser().resolve()
+    return path.as_uri(), filename or path.name
+
+
+def _install(args: argparse.Namespace, pm: PackageManager) -> Any:
+    uri, filename = source_to_uri(args.source, args.filename)
+    show = sys.stderr.isatty() and not args.json
+    record = pm.install(uri, filename, force=args.force, progress=(_phase if show else None))
+    return _full(record)
+
+
+def _phase(phase: str) -> None:
+    print(f"{phase}…", file=sys.stderr, flush=True)
+
+
+def _list(args: argparse.Namespace, pm: PackageManager) -> Any:
+    return [_listed(r) for r in pm.list()]
+
+
+def _show(args: argparse.Namespace, pm: PackageManager) -> Any:
+    return _full(pm.get(args.name, args.version))
+
+
+def _venv(args: argparse.Namespace, pm: PackageManager) -> Any:
+    record = pm.get(args.name, args.version)
+    return {"venv_path": record.venv_path, "python": str(pm.venv_python(record))}
+
+
+def _delete(args: argparse.Namespace, pm: PackageManager) -> Any:
+    return {
+        "name": args.name,
+        "version": args.version,
+        "deleted": pm.delete(args.name, args.version),
+    }
+
+
+def _recover(args: argparse.Namespace, pm: PackageManager) -> Any:
+    return {"removed": [str(p) for p in pm.recover()]}
+
+
+def _full(record: PackageRecord) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(record)
+    return data
+
+
+def _listed(record: PackageRecord) -> dict[str, Any]:
+    return record.brief_with_entry() | {
+        "installed_at": record.installed_at,
+        "venv_path": record.venv_path,
+        "disk_size_bytes": record.disk_size_bytes,
+    }
+
+
+def _render_record(data: dict[str, Any]) -> str:
+    lines = [
+        f"{data['name']} {data['version']}",
+        f"  plugins:      {', '.join(data['plugins'])}",
+        f"  venv:         {data['venv_path']}  (real directory {data['build']})",
+        f"  installed at: {data['installed_at']} with {data['installer']}",
+        f"  python:       {data['python_version']}",
+        f"  wheel:        {data['filename']} ({data['wheel_size']} bytes)",
+        f"  sha256:       {data['wheel_sha256']}",
+        f"  from:         {data['uri']}",
+        f"  disk size:    {_size(data['disk_size_bytes'])}",
+        "  dependencies: "
+        + ", ".join(f"{d['name']}=={d['version']}" for d in data["dependencies"]),
+    ]
+    return "\n".join(lines)
+
+
+def _render_list(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no packages installed"
+    table = [["NAME", "VERSION", "PLUGINS", "INSTALLED", "SIZE", "VENV"]]
+    table += [
+        [r["name"], r["version"], ", ".join(r["plugins"]), r["installed_at"],
+         _size(r["disk_size_bytes"]), r["venv_path"]]
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(_width(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
+
+
+def _width(text: str) -> int:
+    """Terminal columns of `text` (CJK characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _render_delete(data: dict[str, Any]) -> str:
+    what = f"{data['name']} {data['version']}"
+    return f"deleted {what}" if data["deleted"] else f"{what} was not installed; nothing to do"
+
+
+def _render_recover(data: dict[str, Any]) -> str:
+    removed = data["removed"]
+    return "\n".join(["removed:", *removed]) if removed else "nothing to clean up"
+
+
+def _size(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+COMMANDS: Final[tuple[Command, ...]] = (
+    Command("install", "install a plugin wheel into a venv of its own", _install_arguments,
+            _install, _render_record),
+    Command("list", "list installed package versions", lambda p: None, _list, _render_list),
+    Command("show", "show a package version's record", _name_version, _show, _render_record),
+    Command("venv", "print a package version's venv path (for `source <path>/bin/activate`)",
+            _name_version, _venv, lambda d: str(d["venv_path"])),
+    Command("delete", "delete a package version (idempotent)", _name_version, _delete,
+            _render_delete),
+    Command("recover", "remove what interrupted installs and deletes left behind",
+            lambda p: None, _recover, _render_recover),
+)  # fmt: skip
+
+
+def add_package_commands(subparsers: Any) -> None:
+    for command in COMMANDS:
+        parser = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        _common_options(parser, sub=True)
+        command.arguments(parser)
+        parser.set_defaults(func=_package_command(command))
+
+
+def _package_command(command: Command) -> Callable[[argparse.Namespace], int]:
+    def func(args: argparse.Namespace) -> int:
+        as_json = bool(getattr(args, "json", False))
+        try:
+            pm = PackageManager(load_config(getattr(args, "config", None)))
+            result = command.run(args, pm)
+        except HostError as exc:
+            return _fail(exc, as_json)
+        if as_json:
+            print(json.dumps(result, ensure_ascii=False, indent=2))
+        else:
+            print(command.render(result))
+        return EXIT_OK
+
+    return func
+
+
+def _fail(exc: HostError, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": exc.to_dict()}, ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"hiagent-host: {exc.code}: {exc.message}", file=sys.stderr)
+        problems = exc.data.get("problems") if isinstance(exc.data, dict) else None
+        tail = exc.data.get("output_tail") if isinstance(exc.data, dict) else None
+        for problem in problems or []:
+            print(f"  - {problem}", file=sys.stderr)
+        if tail:
+            print(f"installer output (last lines):\n{tail.rstrip()}", file=sys.stderr)
+    if exc.code == PACKAGE_NOT_FOUND:
+        return EXIT_NOT_FOUND
+    return EXIT_USAGE if exc.code == CONFIG_INVALID else EXIT_FAILED
+
+
+# ---- the command line ----------------------------------------------------------------
+
+# Everything that adds subcommands; each takes argparse's subparsers object.
+REGISTRARS: Final[tuple[Registrar, ...]] = (
+    add_package_commands,
+    cli_serve.add_arguments,
+    cli_jobs.add_arguments,
+)
+
+
+def _common_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    # On subcommands the defaults are suppressed, so a value given before the subcommand stays.
+    default = argparse.SUPPRESS if sub else None
+    parser.add_argument("--config", default=default, help="path to runtime.toml")
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS if sub else False,
+        help="print results (and errors) as JSON",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hiagent-host",
+        description="Install HiAgent plugin wheels into venvs of their own and serve them.",
+    )
+    _common_options(parser, sub=False)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in REGISTRARS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `hiagent-host`; return the exit code."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.WARNING, format="hiagent-host: %(levelname)s: %(message)s"
+        )
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("hiagent-host: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The queue's commands: `hiagent-host worker` and the async install with a progress display.
+
+`cmd_install_async` talks to the running server over HTTP (stdlib urllib): it submits
+`InstallPackageAsync`, polls `GetInstallPackageAsyncStatus` and shows the job's status and
+phase on stderr until the job ends; the package's brief goes to stdout as JSON. Ctrl-C
+cancels the job. Exit codes: 0 finished, 1 failed/stopped/error, 2 configuration error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Final, TextIO
+from urllib.parse import unquote, urlsplit
+
+import anyio
+
+from hiagent_host import logs
+from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.errors import HostError
+from hiagent_host.jobs import run_worker
+
+# One HTTP request to the server may take this long (a cancel waits for the job to stop).
+HTTP_TIMEOUT_S: Final = 30.0
+# How often the progress display asks for the job's status.
+POLL_INTERVAL_S: Final = 0.5
+# An API key for the server, when it has any configured (never a command-line flag: `ps`).
+API_KEY_ENV: Final = "HIAGENT_API_KEY"
+SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+# Exit codes, as `hiagent-host` uses them.
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+TERMINAL: Final = frozenset({"finished", "failed", "stopped"})
+
+
+def add_arguments(subparsers: Any) -> None:
+    """Add `worker` and `install-async` to the `hiagent-host` subcommands."""
+    worker = subparsers.add_parser(
+        "worker",
+        help="run a queue worker for [queue] backend = redis (SIGTERM/SIGINT stop it)",
+        description="Run arq installs from the Redis queue until SIGTERM or SIGINT.",
+    )
+    _config_option(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    install = subparsers.add_parser(
+        "install-async",
+        help="install a plugin wheel through the running server's queue, showing progress",
+        description="Submit InstallPackageAsync to the running server and follow the job.",
+    )
+    install.add_argument("source", help="a wheel path, or a file://, http:// or https:// URI")
+    add_install_async_arguments(install)
+    install.set_defaults(func=cmd_install_async)
+
+
+def add_install_async_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `cmd_install_async` reads (`install --async` may reuse them)."""
+    _config_option(parser)
+    parser.add_argument("--filename", help="the wheel's file name (default: from the source)")
+    if not any("--force" in action.option_strings for action in parser._actions):
+        parser.add_argument("--force", action="store_true", help="replace an installed version")
+    parser.add_argument(
+        "--server", help="the server's base URL (default: from [server] host and port)"
+    )
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=None,
+        help="give up waiting after this many seconds (the job keeps running)",
+    )
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    if not any("--config" in action.option_strings for action in parser._actions):
+        parser.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+# ---- worker ---------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """`hiagent-host worker`: serve the Redis queue until SIGTERM/SIGINT."""
+    try:
+        config = _load(args)
+        keys = read_api_keys(config)
+    except HostError as exc:
+        print(f"hiagent-host worker: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.queue.backend != "redis":
+        print(
+            'hiagent-host worker: needs [queue] backend = "redis" '
+            f"(the {config.queue.backend} backend runs installs inside `hiagent-host serve`)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    logs.configure(config.logging, keys=keys)
+    anyio.run(run_worker, config, backend="asyncio")
+    return EXIT_OK
+
+
+# ---- install --async ------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """The server answered with an error envelope, or could not be reached."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class Client:
+    """The few /v1 calls the progress display needs."""
+
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+
+    def __repr__(self) -> str:
+        return f"Client(base_url={self.base_url!r})"
+
+    def call(self, route: str, body: dict[str, Any]) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        request = urllib.request.Request(
+            f"{self.base_url}/v1/{route}",
+            data=json.dumps(body).encode(),
+            headers=headers,
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+                envelope = json.load(response)
+        except urllib.error.HTTPError as exc:
+            try:
+                envelope = json.load(exc)
+            except ValueError:
+                raise ApiError(f"HTTP{exc.code}", exc.reason) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiError("ServerUnreachable", f"{self.base_url}: {reason}") from exc
+        error = envelope.get("error") if isinstance(envelope, dict) else None
+        if error:
+            raise ApiError(str(error.get("code")), str(error.get("message")))
+        return envelope.get("data") if isinstance(envelope, dict) else None
+
+
+def _source_to_uri(source: str) -> tuple[str, str]:
+    """(uri, filename) for a path or a URI."""
+    if "://" in source:
+        return source, unquote(urlsplit(source).path.rstrip("/").rpartition("/")[2])
+    path = Path(source).expanduser().resolve()
+    return path.as_uri(), path.name
+
+
+def _server_url(config: Config) -> str:
+    host = config.server.host
+    if host in {"0.0.0.0", "::", ""}:  # a wildcard bind is reached on loopback
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.server.port}"
+
+
+def _api_key(config: Config) -> str | None:
+    if key := os.environ.get(API_KEY_ENV):
+        return key
+    try:
+        keys = sorted(read_api_keys(config))
+    except HostError:
+        return None
+    return keys[0] if keys else None
+
+
+class Progress:
+    """One status line on a terminal (rewritten in place), one line per change otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+        self.ticks = 0
+        self.started = time.monotonic()
+
+    def show(self, status: str, phase: str | None) -> None:
+        text = status if not phase else f"{status}: {phase}"
+        if self.tty:
+            self.ticks += 1
+            elapsed = time.monotonic() - self.started
+            spin = SPINNER[self.ticks % len(SPINNER)]
+            self.stream.write(f"\r\x1b[2K{spin} {text} ({elapsed:.0f}s)")
+            self.stream.flush()
+        elif text != self.last:
+            self.stream.write(f"{text}\n")
+            self.stream.flush()
+        self.last = text
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def cmd_install_async(args: argparse.Namespace) -> int:
+    """Install through the server's queue; show the phase on stderr until the job ends."""
+    err = sys.stderr
+    try:
+        config = _load(args)
+    except HostError as exc:
+        print(f"hiagent-host: {exc.code}: {exc.message}", file=err)
+        return EXIT_USAGE
+    uri, filename = _source_to_uri(args.source)
+    client = Client(args.server or _server_url(config), _api_key(config))
+    body = {"uri": uri, "filename": args.filename or filename, "force": bool(args.force)}
+    try:
+        job_id = client.call("InstallPackageAsync", body)["job_id"]
+    except ApiError as exc:
+        print(f"hiagent-host: cannot submit the install: {exc}", file=err)
+        return EXIT_FAILED
+    print(f"job {job_id}", file=err)
+    progress = Progress(err)
+    deadline = None if args.timeout_s is None else time.monotonic() + args.timeout_s
+    try:
+        while True:
+            info = client.call("GetInstallPackageAsyncStatus", {"job_id": job_id})
+            status = str(info.get("status"))
+            progress.show(status, info.get("phase"))
+            if status in TERMINAL:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                progress.done()
+                print(f"hiagent-host: still {status} after {args.timeout_s:g}s", file=err)
+                return EXIT_FAILED
+            time.sleep(POLL_INTERVAL_S)
+    except KeyboardInterrupt:
+        progress.done()
+        print(f"hiagent-host: cancelling job {job_id}", file=err)
+        try:
+            client.call("CancelInstallPackage", {"job_id": job_id})
+        except ApiError as exc:
+            print(f"hiagent-host: cancel failed: {exc}", file=err)
+        return EXIT_INTERRUPTED
+    except ApiError as exc:
+        progress.done()
+        print(f"hiagent-host: lost track of job {job_id}: {exc}", file=err)
+        return EXIT_FAILED
+    progress.done()
+    if status == "finished":
+        print(f"finished: job {job_id}", file=err)
+        print(json.dumps(info.get("data"), ensure_ascii=False))
+        return EXIT_OK
+    print(f"{status}: {info.get('reason')}", file=err)
+    return EXIT_FAILED

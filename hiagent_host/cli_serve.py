@@ -1,0 +1,165 @@
+"""The `serve` and `ps` commands: run the HTTP server; show a running server's plugin processes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, Final
+
+import msgspec
+
+from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.errors import HostError
+
+API_KEY_ENV: Final = "HIAGENT_API_KEY"
+# `ps` asks a local server a cheap question: it answers at once or not at all.
+PS_TIMEOUT_S: Final = 10.0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+PS_COLUMNS: Final = (
+    ("PACKAGE", "pkg"),
+    ("VERSION", "version"),
+    ("PID", "pid"),
+    ("STATE", "state"),
+    ("UPTIME", "uptime_s"),
+    ("IN FLIGHT", "calls_in_flight"),
+    ("CALLS", "calls_total"),
+    ("RESTARTS", "restarts"),
+    ("RSS", "rss_bytes"),
+    ("LAST EXIT", "last_exit_reason"),
+)
+
+
+def add_arguments(subparsers: Any) -> None:
+    """Register `serve` and `ps` on an argparse subparsers object."""
+    serve = subparsers.add_parser("serve", help="run the HTTP server (Hypercorn)")
+    serve.add_argument("--host", help="address to bind (default: server.host)")
+    serve.add_argument("--port", type=int, help="TCP port (default: server.port)")
+    serve.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
+    serve.add_argument(
+        "--with-worker",
+        action="store_true",
+        default=None,
+        help="redis queue backend: also run an install worker in this process",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    ps = subparsers.add_parser("ps", help="list a running server's plugin processes")
+    ps.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
+    ps.add_argument("--url", help="server base URL (default: from server.host/port)")
+    ps.add_argument(
+        "--api-key", help=f"API key (default: ${API_KEY_ENV}, else the first configured)"
+    )
+    ps.add_argument("--json", action="store_true", help="print the raw JSON list")
+    ps.set_defaults(func=cmd_ps)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hiagent_host.serve import serve  # Hypercorn is loaded only to serve
+
+    try:
+        config = _config(args)
+        server = config.server
+        if args.host is not None:
+            server = msgspec.structs.replace(server, host=args.host)
+        if args.port is not None:
+            server = msgspec.structs.replace(server, port=args.port)
+        config = msgspec.structs.replace(config, server=server)
+        read_api_keys(config)
+    except HostError as exc:
+        print(f"hiagent-host serve: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(config, with_worker=args.with_worker)
+
+
+def base_url(config: Config) -> str:
+    host = config.server.host
+    if host in {"0.0.0.0", "::", ""}:
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.server.port}"
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+        keys = sorted(read_api_keys(config))
+    except HostError as exc:
+        print(f"hiagent-host ps: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    url = (args.url or base_url(config)).rstrip("/") + "/v1/ListProcesses"
+    key = args.api_key or os.environ.get(API_KEY_ENV) or (keys[0] if keys else None)
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=PS_TIMEOUT_S) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = _json_or_none(exc.read())
+        error = (body or {}).get("error") or {}
+        print(
+            f"hiagent-host ps: {error.get('code', exc.code)}: {error.get('message', exc.reason)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"hiagent-host ps: no server answering at {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    processes = body.get("data") or []
+    if args.json:
+        print(json.dumps(processes, indent=2, ensure_ascii=False))
+    else:
+        print(format_table(processes))
+    return 0
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def format_table(processes: list[dict[str, Any]]) -> str:
+    if not processes:
+        return "no plugin processes running"
+    rows = [[title for title, _ in PS_COLUMNS]]
+    rows += [[_cell(key, p.get(key)) for _, key in PS_COLUMNS] for p in processes]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(PS_COLUMNS))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "uptime_s":
+        return f"{float(value):.0f}s"
+    if key == "rss_bytes":
+        return f"{int(value) / (1024 * 1024):.1f}M"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`serve`/`ps` on their own (the full CLI is `hiagent_host.cli`)."""
+    parser = argparse.ArgumentParser(prog="hiagent-host")
+    add_arguments(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

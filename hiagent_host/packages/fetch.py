@@ -1,0 +1,249 @@
+"""Fetch a wheel from a `file://` or `http(s)://` uri into the content-addressed cache.
+
+Bytes are streamed into a partial file in the cache directory while they are hashed and
+counted; only a complete fetch is renamed to `<sha256>/<filename>`, so a failed, oversized,
+cancelled or killed download leaves no cache entry. Partial files carry the fetching
+process's pid, so `clean_partials` can remove those of dead processes at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import unquote, urlsplit
+
+from hiagent_host.config import PackagesConfig, redact_url
+from hiagent_host.packages.errors import Cancelled, DownloadFailed, Forbidden, InvalidRequest
+from hiagent_host.storage import safe_join
+from hiagent_host.storage.atomic import fsync_dir
+
+CHUNK_BYTES: Final = 1024 * 1024
+PARTIAL_PREFIX: Final = ".partial-"
+USER_AGENT: Final = "hiagent-host"
+
+
+# Partial files this process is writing right now (a restarted container reuses pids).
+_active_partials: set[Path] = set()
+_active_lock = threading.Lock()
+
+
+class _Source(Protocol):
+    def read1(self, size: int = ..., /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class FetchedWheel:
+    """A complete wheel in the cache."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+def fetch(
+    uri: str,
+    filename: str,
+    *,
+    cache_dir: Path,
+    config: PackagesConfig,
+    cancel: threading.Event,
+) -> FetchedWheel:
+    """Fetch `uri` into `cache_dir/<sha256>/<filename>`; `filename` is already validated."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        path = _local_path(uri, config)
+        with _open_file(path, uri, config.max_download_bytes) as src:
+            return _store(src, filename, cache_dir, uri, config, cancel, deadline=None)
+    if scheme in {"http", "https"}:
+        deadline = time.monotonic() + config.download_timeout_s
+        with _open_http(uri, config) as src:
+            return _store(src, filename, cache_dir, uri, config, cancel, deadline=deadline)
+    raise InvalidRequest(
+        f"unsupported uri scheme {parts.scheme!r}: use file://, http:// or https://",
+        data={"uri": redact_url(uri)},
+    )
+
+
+def _local_path(uri: str, config: PackagesConfig) -> Path:
+    parts = urlsplit(uri)
+    if parts.netloc not in {"", "localhost"}:
+        raise InvalidRequest(f"file:// uri names a remote host {parts.netloc!r}", data={"uri": uri})
+    raw = unquote(parts.path)
+    if not raw.startswith("/"):
+        raise InvalidRequest("file:// uri must hold an absolute path", data={"uri": uri})
+    path = Path(raw).resolve()
+    roots = config.allowed_file_roots
+    if roots and not any(path == r.resolve() or r.resolve() in path.parents for r in roots):
+        raise Forbidden(
+            f"{path} is outside packages.allowed_file_roots",
+            data={"uri": uri, "allowed_file_roots": [str(r) for r in roots]},
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _open_file(path: Path, uri: str, max_bytes: int) -> Iterator[_Source]:
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise DownloadFailed(
+            f"cannot read {path}: {exc.strerror}", data={"url": uri, "reason": exc.strerror}
+        ) from exc
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise _too_large(uri, max_bytes)
+        yield f
+
+
+@contextlib.contextmanager
+def _open_http(uri: str, config: PackagesConfig) -> Iterator[_Source]:
+    url = redact_url(uri)
+    request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
+    try:
+        # The socket timeout bounds the connect and every single read; `_store` bounds the total.
+        response = _opener.open(request, timeout=config.download_connect_timeout_s)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise DownloadFailed(
+            f"GET {url}: HTTP {exc.code} {exc.reason}",
+            data={"url": url, "status": exc.code, "reason": str(exc.reason)},
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+        raise DownloadFailed(f"GET {url}: {reason}", data={"url": url, "reason": reason}) from exc
+    with response:
+        length = response.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > config.max_download_bytes:
+            raise _too_large(url, config.max_download_bytes)
+        yield response
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib would also follow one to ftp://)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urlsplit(newurl).scheme.lower() not in {"http", "https"}:
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to a non-http(s) url: {newurl}", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
+def _store(
+    src: _Source,
+    filename: str,
+    cache_dir: Path,
+    uri: str,
+    config: PackagesConfig,
+    cancel: threading.Event,
+    *,
+    deadline: float | None,
+) -> FetchedWheel:
+    url = redact_url(uri)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cache_dir / f"{PARTIAL_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+    digest = hashlib.sha256()
+    size = 0
+    with _active_lock:
+        _active_partials.add(partial)
+    try:
+        with partial.open("xb") as out:
+            while chunk := _read(src, url):
+                size += len(chunk)
+                if size > config.max_download_bytes:
+                    raise _too_large(url, config.max_download_bytes)
+                if cancel.is_set():
+                    raise Cancelled("install cancelled during the download")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DownloadFailed(
+                        f"GET {url}: took longer than {config.download_timeout_s} s",
+                        data={"url": url, "reason": "timeout"},
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        sha256 = digest.hexdigest()
+        entry = safe_join(cache_dir, sha256)
+        entry.mkdir(exist_ok=True)
+        target = safe_join(entry, filename)
+        partial.replace(target)
+        fsync_dir(entry)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        with _active_lock:
+            _active_partials.discard(partial)
+    return FetchedWheel(path=target, sha256=sha256, size=size)
+
+
+def _read(src: _Source, url: str) -> bytes:
+    try:
+        return src.read1(CHUNK_BYTES)
+    except TimeoutError:
+        raise DownloadFailed(
+            f"GET {url}: no data for too long", data={"url": url, "reason": "timeout"}
+        ) from None
+    except OSError as exc:
+        raise DownloadFailed(f"GET {url}: {exc}", data={"url": url, "reason": str(exc)}) from exc
+
+
+def _too_large(url: str, max_bytes: int) -> DownloadFailed:
+    return DownloadFailed(
+        f"{url} is larger than packages.max_download_bytes ({max_bytes})",
+        data={"url": url, "reason": "too large", "max_bytes": max_bytes},
+    )
+
+
+def clean_partials(cache_dir: Path) -> list[Path]:
+    """Remove partial downloads whose process is gone; return what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(cache_dir.iterdir())
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(PARTIAL_PREFIX):
+            continue
+        pid_text = entry.name[len(PARTIAL_PREFIX) :].partition("-")[0]
+        with _active_lock:
+            if entry in _active_partials:
+                continue
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _alive(int(pid_text)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,500 @@
+"""The package manager: install, read, list, delete and recover plugin package versions.
+
+An install is a pipeline: fetch → validate → (package lock) build a venv beside the current
+one → probe it → commit its record → point the version's link at it → tell the listeners →
+remove the old build. Until the record is written nothing a reader sees has changed; after
+it, the new build is current. Everything is synchronous; the API and the job runners call
+it from worker threads, and a per-package file lock serialises writers across processes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
+
+from packaging.version import Version
+
+from hiagent_host.config import Config
+from hiagent_host.errors import INTERNAL_ERROR, HostError
+from hiagent_host.packages import names
+from hiagent_host.packages.bundle import extract_bundle, strip_bundle
+from hiagent_host.packages.bundled import ensure_bundled_wheels
+from hiagent_host.packages.bytecode import seed_bytecode
+from hiagent_host.packages.errors import (
+    AlreadyInstalled,
+    Cancelled,
+    PackageBusy,
+    PackageNotFound,
+)
+from hiagent_host.packages.fetch import FetchedWheel, clean_partials, fetch
+from hiagent_host.packages.layout import RECORD_FILE, Layout, new_build_name, package_dirs
+from hiagent_host.packages.probe import probe, probe_env
+from hiagent_host.packages.records import (
+    EventKind,
+    PackageEvent,
+    PackageRecord,
+    RecordUnreadable,
+    now_rfc3339,
+    read_record,
+    write_record,
+)
+from hiagent_host.packages.recovery import point_link, remove_tree, tidy_package
+from hiagent_host.packages.venv import Sources, VenvBuilder, disk_size, python_version
+from hiagent_host.packages.wheel import WheelContents, WheelSummary, inspect_wheel
+from hiagent_host.storage import FileLock
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+Listener = Callable[[PackageEvent], None]
+
+# Phases reported to `progress`, in order.
+DOWNLOADING: Final = "downloading"
+VALIDATING: Final = "validating"
+CREATING_VENV: Final = "creating venv"
+INSTALLING: Final = "installing dependencies"
+PROBING: Final = "probing"
+# A waiting writer re-checks its cancel event this often.
+LOCK_SLICE_S: Final = 0.2
+# Beyond the longest a peer's venv build plus probe may take, a held lock means trouble.
+LOCK_MARGIN_S: Final = 30.0
+
+# Scratch directories of installs running in this process (a restarted container reuses pids).
+_active_scratch: set[Path] = set()
+_scratch_lock = threading.Lock()
+
+
+def _no_progress(phase: str) -> None:
+    pass
+
+
+class PackageManager:
+    """Installed plugin packages of one configuration (see docs/operations.md)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.layout = Layout(config)
+        self._listeners: list[Listener] = []
+        self._records: dict[Path, tuple[tuple[int, int, int], PackageRecord]] = {}
+
+    # ---- listeners ---------------------------------------------------------------------
+
+    def add_listener(self, callback: Listener) -> None:
+        """Call `callback` after a version is installed, replaced or deleted.
+
+        It runs in the installing thread with the package's lock held, after the new record
+        is current and before the old build is removed, so it may let processes of the old
+        build drain; it must not install or delete that same package itself.
+        """
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def _emit(self, event: PackageEvent) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(event)
+            except Exception:  # a listener's bug must not undo an install
+                log.exception("package listener %r failed on %s", callback, event.kind)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def get(self, name: str, version: str) -> PackageRecord:
+        """The installed version of `name` (any PEP 503 spelling) equal to `version`."""
+        dir_name = names.dir_name(name)
+        wanted = names.parse_version(version)
+        version_dir = self._find(dir_name, wanted)
+        record = None if version_dir is None else self._read(dir_name, version_dir)
+        if record is None:
+            raise PackageNotFound(
+                f"package {name} {version} is not installed",
+                data={"name": name, "version": version},
+            )
+        return record
+
+    def list(self) -> list[PackageRecord]:
+        """Every installed package version, by name and version."""
+        records = []
+        for dir_name in package_dirs(self.layout.extensions_dir):
+            for entry in _entries(self.layout.extensions_dir / dir_name):
+                if names.is_version_dir(entry):
+                    with contextlib.suppress(HostError):
+                        if (record := self._read(dir_name, entry)) is not None:
+                            records.append(record)
+        return sorted(records, key=lambda r: (r.dir_name, Version(r.version)))
+
+    def read_metadata(self, uri: str, filename: str) -> WheelSummary:
+        """Fetch and validate a wheel and say what it holds; installs nothing."""
+        names.parse_filename(filename)
+        wheel = self._fetch(uri, filename, threading.Event())
+        contents = self._inspect(wheel, filename)
+        return _summary(contents, wheel, uri, filename)
+
+    def venv_dir(self, record: PackageRecord) -> Path:
+        """The real directory of the record's venv (pinned: it never changes under a process)."""
+        return self.layout.build_dir(record.dir_name, record.build)
+
+    def venv_python(self, record: PackageRecord) -> Path:
+        return self.venv_dir(record) / "bin" / "python"
+
+    def data_dir(self, record: PackageRecord) -> Path:
+        """The writable data directory of the record's package version (created on demand)."""
+        path = self.layout.data_dir(record.dir_name, record.version_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log_path(self, name: str, version: str) -> Path:
+        """`state/logs/<dir>/<version>.log`; its directory exists."""
+        dir_name = names.dir_name(name)
+        wanted = names.parse_version(version)
+        version_dir = self._find(dir_name, wanted) or names.version_dir(wanted)
+        path = self.layout.log_path(dir_name, version_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ---- install -----------------------------------------------------------------------
+
+    def install(
+        self,
+        uri: str,
+        filename: str,
+        *,
+        force: bool,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PackageRecord:
+        """Install the wheel at `uri` (named `filename`) into a venv of its own."""
+        report = progress or _no_progress
+        cancel = cancel or threading.Event()
+        started = time.monotonic()
+        file_name, file_version = names.parse_filename(filename)
+        dir_name = names.dir_name(file_name)
+        if not force:
+            self._refuse_installed(dir_name, file_version, file_name)
+        report(DOWNLOADING)
+        wheel = self._fetch(uri, filename, cancel)
+        _check(cancel)
+        report(VALIDATING)
+        contents = self._inspect(wheel, filename)
+        with self._locked(dir_name, cancel):
+            tidy_package(self.layout, dir_name)
+            old = self._current(dir_name, file_version)
+            if old is not None and not force:
+                self._refuse_installed(dir_name, file_version, file_name)
+            version_dir = old.version_dir if old else names.version_dir(file_version)
+            record = self._build(
+                contents, wheel, uri, filename, dir_name, version_dir, report, cancel
+            )
+            kind = EventKind.REPLACED if old else EventKind.INSTALLED
+            self._emit(
+                PackageEvent(kind=kind, name=record.name, version=record.version, record=record)
+            )
+            if old is not None and old.build != record.build:
+                remove_tree(self.layout.build_dir(dir_name, old.build))
+        log.info(
+            "%s %s %s in %.2f s (%s)", kind, record.name, record.version,
+            time.monotonic() - started, record.installer,
+        )  # fmt: skip
+        return record
+
+    def _build(
+        self,
+        contents: WheelContents,
+        wheel: FetchedWheel,
+        uri: str,
+        filename: str,
+        dir_name: str,
+        version_dir: str,
+        report: Progress,
+        cancel: threading.Event,
+    ) -> PackageRecord:
+        """Build, probe and commit a new venv for the version; the lock is held."""
+        build = new_build_name(version_dir)
+        build_dir = self.layout.build_dir(dir_name, build)
+        self.layout.ensure_roots()
+        scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.layout.tmp_dir))
+        with _scratch_lock:
+            _active_scratch.add(scratch)
+        try:
+            report(CREATING_VENV)
+            cfg = self.config.packages
+            bundled = ensure_bundled_wheels(self.layout.wheelhouse_dir, cfg.sdk_path)
+            builder = VenvBuilder(cfg, cancel=cancel, cwd=scratch)
+            build_dir.parent.mkdir(parents=True, exist_ok=True)
+            builder.create(build_dir, prompt=f"{contents.name}-{contents.version}")
+            _check(cancel)
+            report(INSTALLING)
+            plugin_wheel, sources = self._plugin_source(contents, wheel, scratch)
+            builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
+            if (donor := self._bytecode_donor()) is not None:
+                seed_bytecode(donor, build_dir)
+            _check(cancel)
+            report(PROBING)
+            probe_data = scratch / "data"
+            probe_data.mkdir()
+            with ThreadPoolExecutor(1, thread_name_prefix="hiagent-pip-list") as pool:
+                dependencies = pool.submit(builder.dependencies, build_dir)
+                result = probe(
+                    build_dir,
+                    env=probe_env(self.config.pool, contents.name, probe_data),
+                    expected_plugins=contents.plugins,
+                    timeout_s=cfg.probe_timeout_s,
+                    cancel=cancel,
+                    cwd=probe_data,
+                )
+            record = PackageRecord(
+                name=contents.name,
+                version=contents.version,
+                dir_name=dir_name,
+                version_dir=version_dir,
+                build=build,
+                wheel_sha256=wheel.sha256,
+                wheel_size=wheel.size,
+                uri=uri,
+                filename=filename,
+                installed_at=now_rfc3339(),
+                plugins=result.plugins,
+                metadata=result.metadata,
+                dependencies=dependencies.result(),
+                venv_path=str(self.layout.venv_link(dir_name, version_dir)),
+                disk_size_bytes=disk_size(build_dir),
+                python_version=python_version(build_dir),
+                installer=str(builder.installer),
+                offline_bundle=bool(contents.bundled_wheels),
+            )
+            _check(cancel)
+            write_record(self.layout.record_path(dir_name, version_dir), record)  # the commit
+        except BaseException:
+            remove_tree(build_dir)
+            with contextlib.suppress(OSError):
+                build_dir.parent.rmdir()  # only if this was the package's first build
+            raise
+        finally:
+            remove_tree(scratch)
+            with _scratch_lock:
+                _active_scratch.discard(scratch)
+        try:
+            point_link(self.layout.venv_link(dir_name, version_dir), build)
+        except OSError:  # the record is current; the next tidy-up re-points the link
+            log.exception("cannot point the link of %s %s at %s", dir_name, version_dir, build)
+        return record
+
+    def _bytecode_donor(self) -> Path | None:
+        """The most recently installed venv: its compiled SDK spares the probe a compile."""
+        newest = max(self.list(), key=lambda r: r.installed_at, default=None)
+        return None if newest is None else self.venv_dir(newest)
+
+    def _plugin_source(
+        self, contents: WheelContents, wheel: FetchedWheel, scratch: Path
+    ) -> tuple[Path, Sources]:
+        """The wheel to install and where its dependencies come from."""
+        sources = Sources.from_config(self.config.packages)
+        if not contents.bundled_wheels:
+            return wheel.path, sources
+        # An offline bundle: its own wheels, plus the operator's local find-links for the
+        # shim's and SDK's dependencies; never an index, whose newer versions would win.
+        deps = extract_bundle(wheel.path, contents.bundled_wheels, scratch)
+        stripped = strip_bundle(wheel.path, scratch / "wheel")
+        return stripped, Sources(find_links=(str(deps), *sources.find_links), no_index=True)
+
+    # ---- delete ------------------------------------------------------------------------
+
+    def delete(self, name: str, version: str) -> bool:
+        """Remove an installed version (record, venv, data); False if it was not installed."""
+        dir_name = names.dir_name(name)
+        wanted = names.parse_version(version)
+        if self._find(dir_name, wanted) is None:
+            return False
+        with self._locked(dir_name, None):
+            version_dir = self._find(dir_name, wanted)
+            if version_dir is None:
+                return False
+            record = self._read_quietly(dir_name, version_dir)
+            remove_tree(self.layout.record_dir(dir_name, version_dir))  # the commit
+            self._emit(
+                PackageEvent(
+                    kind=EventKind.DELETED,
+                    name=record.name if record else name,
+                    version=record.version if record else version,
+                )
+            )
+            remove_tree(self.layout.data_dir(dir_name, version_dir))
+            tidy_package(self.layout, dir_name)
+        log.info("deleted %s %s", name, version)
+        return True
+
+    # ---- start-up ----------------------------------------------------------------------
+
+    def recover(self) -> builtins.list[Path]:
+        """Remove what interrupted installs and deletes left behind; return what went."""
+        self.layout.ensure_roots()
+        removed = clean_partials(self.layout.cache_dir)
+        removed += _clean_scratch(self.layout.tmp_dir)
+        dirs = set(package_dirs(self.layout.extensions_dir))
+        dirs |= set(package_dirs(self.layout.venvs_dir))
+        for dir_name in sorted(dirs):
+            try:
+                lock = FileLock(self.layout.lock_path(dir_name))
+            except HostError as exc:
+                log.warning("skipping %r during recovery: %s", dir_name, exc.message)
+                continue
+            if not lock.acquire(timeout_s=0):
+                continue  # another process is installing or deleting it right now
+            try:
+                removed += tidy_package(self.layout, dir_name)
+            except HostError as exc:  # e.g. a package directory that is a link elsewhere
+                log.warning("skipping %r during recovery: %s", dir_name, exc.message)
+            finally:
+                lock.release()
+        for path in removed:
+            log.info("recovery removed %s", path)
+        return removed
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _fetch(self, uri: str, filename: str, cancel: threading.Event) -> FetchedWheel:
+        return fetch(
+            uri, filename, cache_dir=self.layout.cache_dir, config=self.config.packages,
+            cancel=cancel,
+        )  # fmt: skip
+
+    def _inspect(self, wheel: FetchedWheel, filename: str) -> WheelContents:
+        return inspect_wheel(
+            wheel.path, filename, max_unpacked_bytes=self.config.packages.max_unpacked_bytes
+        )
+
+    def _find(self, dir_name: str, version: Version) -> str | None:
+        """The version directory of an installed version equal to `version` (PEP 440)."""
+        root = self.layout.records_of(dir_name)
+        direct = names.version_dir(version)
+        if (root / direct / RECORD_FILE).is_file():
+            return direct
+        for entry in _entries(root):
+            if (
+                names.is_version_dir(entry)
+                and Version(entry) == version
+                and (root / entry / RECORD_FILE).is_file()
+            ):
+                return entry
+        return None
+
+    def _current(self, dir_name: str, version: Version) -> PackageRecord | None:
+        version_dir = self._find(dir_name, version)
+        return None if version_dir is None else self._read(dir_name, version_dir)
+
+    def _read(self, dir_name: str, version_dir: str) -> PackageRecord | None:
+        """The record, from a cache keyed by the file's identity (records are replaced whole)."""
+        path = self.layout.record_path(dir_name, version_dir)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._records.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            record = read_record(path)
+        except RecordUnreadable as exc:
+            log.warning("%s", exc)
+            raise HostError(
+                f"the record of {dir_name} {version_dir} is unreadable", code=INTERNAL_ERROR
+            ) from exc
+        if record is not None:
+            self._records[path] = (key, record)
+        return record
+
+    def _read_quietly(self, dir_name: str, version_dir: str) -> PackageRecord | None:
+        try:
+            return self._read(dir_name, version_dir)
+        except HostError:
+            return None
+
+    def _refuse_installed(self, dir_name: str, version: Version, name: str) -> None:
+        if self._find(dir_name, version) is not None:
+            raise AlreadyInstalled(
+                f"{name} {version} is already installed (force replaces it)",
+                data={"name": name, "version": str(version)},
+            )
+
+    @contextlib.contextmanager
+    def _locked(self, dir_name: str, cancel: threading.Event | None) -> Iterator[None]:
+        """Hold the package's cross-process lock, waiting boundedly and cancellably."""
+        cfg = self.config.packages
+        wait_s = cfg.install_timeout_s + cfg.probe_timeout_s + LOCK_MARGIN_S
+        deadline = time.monotonic() + wait_s
+        lock = FileLock(self.layout.lock_path(dir_name))
+        while not lock.acquire(timeout_s=LOCK_SLICE_S):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("install cancelled while waiting for the package lock")
+            if time.monotonic() > deadline:
+                raise PackageBusy(
+                    f"{dir_name} stayed locked by another install or delete for {wait_s:.0f} s",
+                    data={"package": dir_name},
+                )
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def _check(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise Cancelled("install cancelled")
+
+
+def _entries(directory: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _summary(contents: WheelContents, wheel: FetchedWheel, uri: str, filename: str) -> WheelSummary:
+    return WheelSummary(
+        name=contents.name,
+        version=contents.version,
+        uri=uri,
+        filename=filename,
+        plugins=contents.plugins,
+        sha256=wheel.sha256,
+        size=wheel.size,
+        requires_dist=contents.requires_dist,
+        bundled_wheels=[m.rpartition("/")[2] for m in contents.bundled_wheels],
+    )
+
+
+def _clean_scratch(tmp_dir: Path) -> list[Path]:
+    """Scratch directories of installs whose process is gone (named `<pid>-…`)."""
+    removed = []
+    for entry in _entries(tmp_dir):
+        pid = entry.partition("-")[0]
+        with _scratch_lock:
+            if tmp_dir / entry in _active_scratch:
+                continue
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        if remove_tree(tmp_dir / entry):
+            removed.append(tmp_dir / entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,125 @@
+"""Probe a freshly built venv: its own interpreter loads every plugin and describes it.
+
+`<venv>/bin/python -m hiagent_shim --describe` prints one JSON document on stdout:
+`{"ok": true, "handshake": {..., "plugins": [...]}, "metadata": {plugin: Metadata}}`, or
+`{"ok": false, "error": {"code", "message", "data"}}` and exits 1 when a plugin cannot be
+loaded. The probe runs with the environment the plugin processes will get, a scratch data
+directory, and `packages.probe_timeout_s`; only a venv that answers it becomes current.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from hiagent_host.config import PoolConfig
+from hiagent_host.packages.errors import Cancelled, InstallFailed
+from hiagent_host.packages.runner import Completed, Outcome, run
+from hiagent_host.packages.venv import venv_python
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the venv said about itself."""
+
+    plugins: list[str]
+    metadata: dict[str, Any]
+    handshake: dict[str, Any]
+
+
+def probe_env(pool: PoolConfig, name: str, data_dir: Path) -> dict[str, str]:
+    """What a plugin process of `name` gets: PATH, `pool.env_allow`, `pool.env`, its own env."""
+    env = {"PATH": os.environ.get("PATH", os.defpath)}
+    env |= {k: os.environ[k] for k in pool.env_allow if k in os.environ}
+    env |= pool.env
+    canonical = canonicalize_name(name)
+    for key, policy in pool.packages.items():
+        if canonicalize_name(key) == canonical:
+            env |= policy.env
+    env["HIAGENT_PACKAGE_NAME"] = name
+    env["HIAGENT_PLUGIN_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def probe(
+    venv: Path,
+    *,
+    env: Mapping[str, str],
+    expected_plugins: list[str],
+    timeout_s: float,
+    cancel: threading.Event,
+    cwd: Path,
+) -> ProbeResult:
+    """Describe the plugins of the package named in `env`; InstallFailed unless all load."""
+    done = run(
+        [venv_python(venv), "-m", "hiagent_shim", "--describe"],
+        env=env,
+        cwd=cwd,
+        timeout_s=timeout_s,
+        cancel=cancel,
+        capture_stdout=True,
+    )
+    if done.outcome is Outcome.CANCELLED:
+        raise Cancelled("install cancelled while probing the new venv")
+    if done.outcome is not Outcome.EXITED:
+        reason = (
+            f"took longer than {timeout_s} s" if done.outcome is Outcome.TIMEOUT else done.outcome
+        )
+        raise _failed(f"the probe of the new venv {reason}", done)
+    doc = _document(done.stdout)
+    if doc is None:
+        raise _failed(f"the probe printed no JSON document (exit status {done.returncode})", done)
+    if not doc.get("ok"):
+        error = _obj(doc.get("error"))
+        data = _obj(error.get("data"))
+        message = str(error.get("message") or "the probe failed")
+        raise InstallFailed(
+            f"the new venv failed its probe: {message}",
+            data={"plugin": data.get("plugin"), "error": error, "stderr_tail": done.tail},
+        )
+    return _result(doc, expected_plugins, done)
+
+
+def _document(stdout: bytes) -> dict[str, Any] | None:
+    """The JSON object on stdout (the whole of it, or else its last line)."""
+    text = stdout.decode("utf-8", "replace").strip()
+    for candidate in (text, text.rpartition("\n")[2]):
+        try:
+            doc = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None
+
+
+def _result(doc: dict[str, Any], expected: list[str], done: Completed) -> ProbeResult:
+    handshake = _obj(doc.get("handshake"))
+    metadata = _obj(doc.get("metadata"))
+    plugins = [str(p) for p in handshake.get("plugins") or metadata]
+    missing = [p for p in expected if p not in plugins or p not in metadata]
+    if missing:
+        raise _failed(f"the probe did not describe plugin(s) {', '.join(map(repr, missing))}", done)
+    return ProbeResult(
+        plugins=list(expected),
+        metadata={p: metadata[p] for p in expected},
+        handshake=dict(handshake),
+    )
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _failed(message: str, done: Completed) -> InstallFailed:
+    return InstallFailed(
+        message,
+        data={"returncode": done.returncode, "stderr_tail": done.tail, "output_tail": done.tail},
+    )

@@ -1,0 +1,142 @@
+"""Start one plugin child: its command line, its environment, its resource limits, the spawn.
+
+The child is `<venv>/bin/python -m hiagent_shim`, in its own session (so its whole process
+tree is one process group), in the package's data directory, with an allow-listed environment.
+
+Resource limits are applied by a tiny stdlib wrapper, `python -I -S -c WRAPPER`, that calls
+`setrlimit` and then `exec`s the shim in the same process: `preexec_fn` would run Python in a
+forked copy of a multi-threaded host, which is not safe. Without limits there is no wrapper.
+
+`RLIMIT_NPROC` counts the processes of the child's *real* user and never binds root (the kernel
+lets uid 0, or a holder of CAP_SYS_RESOURCE/CAP_SYS_ADMIN, fork past it). So when the host runs
+as root and a package has `processes`, the wrapper drops those two capabilities from its
+bounding set and sets its real uid to a private, otherwise unused uid; the effective uid stays
+0 so the venv and data stay readable. The kernel then counts that child's tree on its own.
+This contains a runaway fork loop; it is not a sandbox (a hostile plugin running as root can
+undo it): run the host as an unprivileged user for isolation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+from packaging.utils import canonicalize_name
+
+from hiagent_host.config import PackagePolicy, PoolConfig
+
+# PATH after the venv's own bin: the usual system directories, never the host's PATH.
+SAFE_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+# RLIMIT_CPU: the soft limit sends SIGXCPU (the exit reason names it); the hard limit,
+# this much later, SIGKILLs a child that ignores it.
+CPU_HARD_MARGIN_S: Final = 1
+# Private real uids for root hosts' NPROC accounting: a range no distribution allocates.
+PRIVATE_UID_BASE: Final = 2_000_000_000
+PRIVATE_UID_SPAN: Final = 1 << 24
+# Linux capability numbers and prctl option (linux/capability.h, linux/prctl.h).
+CAP_SYS_ADMIN: Final = 21
+CAP_SYS_RESOURCE: Final = 24
+PR_CAPBSET_DROP: Final = 24
+
+RLIMITS: Final = {
+    "memory_bytes": "RLIMIT_AS",
+    "cpu_s": "RLIMIT_CPU",
+    "open_files": "RLIMIT_NOFILE",
+    "processes": "RLIMIT_NPROC",
+}
+
+# Runs as `python -I -S -c WRAPPER SPEC PYTHON ARGS…`: stdlib only, no site, then exec.
+WRAPPER: Final = f"""
+import json, os, resource, sys
+spec = json.loads(sys.argv[1])
+for name, soft, hard in spec["limits"]:
+    res = getattr(resource, name)
+    cur = resource.getrlimit(res)[1]
+    if cur != resource.RLIM_INFINITY:
+        soft, hard = min(soft, cur), min(hard, cur)
+    resource.setrlimit(res, (soft, hard))
+uid = spec.get("private_uid")
+if uid is not None and os.geteuid() == 0:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in ({CAP_SYS_ADMIN}, {CAP_SYS_RESOURCE}):
+        if libc.prctl({PR_CAPBSET_DROP}, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+    os.setresuid(uid, 0, 0)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def package_policy(pool: PoolConfig, name: str) -> PackagePolicy:
+    """The `[pool.packages."<name>"]` table of `name` (any PEP 503 spelling), or the default."""
+    wanted = canonicalize_name(name)
+    for key, policy in pool.packages.items():
+        if canonicalize_name(key) == wanted:
+            return policy
+    return PackagePolicy()
+
+
+def limits(policy: PackagePolicy) -> list[tuple[str, int, int]]:
+    """(resource name, soft, hard) for every limit the policy sets."""
+    out = []
+    for field, resource_name in RLIMITS.items():
+        value: int | None = getattr(policy, field)
+        if value is not None:
+            hard = value + CPU_HARD_MARGIN_S if field == "cpu_s" else value
+            out.append((resource_name, value, hard))
+    return out
+
+
+def command(python: Path, policy: PackagePolicy, *, host_is_root: bool) -> list[str]:
+    """The child's argv: the shim, wrapped only when the policy sets resource limits."""
+    shim = [str(python), "-m", "hiagent_shim"]
+    wanted = limits(policy)
+    if not wanted:
+        return shim
+    spec: dict[str, Any] = {"limits": wanted}
+    if policy.processes is not None and host_is_root:
+        spec["private_uid"] = PRIVATE_UID_BASE + secrets.randbelow(PRIVATE_UID_SPAN)
+    return [str(python), "-I", "-S", "-c", WRAPPER, json.dumps(spec), *shim]
+
+
+def environment(
+    pool: PoolConfig,
+    policy: PackagePolicy,
+    *,
+    name: str,
+    version: str,
+    venv_bin: Path,
+    data_dir: Path,
+    host_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The child's whole environment: allow-listed host variables plus what config adds."""
+    source = os.environ if host_env is None else host_env
+    env = {key: source[key] for key in pool.env_allow if key in source}
+    env["PATH"] = f"{venv_bin}:{SAFE_PATH}"
+    env["HOME"] = str(data_dir)
+    env |= pool.env
+    env |= policy.env
+    env["HIAGENT_PACKAGE_NAME"] = name
+    env["HIAGENT_PACKAGE_VERSION"] = version
+    env["HIAGENT_PLUGIN_DATA_DIR"] = str(data_dir)
+    return env
+
+
+async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path) -> anyio.abc.Process:
+    """Start the child in a new session with pipes on stdin, stdout and stderr."""
+    return await anyio.open_process(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+    )

@@ -1,0 +1,124 @@
+"""Newline-delimited JSON frames over anyio byte streams: bounded reads, size-checked writes.
+
+A frame is one UTF-8 JSON object followed by `\\n`; JSON never needs a raw newline inside.
+The reader never holds more than `max_frame_bytes` plus one read chunk: a longer line is
+discarded up to its newline and reported as an `OversizeFrame`, carrying the call id read
+from the frame's first bytes (the shim writes every frame of a call so that it starts with
+that id; see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+import msgspec
+from anyio.abc import ByteReceiveStream
+
+from hiagent_host.rpc.errors import FrameTooLarge
+
+# One read from the child's stdout; larger reads buy nothing on a pipe.
+READ_CHUNK_BYTES: Final = 64 * 1024
+# How much of an over-size frame is kept to read its call id from.
+SNIFF_BYTES: Final = 128
+
+# `{"jsonrpc":"2.0","id":N,` (a response) or `{"jsonrpc":"2.0","method":"$/stream",
+# "params":{"id":N,` (a stream item): either way the frame belongs to call N.
+_CALL_ID: Final = re.compile(
+    rb'\A\{"jsonrpc":"2\.0",(?:"id":|"method":"\$/stream","params":\{"id":)(\d{1,18})[,}]'
+)
+
+
+@dataclass(frozen=True)
+class OversizeFrame:
+    """A frame longer than the limit, discarded unread; `id` is its call when readable."""
+
+    id: int | None
+    size: int
+
+
+def sniff_call_id(prefix: bytes) -> int | None:
+    """The call a frame belongs to, read from its first bytes, or None."""
+    match = _CALL_ID.match(prefix)
+    return int(match.group(1)) if match else None
+
+
+class FrameReader:
+    """Reads frames from `stream`; `receive` raises `anyio.EndOfStream` at the end."""
+
+    def __init__(self, stream: ByteReceiveStream, max_frame_bytes: int) -> None:
+        self._stream = stream
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._eof = False
+
+    async def receive(self) -> bytes | OversizeFrame:
+        """The next frame without its newline, or a report of a discarded over-size one."""
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if 0 <= end <= self.max_frame_bytes:
+                frame = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                self._scanned = 0
+                return frame
+            if end > self.max_frame_bytes or len(self._buffer) > self.max_frame_bytes:
+                return await self._discard()
+            self._scanned = len(self._buffer)
+            if self._eof:
+                return self._last()
+            await self._fill()
+
+    def _last(self) -> bytes:
+        """At EOF: a final frame without its newline, or the end of the stream."""
+        if not self._buffer:
+            raise anyio.EndOfStream
+        frame = bytes(self._buffer)
+        self._buffer.clear()
+        self._scanned = 0
+        return frame
+
+    async def _fill(self) -> None:
+        try:
+            self._buffer += await self._stream.receive(READ_CHUNK_BYTES)
+        except anyio.EndOfStream:
+            self._eof = True
+
+    async def _discard(self) -> OversizeFrame:
+        """Drop the current frame up to its newline, keeping only its first bytes."""
+        prefix = bytes(self._buffer[:SNIFF_BYTES])
+        size = 0
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                size += end
+                del self._buffer[: end + 1]
+                self._scanned = 0
+                return OversizeFrame(id=sniff_call_id(prefix), size=size)
+            size += len(self._buffer)
+            self._buffer.clear()
+            if self._eof:
+                self._scanned = 0
+                return OversizeFrame(id=sniff_call_id(prefix), size=size)
+            await self._fill()
+
+
+class FrameEncoder:
+    """Encodes messages as frames, refusing any over `max_frame_bytes` before it is sent."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._encoder = msgspec.json.Encoder()
+
+    def encode(self, message: object) -> bytes:
+        """`message` as JSON plus `\\n`; FrameTooLarge when the JSON exceeds the limit."""
+        data = self._encoder.encode(message)
+        if len(data) > self.max_frame_bytes:
+            raise FrameTooLarge(
+                f"the request is {len(data)} bytes as JSON, over max_frame_bytes "
+                f"({self.max_frame_bytes})",
+                data={"size": len(data), "limit": self.max_frame_bytes},
+            )
+        return data + b"\n"

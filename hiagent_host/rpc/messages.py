@@ -1,0 +1,139 @@
+"""The wire's messages as msgspec Structs, its error codes, and child errors as HostErrors.
+
+Field order is wire order: the host writes `{"jsonrpc":"2.0","id":N,"method":...}`, so the
+child can read the id of a request it must discard from the frame's first bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from hiagent_host.errors import CANCELLED, PROTOCOL_ERROR, HostError
+
+PROTOCOL_VERSION: Final = 1
+JSONRPC: Final = "2.0"
+
+# JSON-RPC 2.0 codes for protocol faults; their `data.code` is always "ProtocolError".
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+NOT_INITIALIZED: Final = -32002
+# The outcome of a call: an application error, or its cancellation.
+APPLICATION_ERROR: Final = -32000
+REQUEST_CANCELLED: Final = -32800
+CANCELLED_HTTP_STATUS: Final = 499
+
+# Methods (host → child requests) and notifications (either direction).
+INITIALIZE: Final = "initialize"
+METADATA: Final = "metadata"
+RUN_TOOL: Final = "run_tool"
+VALIDATE: Final = "validate"
+PING: Final = "ping"
+SHUTDOWN: Final = "shutdown"
+CANCEL_REQUEST: Final = "$/cancelRequest"
+STREAM_ITEM: Final = "$/stream"
+STREAM_ACK: Final = "$/streamAck"
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True):
+    """host → child: a call that gets exactly one response."""
+
+    jsonrpc: str = JSONRPC
+    id: int
+    method: str
+    params: Any = msgspec.field(default_factory=dict)
+
+
+class Notification(msgspec.Struct, frozen=True, kw_only=True):
+    """Either direction: a message that gets no response."""
+
+    jsonrpc: str = JSONRPC
+    method: str
+    params: Any = msgspec.field(default_factory=dict)
+
+
+class ErrorObject(msgspec.Struct, frozen=True):
+    """The `error` member of an error response."""
+
+    code: int
+    message: str
+    data: Any = None
+
+
+class Response(msgspec.Struct, frozen=True, kw_only=True):
+    """child → host: the successful end of a call."""
+
+    jsonrpc: str = JSONRPC
+    id: int
+    result: Any
+
+
+class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """child → host: the failed end of a call (`id` null when the request was unreadable)."""
+
+    jsonrpc: str = JSONRPC
+    id: int | None
+    error: ErrorObject
+
+
+class Incoming(msgspec.Struct, frozen=True):
+    """Any message from the child, before it is told apart by its members."""
+
+    jsonrpc: str
+    id: int | None = None
+    method: str | None = None
+    params: Any = None
+    result: Any = msgspec.UNSET
+    error: ErrorObject | None = None
+
+
+class CallRef(msgspec.Struct, frozen=True):
+    """The params of `$/cancelRequest`."""
+
+    id: int
+
+
+class StreamItem(msgspec.Struct, frozen=True):
+    """The params of `$/stream`: item number `seq` (from 0) of call `id`."""
+
+    id: int
+    seq: int
+    item: Any = None
+
+
+class StreamAck(msgspec.Struct, frozen=True):
+    """The params of `$/streamAck`: the host has consumed items up to and including `seq`."""
+
+    id: int
+    seq: int
+
+
+class AppErrorData(msgspec.Struct, frozen=True):
+    """The `data` of every error the shim sends: the HTTP-facing code, status and details."""
+
+    code: str
+    http_code: int
+    data: Any = None
+
+
+def error_to_host(error: ErrorObject) -> HostError:
+    """A child's error as a HostError: application errors keep their code, status and data."""
+    try:
+        app = msgspec.convert(error.data, AppErrorData)
+    except msgspec.ValidationError:
+        app = None
+    if error.code == REQUEST_CANCELLED:
+        return HostError(error.message, code=CANCELLED, http_status=CANCELLED_HTTP_STATUS)
+    if error.code == APPLICATION_ERROR and app is not None:
+        return HostError(error.message, code=app.code, http_status=app.http_code, data=app.data)
+    detail = app.data if app is not None else error.data
+    return HostError(
+        f"the plugin process reported a protocol error {error.code}: {error.message}",
+        code=PROTOCOL_ERROR,
+        http_status=502,
+        data={"rpc_code": error.code, "detail": detail},
+    )

@@ -1,0 +1,399 @@
+"""`RpcPeer`: many concurrent calls over one child's stdin/stdout, each with its own deadline.
+
+One task reads frames and hands each answer to the call waiting for its id; writers take
+turns under a lock and every frame is written whole. A call past its deadline sends
+`$/cancelRequest` and waits `cancel_grace_s` for the child to answer: `DeadlineExceeded`
+says whether it did (if not, the child is wedged and the pool stops it). A caller cancelled
+by its own scope sends `$/cancelRequest` too. EOF on the child's stdout fails every pending
+call at once with `PeerClosed`. Nothing here kills a process; the pool does.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final, NoReturn
+
+import anyio
+import msgspec
+from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from hiagent_host.config import PoolConfig
+from hiagent_host.errors import HostError
+from hiagent_host.rpc import messages
+from hiagent_host.rpc.errors import (
+    DeadlineExceeded,
+    PeerClosed,
+    ProtocolViolation,
+    ResultTooLarge,
+)
+from hiagent_host.rpc.framing import FrameEncoder, FrameReader, OversizeFrame
+from hiagent_host.rpc.messages import Incoming, Notification, Request, StreamItem
+
+# A frame the child does not take off its stdin for this long means it stopped reading:
+# the shim reads stdin on a thread of its own, so only a frozen or dying child gets here.
+SEND_STALL_S: Final = 30.0
+# A cancel notification (or closing stdin) is tiny; waiting longer means the child is gone.
+CANCEL_SEND_S: Final = 1.0
+
+logger = logging.getLogger(__name__)
+_Item = tuple[int, Any]
+_NOTHING: Final = object()
+
+
+class _Pending:
+    """One call waiting for its answer; the first outcome wins."""
+
+    def __init__(self, call_id: int, method: str) -> None:
+        self.id = call_id
+        self.method = method
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: HostError | None = None
+        self.cancel_sent = False
+
+    def resolve(self, result: Any) -> None:
+        if not self.done.is_set():
+            self.result = result
+            self._finish()
+
+    def fail(self, error: HostError) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self._finish()
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise _fresh(self.error)
+        return self.result
+
+    def _finish(self) -> None:
+        self.done.set()
+
+
+class _PendingStream(_Pending):
+    """A streaming call: its items queue up (at most `window` of them) until consumed."""
+
+    def __init__(self, call_id: int, method: str, window: int) -> None:
+        super().__init__(call_id, method)
+        self.received = 0
+        self.items: MemoryObjectSendStream[_Item]
+        self.queue: MemoryObjectReceiveStream[_Item]
+        self.items, self.queue = anyio.create_memory_object_stream[_Item](window)
+
+    def _finish(self) -> None:
+        super()._finish()
+        self.items.close()  # the consumer drains what came, then sees the end
+
+
+class StreamCall:
+    """The items of one streaming call, acknowledged as they are consumed.
+
+    Iterate it; the final result is in `result` once iteration ends, and a failure (the
+    child's error, a deadline, EOF) is raised from the iteration.
+    """
+
+    def __init__(
+        self, peer: RpcPeer, pending: _PendingStream, deadline: float, timeout_s: float | None
+    ) -> None:
+        self._peer = peer
+        self._pending = pending
+        self._deadline = deadline
+        self._timeout_s = timeout_s
+        self._consumed = 0
+        self._acked = 0
+        self.result: Any = None
+
+    def __aiter__(self) -> StreamCall:
+        return self
+
+    async def __anext__(self) -> Any:
+        item: Any = _NOTHING
+        with anyio.CancelScope(deadline=self._deadline):
+            item = await self._next()
+        if item is _NOTHING:
+            await self._peer._expire(self._pending, self._timeout_s)
+        return item
+
+    async def _next(self) -> Any:
+        try:
+            _, item = await self._pending.queue.receive()
+        except anyio.EndOfStream:
+            self.result = self._pending.outcome()
+            raise StopAsyncIteration from None
+        self._consumed += 1
+        if self._consumed - self._acked >= self._peer.ack_every:
+            self._acked = self._consumed
+            ack = messages.StreamAck(id=self._pending.id, seq=self._consumed - 1)
+            await self._peer.notify(messages.STREAM_ACK, ack)
+        return item
+
+
+class RpcPeer:
+    """The host's end of one child's wire. Use `async with`, or run `run()` in a task group."""
+
+    def __init__(
+        self,
+        send_stream: ByteSendStream,
+        receive_stream: ByteReceiveStream,
+        *,
+        max_frame_bytes: int,
+        stream_window: int,
+        cancel_grace_s: float,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    ) -> None:
+        self._send_stream = send_stream
+        self._reader = FrameReader(receive_stream, max_frame_bytes)
+        self._encoder = FrameEncoder(max_frame_bytes)
+        self._decoder = msgspec.json.Decoder(Incoming)
+        self.max_frame_bytes = max_frame_bytes
+        self.stream_window = stream_window
+        self.ack_every = max(1, stream_window // 2)  # well before the child's window closes
+        self.cancel_grace_s = cancel_grace_s
+        self._log = log or logger
+        self._write_lock = anyio.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 1
+        self._close_error: HostError | None = None
+        self.closed = anyio.Event()
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @classmethod
+    def from_config(
+        cls, send_stream: ByteSendStream, receive_stream: ByteReceiveStream, pool: PoolConfig
+    ) -> RpcPeer:
+        """A peer with the frame limit, stream window and cancel grace of `pool`."""
+        return cls(
+            send_stream,
+            receive_stream,
+            max_frame_bytes=pool.max_frame_bytes,
+            stream_window=pool.stream_window,
+            cancel_grace_s=pool.cancel_grace_s,
+        )
+
+    async def __aenter__(self) -> RpcPeer:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self.run)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+
+    @property
+    def pending_count(self) -> int:
+        """Calls sent and not yet answered (streams included)."""
+        return len(self._pending)
+
+    @property
+    def close_error(self) -> HostError | None:
+        """Why the peer closed, once `closed` is set."""
+        return self._close_error
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call(self, method: str, params: Any = None, *, timeout_s: float | None) -> Any:
+        """Send a request and return its result; the child's error is raised as a HostError."""
+        pending = _Pending(self._new_id(), method)
+        frame = self._open(pending, params)
+        try:
+            with anyio.move_on_after(_seconds(timeout_s)):
+                await self._send(frame)
+                await pending.done.wait()
+            if not pending.done.is_set():
+                await self._expire(pending, timeout_s)
+            return pending.outcome()
+        finally:
+            await self._forget(pending)
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, params: Any = None, *, timeout_s: float | None
+    ) -> AsyncIterator[StreamCall]:
+        """A streaming request: yields a `StreamCall`; leaving early cancels the call."""
+        pending = _PendingStream(self._new_id(), method, self.stream_window)
+        frame = self._open(pending, params)
+        deadline = anyio.current_time() + _seconds(timeout_s)
+        try:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                await self._send(frame)
+            if scope.cancelled_caught:
+                await self._expire(pending, timeout_s)
+            yield StreamCall(self, pending, deadline, timeout_s)
+        finally:
+            await self._forget(pending)
+            pending.queue.close()
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        """Send a notification (no answer)."""
+        await self._send(self._encoder.encode(Notification(method=method, params=params or {})))
+
+    def fail_all(self, error: HostError) -> None:
+        """Fail every pending call with `error` and refuse new ones; the reader keeps draining."""
+        if self._close_error is None:
+            self._close_error = error
+        for pending in list(self._pending.values()):
+            pending.fail(error)
+        self.closed.set()
+
+    async def aclose(self) -> None:
+        """Fail pending calls, close the child's stdin (it exits on EOF), stop reading."""
+        self.fail_all(PeerClosed("the host closed the connection to the plugin process"))
+        with anyio.move_on_after(CANCEL_SEND_S, shield=True):
+            await self._send_stream.aclose()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    # -- the reader ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and dispatch frames until EOF, then fail whatever is still pending."""
+        try:
+            while True:
+                try:
+                    frame = await self._reader.receive()
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                self._dispatch(frame)
+        finally:
+            self.fail_all(PeerClosed("the plugin process closed its stdout"))
+
+    def _dispatch(self, frame: bytes | OversizeFrame) -> None:
+        if isinstance(frame, OversizeFrame):
+            self._oversize(frame)
+            return
+        try:
+            message = self._decoder.decode(frame)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            self._log.warning("ignoring a malformed frame from the plugin process: %s", exc)
+            return
+        if message.method is not None:
+            self._notification(message)
+        elif message.id is None:
+            detail = message.error.message if message.error else "no id"
+            self._log.warning("the plugin process reported an error on no call: %s", detail)
+        elif (pending := self._pending.get(message.id)) is None:
+            self._log.debug("ignoring a late answer to call %d", message.id)
+        elif message.error is not None:
+            pending.fail(messages.error_to_host(message.error))
+        elif message.result is msgspec.UNSET:
+            pending.fail(ProtocolViolation("the plugin process answered without a result"))
+        else:
+            pending.resolve(message.result)
+
+    def _notification(self, message: Incoming) -> None:
+        if message.method != messages.STREAM_ITEM:
+            self._log.debug("ignoring notification %r from the plugin process", message.method)
+            return
+        try:
+            item = msgspec.convert(message.params, StreamItem)
+        except msgspec.ValidationError as exc:
+            self._log.warning("ignoring a malformed stream item: %s", exc)
+            return
+        pending = self._pending.get(item.id)
+        if not isinstance(pending, _PendingStream) or pending.done.is_set():
+            return  # a stream the host has left, or a late item
+        if item.seq != pending.received:
+            pending.fail(ProtocolViolation(f"stream item {item.seq} out of order"))
+            return
+        try:
+            pending.items.send_nowait((item.seq, item.item))
+        except anyio.WouldBlock:
+            pending.fail(ProtocolViolation("the plugin process overran the stream window"))
+            return
+        pending.received += 1
+
+    def _oversize(self, frame: OversizeFrame) -> None:
+        pending = self._pending.get(frame.id) if frame.id is not None else None
+        self._log.warning(
+            "discarded a %d-byte frame over max_frame_bytes (%d) for call %s",
+            frame.size,
+            self.max_frame_bytes,
+            frame.id,
+        )
+        if pending is not None:
+            pending.fail(
+                ResultTooLarge(
+                    f"the plugin's answer is over {frame.size} bytes, over max_frame_bytes "
+                    f"({self.max_frame_bytes})",
+                    data={"size": frame.size, "limit": self.max_frame_bytes},
+                )
+            )
+
+    # -- mechanics -------------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _open(self, pending: _Pending, params: Any) -> bytes:
+        """Encode (refusing an over-size request) and register a call; nothing is sent."""
+        if self._close_error is not None:
+            raise _fresh(self._close_error)
+        request = Request(id=pending.id, method=pending.method, params=params or {})
+        frame = self._encoder.encode(request)
+        self._pending[pending.id] = pending
+        return frame
+
+    async def _send(self, frame: bytes) -> None:
+        """Write one whole frame; a child that stops reading closes the peer."""
+        async with self._write_lock:
+            if self._close_error is not None:
+                raise _fresh(self._close_error)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SEND_STALL_S) as stall:
+                try:
+                    await self._send_stream.send(frame)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                    self.fail_all(PeerClosed(f"the plugin process closed its stdin: {exc}"))
+            if stall.cancelled_caught:
+                stalled = f"the plugin process stopped reading its stdin for {SEND_STALL_S} s"
+                self.fail_all(PeerClosed(stalled))
+        if self._close_error is not None:
+            raise _fresh(self._close_error)
+
+    async def _expire(self, pending: _Pending, timeout_s: float | None) -> NoReturn:
+        """The deadline passed: cancel in the child, give it `cancel_grace_s` to answer."""
+        await self._cancel(pending)
+        with anyio.move_on_after(self.cancel_grace_s):
+            await pending.done.wait()
+        acknowledged = pending.done.is_set() and not isinstance(pending.error, PeerClosed)
+        raise DeadlineExceeded(
+            f"{pending.method} did not finish within {timeout_s} s",
+            cancel_acknowledged=acknowledged,
+            data={"timeout_s": timeout_s, "cancel_acknowledged": acknowledged},
+        )
+
+    async def _cancel(self, pending: _Pending) -> None:
+        """Send `$/cancelRequest` for `pending` once, shielded and bounded."""
+        if pending.cancel_sent or pending.done.is_set() or self._close_error is not None:
+            return
+        pending.cancel_sent = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SEND_S):
+            try:
+                await self.notify(messages.CANCEL_REQUEST, messages.CallRef(id=pending.id))
+            except HostError as exc:
+                self._log.debug("could not cancel call %d: %s", pending.id, exc.message)
+
+    async def _forget(self, pending: _Pending) -> None:
+        """The caller is done with `pending`: cancel it in the child if it is still running."""
+        if not pending.done.is_set():
+            await self._cancel(pending)
+        self._pending.pop(pending.id, None)
+
+
+def _seconds(timeout_s: float | None) -> float:
+    return math.inf if timeout_s is None else timeout_s
+
+
+def _fresh(error: HostError) -> HostError:
+    """A copy of a shared error, so each raise gets its own traceback."""
+    clone = copy.copy(error)
+    clone.__traceback__ = None
+    return clone

@@ -1,0 +1,127 @@
+"""Hypercorn serving the app: bind, workers, keep-alive and graceful shutdown from config.
+
+SIGTERM or SIGINT: stop accepting, let in-flight calls and streams finish for up to
+`server.graceful_shutdown_s` (then cancel them, which cancels their calls in the children),
+run the lifespan shutdown (the pool's stop ladder for every child), and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+from typing import Final
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.run import run as hypercorn_run
+from hypercorn.typing import ASGIFramework
+
+from hiagent_host import logs
+from hiagent_host.app import WITH_WORKER_ENV, create_app
+from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
+
+log = logging.getLogger("hiagent_host.serve")
+
+APP_FACTORY: Final = "hiagent_host.app:app_from_environment()"
+LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    server = config.server
+    hc = HypercornConfig()
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    hc.bind = [f"{host}:{server.port}"]
+    hc.workers = server.workers
+    hc.keep_alive_timeout = server.keep_alive_s
+    hc.graceful_timeout = server.graceful_shutdown_s
+    hc.accesslog = None  # the app writes its own structured access log
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    return hc
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(config: Config, keys: frozenset[str]) -> bool:
+    """Log a loud warning when binding beyond loopback with no API keys; True if it did."""
+    if keys or is_loopback(config.server.host):
+        return False
+    log.warning(
+        "!!! binding %s:%s WITHOUT API KEYS: anyone who can reach this address can install "
+        "packages and run code on this machine. Set [auth] api_keys (or api_keys_file) in "
+        "%s, or bind 127.0.0.1. !!!",
+        config.server.host,
+        config.server.port,
+        config.source,
+    )
+    return True
+
+
+def serve(
+    config: Config, *, with_worker: bool | None = None, app: ASGIFramework | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status (0 after a clean shutdown).
+
+    `app` replaces the app built from `config` (benchmarks add routes); one worker only.
+    """
+    keys = read_api_keys(config)
+    logs.configure(config.logging, keys=keys)
+    warn_if_exposed(config, keys)
+    hc = hypercorn_config(config)
+    if config.server.workers > 1 and app is None:
+        return _serve_workers(config, hc, with_worker)
+    hc.workers = 1
+    if app is None:
+        app = create_app(config, with_worker=with_worker)  # type: ignore[assignment]
+    asyncio.run(_serve_one(app, hc, config.server.graceful_shutdown_s))
+    log.info("stopped")
+    return 0
+
+
+async def _serve_one(app: ASGIFramework, hc: HypercornConfig, grace_s: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("already shutting down (at most %.0f s for in-flight calls)", grace_s)
+            return
+        log.info(
+            "%s: no new connections; draining in-flight calls for up to %.0f s",
+            signal.Signals(signum).name,
+            grace_s,
+        )
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await hypercorn_serve(app, hc, shutdown_trigger=stop.wait)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _serve_workers(config: Config, hc: HypercornConfig, with_worker: bool | None) -> int:
+    """Several Hypercorn worker processes, each with its own app and plugin pool."""
+    if config.queue.backend == "local":
+        log.warning(
+            "server.workers = %d with the local queue backend: each worker keeps its own jobs; "
+            'use [queue] backend = "redis" so every worker sees every job',
+            config.server.workers,
+        )
+    if config.source != "<defaults>":
+        os.environ[CONFIG_ENV] = config.source
+    if with_worker is not None:
+        os.environ[WITH_WORKER_ENV] = "1" if with_worker else "0"
+    hc.application_path = APP_FACTORY
+    return int(hypercorn_run(hc))

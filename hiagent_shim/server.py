@@ -1,0 +1,453 @@
+"""Serve one package's plugins on the wire: dispatch requests, run calls, answer each once.
+
+The event loop runs every call as a task: async tools directly, sync tools (through the SDK)
+on the loop's default executor, a bounded thread pool. stdin is read by its own thread, so a
+plugin that blocks the loop cannot hide EOF. EOF, SIGTERM/SIGINT or `shutdown` cancel what is
+in flight (each call answers `Cancelled`) and the process exits; a watchdog ends it anyway
+`EXIT_WATCHDOG_S` later if the loop is wedged. Nothing here prints on the wire but frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Final
+
+import hiagent_shim
+from hiagent_shim import protocol
+from hiagent_shim.describe import handshake
+from hiagent_shim.plugins import PACKAGE_ENV, Package, ShimError, load_package, to_shim_error
+from hiagent_shim.protocol import ProtocolFault
+from hiagent_shim.report import failure, note
+from hiagent_shim.wire import LineReader, OversizeLine, Stdio, WireWriter
+
+DEFAULT_STREAM_WINDOW: Final = 64
+DEFAULT_THREAD_POOL_SIZE: Final = 32
+MIN_FRAME_BYTES: Final = 1024
+# Once stopping, cancelled calls get this long to unwind before the process exits anyway.
+STOP_UNWIND_S: Final = 1.0
+# A loop too wedged to run its own stop sequence (a plugin blocking it) is ended this much later.
+EXIT_WATCHDOG_S: Final = 2.0
+# Closing a cancelled stream's generator runs plugin code (its `finally`); it gets this long.
+STREAM_CLOSE_S: Final = 1.0
+EXIT_OK: Final = 0
+EXIT_WEDGED: Final = 70  # EX_SOFTWARE: the watchdog had to end the process
+SHUTTING_DOWN: Final = "ShuttingDown"
+
+_DONE: Final = object()
+_watchdog_lock = threading.Lock()
+_watchdog_started = False
+
+
+def start_watchdog() -> None:
+    """End the process `EXIT_WATCHDOG_S` from now unless it has exited by then (idempotent)."""
+    global _watchdog_started
+    with _watchdog_lock:
+        if _watchdog_started:
+            return
+        _watchdog_started = True
+
+    def expire() -> None:
+        threading.Event().wait(EXIT_WATCHDOG_S)
+        note(f"the event loop did not stop within {EXIT_WATCHDOG_S} s; exiting")
+        flush_and_exit(EXIT_WEDGED)
+
+    threading.Thread(target=expire, name="hiagent-exit-watchdog", daemon=True).start()
+
+
+def flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # nothing more can be said on a closed stream
+    os._exit(code)
+
+
+@dataclass(eq=False)
+class Call:
+    """One request in flight; `acked` and `window` pace a stream."""
+
+    id: int
+    label: str
+    task: asyncio.Task[None] | None = None
+    acked: int = 0
+    window: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Server:
+    """The request loop of one shim process."""
+
+    def __init__(self, stdio: Stdio, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reader = LineReader(stdio.wire_in)
+        self._writer = WireWriter(stdio.wire_out)
+        self._package: Package | None = None
+        self._max_frame_bytes = self._reader.max_frame_bytes
+        self._stream_window = DEFAULT_STREAM_WINDOW
+        self._calls: dict[int, Call] = {}
+        self._stopping = asyncio.Event()
+        self._shutdown_ids: list[int] = []
+        self._methods: dict[str, Callable[[int, dict[str, Any]], None]] = {
+            "initialize": self._initialize,
+            "ping": self._ping,
+            "shutdown": self._shutdown,
+            "metadata": self._metadata,
+            "run_tool": self._run_tool,
+            "validate": self._validate,
+        }
+
+    async def serve(self) -> int:
+        """Serve until stdin closes, a signal arrives or `shutdown` is called."""
+        threading.Thread(target=self._read_forever, name="hiagent-wire-in", daemon=True).start()
+        await self._stopping.wait()
+        await self._cancel_all()
+        for call_id in self._shutdown_ids:
+            self._send(protocol.result_frame(call_id, None, self._max_frame_bytes))
+        return EXIT_OK
+
+    def stop(self, reason: str) -> None:
+        """Begin stopping (idempotent); the watchdog guarantees the exit."""
+        if self._stopping.is_set():
+            return
+        note(f"stopping: {reason}")
+        start_watchdog()
+        self._stopping.set()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read_forever(self) -> None:
+        """The reader thread: hand each line to the loop; at EOF, stop."""
+        reason = "stdin closed"
+        try:
+            while (line := self._reader.read()) is not None:
+                self._loop.call_soon_threadsafe(self._on_line, line)
+        except OSError as exc:
+            reason = f"stdin failed: {exc}"
+        finally:
+            start_watchdog()
+            try:
+                self._loop.call_soon_threadsafe(self.stop, reason)
+            except RuntimeError:
+                pass  # the loop is already closed: the process is exiting
+
+    def _on_line(self, line: bytes | OversizeLine) -> None:
+        if isinstance(line, OversizeLine):
+            limit = self._reader.max_frame_bytes
+            message = f"a request of {line.size} bytes exceeds max_frame_bytes ({limit})"
+            detail = {"size": line.size, "limit": limit}
+            self._fault(line.id, ProtocolFault(protocol.INVALID_REQUEST, message, detail))
+            return
+        try:
+            message = json.loads(line)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+            self._fault(None, ProtocolFault(protocol.PARSE_ERROR, f"not a JSON document: {exc}"))
+            return
+        try:
+            self._dispatch(message)
+        except ProtocolFault as fault:
+            self._fault(_request_id(message), fault)
+
+    def _dispatch(self, message: Any) -> None:
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            raise ProtocolFault(protocol.INVALID_REQUEST, "not a JSON-RPC 2.0 message object")
+        method = message.get("method")
+        if not isinstance(method, str):
+            raise ProtocolFault(protocol.INVALID_REQUEST, "the message has no method")
+        params = message.get("params")
+        if "id" not in message:
+            self._notification(method, params)
+            return
+        call_id = _request_id(message)
+        if call_id is None:
+            raise ProtocolFault(protocol.INVALID_REQUEST, "a request id must be an integer")
+        if call_id in self._calls:
+            raise ProtocolFault(protocol.INVALID_REQUEST, f"request id {call_id} is in flight")
+        handler = self._methods.get(method)
+        if handler is None:
+            raise ProtocolFault(protocol.METHOD_NOT_FOUND, f"no method {method!r}")
+        if method != "initialize" and self._package is None:
+            raise ProtocolFault(protocol.NOT_INITIALIZED, f"{method!r} before initialize")
+        if self._stopping.is_set() and method not in ("ping", "shutdown"):
+            error = ShimError(SHUTTING_DOWN, "the plugin process is stopping", http_code=503)
+            self._send(self._error_frame(call_id, error))
+            return
+        handler(call_id, _object(params))
+
+    def _notification(self, method: str, params: Any) -> None:
+        if method not in (protocol.CANCEL_REQUEST, protocol.STREAM_ACK):
+            return  # unknown notifications are ignored, as JSON-RPC asks
+        if not isinstance(params, dict) or _request_id(params) is None:
+            note(f"ignoring {method} with malformed params")
+            return
+        call = self._calls.get(params["id"])
+        if call is None:
+            return  # the call has already been answered
+        if method == protocol.CANCEL_REQUEST:
+            self._answer(call, self._error_frame(call.id, protocol.cancelled()))
+            if call.task is not None:
+                call.task.cancel()
+            return
+        seq = params.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            call.acked = max(call.acked, seq + 1)
+            call.window.set()
+
+    # -- methods ---------------------------------------------------------------------------
+
+    def _initialize(self, call_id: int, params: dict[str, Any]) -> None:
+        if self._package is not None:
+            raise ProtocolFault(protocol.INVALID_REQUEST, "already initialized")
+        version = params.get("protocol_version")
+        if version != hiagent_shim.PROTOCOL_VERSION:
+            raise ProtocolFault(
+                protocol.INVALID_PARAMS,
+                f"protocol version {version!r} is not supported; "
+                f"this shim speaks {hiagent_shim.PROTOCOL_VERSION}",
+                {"expected": hiagent_shim.PROTOCOL_VERSION, "got": version},
+            )
+        max_frame_bytes = _int_param(params, "max_frame_bytes", MIN_FRAME_BYTES)
+        stream_window = _int_param(params, "stream_window", 1)
+        threads = DEFAULT_THREAD_POOL_SIZE
+        if params.get("thread_pool_size") is not None:
+            threads = _int_param(params, "thread_pool_size", 1)
+        try:
+            package = load_package(os.environ.get(PACKAGE_ENV))
+        except ShimError as exc:
+            self._send(self._error_frame(call_id, exc))
+            return
+        self._max_frame_bytes = max_frame_bytes
+        self._reader.max_frame_bytes = max_frame_bytes
+        self._stream_window = stream_window
+        self._loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hiagent-tool")
+        )
+        self._package = package
+        self._send(protocol.result_frame(call_id, handshake(package), max_frame_bytes))
+
+    def _ping(self, call_id: int, params: dict[str, Any]) -> None:
+        self._send(protocol.result_frame(call_id, "pong", self._max_frame_bytes))
+
+    def _shutdown(self, call_id: int, params: dict[str, Any]) -> None:
+        self._shutdown_ids.append(call_id)
+        self.stop("shutdown requested")
+
+    def _metadata(self, call_id: int, params: dict[str, Any]) -> None:
+        package = self._served()
+        wanted = params.get("plugin")
+        if wanted is not None and not isinstance(wanted, str):
+            raise ProtocolFault(protocol.INVALID_PARAMS, "params.plugin must be a string")
+
+        async def work(call: Call) -> dict[str, Any]:
+            names = list(package.plugins) if wanted is None else [wanted]
+            return {name: package.plugin(name).get_metadata() for name in names}
+
+        self._start(call_id, f"metadata plugin={wanted!r}", work)
+
+    def _run_tool(self, call_id: int, params: dict[str, Any]) -> None:
+        package = self._served()
+        plugin, tool = _str_param(params, "plugin"), _str_param(params, "tool")
+        stream = params.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ProtocolFault(protocol.INVALID_PARAMS, "params.stream must be a boolean")
+        tool_input, cfg = params.get("input", {}), params.get("cfg")
+        label = f"run_tool plugin={plugin!r} tool={tool!r}"
+
+        async def work(call: Call) -> Any:
+            cls = package.plugin(plugin)
+            if stream:
+                return await self._stream(call, cls.run_plugin_tool_stream(tool, tool_input, cfg))
+            return await _awaited(cls.run_plugin_tool(tool, tool_input, cfg))
+
+        self._start(call_id, label, work)
+
+    def _validate(self, call_id: int, params: dict[str, Any]) -> None:
+        package = self._served()
+        plugin, cfg = _str_param(params, "plugin"), params.get("cfg")
+
+        async def work(call: Call) -> None:
+            await _awaited(package.plugin(plugin).run_plugin_validate(cfg))
+
+        self._start(call_id, f"validate plugin={plugin!r}", work)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _served(self) -> Package:
+        if self._package is None:  # _dispatch checks this first; kept for the type checker
+            raise ProtocolFault(protocol.NOT_INITIALIZED, "not initialized")
+        return self._package
+
+    def _start(self, call_id: int, label: str, work: Callable[[Call], Awaitable[Any]]) -> None:
+        call = Call(call_id, label)
+        self._calls[call_id] = call
+        call.task = self._loop.create_task(self._run(call, work))
+
+    async def _run(self, call: Call, work: Callable[[Call], Awaitable[Any]]) -> None:
+        try:
+            result = await work(call)
+        except asyncio.CancelledError:
+            self._answer(call, self._error_frame(call.id, protocol.cancelled()))
+            return
+        except BaseException as exc:  # noqa: BLE001 - a tool's SystemExit is its call's error
+            error = to_shim_error(exc)
+            if error.code == type(exc).__name__:
+                failure(f"call {call.id} ({call.label}) raised:", exc)
+            else:
+                note(f"call {call.id} ({call.label}) failed: {error.code}: {error.message}")
+            self._answer(call, self._error_frame(call.id, error))
+            return
+        self._answer(call, protocol.result_frame(call.id, result, self._max_frame_bytes))
+
+    async def _stream(self, call: Call, produced: Any) -> dict[str, int]:
+        """Send each item as `$/stream`, at most `stream_window` ahead of the host's acks."""
+        items = _async_items(await _awaited(produced))
+        seq = 0
+        try:
+            while (item := await anext(items, _DONE)) is not _DONE:
+                while seq >= call.acked + self._stream_window:
+                    call.window.clear()
+                    await call.window.wait()
+                frame = protocol.stream_item_frame(call.id, seq, item, self._max_frame_bytes)
+                self._send(frame)
+                seq += 1
+        finally:
+            await _close(items)
+        return {"items": seq}
+
+    def _answer(self, call: Call, frame: bytes) -> None:
+        """Send the one answer of `call`; later attempts (a cancel raced it) are dropped."""
+        if self._calls.get(call.id) is call:
+            del self._calls[call.id]
+            self._send(frame)
+
+    async def _cancel_all(self) -> None:
+        calls = list(self._calls.values())
+        for call in calls:
+            self._answer(call, self._error_frame(call.id, protocol.cancelled()))
+            if call.task is not None:
+                call.task.cancel()
+        tasks = [call.task for call in calls if call.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_UNWIND_S)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _error_frame(self, call_id: int, error: ShimError) -> bytes:
+        return protocol.error_frame(
+            call_id, protocol.application_error(error), self._max_frame_bytes
+        )
+
+    def _fault(self, call_id: int | None, fault: ProtocolFault) -> None:
+        note(f"protocol fault (id {call_id}): {fault.message}")
+        error = protocol.fault_error(fault)
+        self._send(protocol.error_frame(call_id, error, self._max_frame_bytes))
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            self._writer.write(frame)
+        except OSError as exc:  # the host is gone: nobody is left to answer
+            self.stop(f"the wire is closed: {exc}")
+
+
+def _request_id(message: Any) -> int | None:
+    value = message.get("id") if isinstance(message, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _object(params: Any) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ProtocolFault(protocol.INVALID_PARAMS, "params must be an object")
+    return params
+
+
+def _str_param(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str):
+        raise ProtocolFault(protocol.INVALID_PARAMS, f"params.{key} must be a string")
+    return value
+
+
+def _int_param(params: dict[str, Any], key: str, minimum: int) -> int:
+    value = params.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        message = f"params.{key} must be an integer >= {minimum}"
+        raise ProtocolFault(protocol.INVALID_PARAMS, message)
+    return value
+
+
+async def _awaited(value: Any) -> Any:
+    """`value`, awaited if it is awaitable (plugins' classmethods may be either)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def _async_items(produced: Any) -> AsyncIterator[Any]:
+    """A stream function's result as an async iterator; sync iterators run on the executor."""
+    if hasattr(produced, "__aiter__"):
+        return produced.__aiter__()  # type: ignore[no-any-return]
+    if hasattr(produced, "__iter__") and not isinstance(produced, str | bytes | dict):
+        return _ThreadedIterator(iter(produced))
+    raise TypeError(f"a stream must be an async iterator, not {type(produced).__name__}")
+
+
+class _ThreadedIterator:
+    """A sync iterator driven on the default executor, one item per hop."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items = items
+
+    def __aiter__(self) -> _ThreadedIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await asyncio.to_thread(next, self._items, _DONE)
+        if item is _DONE:
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            try:
+                close()
+            except ValueError:
+                pass  # still running in a worker thread: it is abandoned there
+
+
+async def _close(items: AsyncIterator[Any]) -> None:
+    """Close a stream's iterator (runs the plugin's `finally`), bounded by STREAM_CLOSE_S."""
+    aclose = getattr(items, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await asyncio.wait_for(aclose(), STREAM_CLOSE_S)
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - plugin code, reported
+        note(f"closing a stream raised {type(exc).__name__}: {exc}")
+
+
+def run(stdio: Stdio) -> int:
+    """Run the server on a fresh event loop in this (the main) thread; return the exit code."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=DEFAULT_THREAD_POOL_SIZE, thread_name_prefix="hiagent-tool")
+    )
+    server = Server(stdio, loop)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        start_watchdog()  # runs even when a plugin blocks the loop
+        loop.call_soon_threadsafe(server.stop, f"received {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return loop.run_until_complete(server.serve())

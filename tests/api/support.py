@@ -1,0 +1,218 @@
+"""Helpers for the API tests: a real server in a subprocess, its config, a loopback wheel server."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+# A fresh server answers /ping within a second or two; generous for a loaded CI machine.
+START_TIMEOUT_S: Final = 60.0
+# SIGTERM → exit: the drain (graceful_shutdown_s in the test config) plus the pool's ladder.
+STOP_TIMEOUT_S: Final = 30.0
+# How often a readiness probe is retried while waiting for a server to come up.
+PROBE_INTERVAL_S: Final = 0.05
+# Each HTTP request of a test; installs build a venv and may take longer.
+REQUEST_TIMEOUT_S: Final = 60.0
+INSTALL_TIMEOUT_S: Final = 180.0
+# Bound for a served HTTP request in the loopback wheel server.
+WHEEL_SERVER_POLL_S: Final = 0.05
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(
+    path: Path, data_root: Path, wheelhouse: Path, port: int, **sections: Mapping[str, Any]
+) -> Path:
+    """A runtime.toml for a test server: data under `data_root`, installs offline."""
+    settings: dict[str, dict[str, Any]] = {
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "graceful_shutdown_s": 5.0,
+            "max_body_bytes": 1024 * 1024,
+            "sse_keepalive_s": 0.3,
+        },
+        "paths": {
+            "extensions_dir": str(data_root / "extensions"),
+            "venvs_dir": str(data_root / "venvs"),
+            "state_dir": str(data_root / "state"),
+        },
+        "packages": {"no_index": True, "find_links": [str(wheelhouse)]},
+        "pool": {"call_timeout_s": 20.0, "max_call_timeout_s": 60.0, "cancel_grace_s": 1.0},
+        "logging": {"level": "info", "json": True},
+    }
+    for section, values in sections.items():
+        settings.setdefault(section, {}).update(values)
+    lines: list[str] = []
+    for section, values in settings.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def serve_command(config: Path, port: int) -> list[str]:
+    """`python -m hiagent_host serve …` once the CLI has `serve`; its own entry until then."""
+    cli = ROOT / "hiagent_host" / "cli.py"
+    main = ROOT / "hiagent_host" / "__main__.py"
+    args = ["serve", "--config", str(config), "--port", str(port)]
+    if main.is_file() and cli.is_file() and "cli_serve" in cli.read_text(encoding="utf-8"):
+        return [sys.executable, "-m", "hiagent_host", *args]
+    entry = "import sys; from hiagent_host.cli_serve import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", entry, *args]
+
+
+class LiveServer:
+    """`hiagent-host serve` in a subprocess on a loopback port, its output in a log file."""
+
+    def __init__(self, config: Path, port: int, log_path: Path, env: Mapping[str, str] = {}):
+        self.config = config
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._env = {**os.environ, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LiveServer:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                serve_command(self.config, self.port),
+                cwd=ROOT,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        """Wait (bounded) until /ping answers; fail with the log if the server died."""
+        assert self.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    if client.get(f"{self.url}/ping").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(PROBE_INTERVAL_S)  # a bounded probe loop, not synchronisation
+        raise RuntimeError(f"server did not answer /ping within {START_TIMEOUT_S} s:\n{self.log()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait; SIGKILL the group if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The JSON log lines (the test config logs JSON); other lines are skipped."""
+        records = []
+        for line in self.log().splitlines():
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    records.append(value)
+        return records
+
+
+class WheelServer:
+    """A loopback HTTP server for a directory of wheels (the `http://` install source)."""
+
+    def __init__(self, directory: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(WHEEL_SERVER_POLL_S,), daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def envelope_error(response: httpx.Response) -> dict[str, Any]:
+    """The error object of an envelope response, checked for shape and status."""
+    body = response.json()
+    assert body["data"] is None, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "data", "http_code"}, error
+    assert error["http_code"] == response.status_code, (error, response.status_code)
+    return error
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    """SSE text → events as {"event", "data", "id", "retry"} (data lines joined); comments dropped."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    for line in text.split("\n"):
+        if line == "":
+            if current:
+                events.append(current)
+                current = {}
+            continue
+        if line.startswith(":"):
+            current.setdefault("comments", []).append(line)
+            continue
+        field, _, value = line.partition(": ")
+        if field == "data" and "data" in current:
+            current["data"] += "\n" + value
+        else:
+            current[field] = value
+    return events
+
+
+@contextlib.contextmanager
+def wheel_server(directory: Path) -> Iterator[WheelServer]:
+    server = WheelServer(directory)
+    try:
+        yield server
+    finally:
+        server.close()

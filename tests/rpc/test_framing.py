@@ -1,0 +1,150 @@
+"""Framing: lines split anywhere, over-size lines discarded in bounded memory, ids sniffed."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from anyio.abc import ByteReceiveStream
+
+from hiagent_host.errors import FRAME_TOO_LARGE
+from hiagent_host.rpc.errors import FrameTooLarge
+from hiagent_host.rpc.framing import (
+    READ_CHUNK_BYTES,
+    FrameEncoder,
+    FrameReader,
+    OversizeFrame,
+    sniff_call_id,
+)
+from hiagent_host.rpc.messages import Notification, Request
+
+
+class Chunks(ByteReceiveStream):
+    """A byte stream that hands out the given chunks one by one, made on demand."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        for chunk in self._chunks:
+            assert len(chunk) <= max_bytes
+            return chunk
+        raise anyio.EndOfStream
+
+    async def aclose(self) -> None:
+        return None
+
+
+def reader(*chunks: bytes, limit: int = 1024) -> FrameReader:
+    return FrameReader(Chunks(iter(chunks)), limit)
+
+
+async def frames(r: FrameReader) -> list[bytes | OversizeFrame]:
+    out: list[bytes | OversizeFrame] = []
+    while True:
+        try:
+            out.append(await r.receive())
+        except anyio.EndOfStream:
+            return out
+
+
+@pytest.mark.anyio
+async def test_frames_split_across_reads_are_joined() -> None:
+    r = reader(b'{"a":', b'1}\n{"b"', b":2}\n", b"\n")
+    assert await frames(r) == [b'{"a":1}', b'{"b":2}', b""]
+
+
+@pytest.mark.anyio
+async def test_several_frames_in_one_read_come_out_one_by_one() -> None:
+    assert await frames(reader(b"1\n2\n3\n")) == [b"1", b"2", b"3"]
+
+
+@pytest.mark.anyio
+async def test_a_last_frame_without_newline_is_still_a_frame() -> None:
+    assert await frames(reader(b"1\n", b"2")) == [b"1", b"2"]
+
+
+@pytest.mark.anyio
+async def test_a_frame_of_exactly_the_limit_is_accepted() -> None:
+    assert await frames(reader(b"x" * 1024 + b"\n", limit=1024)) == [b"x" * 1024]
+
+
+@pytest.mark.anyio
+async def test_an_oversize_frame_is_reported_with_its_call_id_and_reading_goes_on() -> None:
+    big = b'{"jsonrpc":"2.0","id":7,"result":"' + b"x" * 5000 + b'"}'
+    r = reader(big[:100], big[100:3000], big[3000:] + b"\nnext\n", limit=1024)
+    assert await frames(r) == [OversizeFrame(id=7, size=len(big)), b"next"]
+
+
+@pytest.mark.anyio
+async def test_an_oversize_frame_ending_in_the_same_read_is_discarded_too() -> None:
+    r = reader(b"y" * 2000 + b"\nok\n", limit=1024)
+    assert await frames(r) == [OversizeFrame(id=None, size=2000), b"ok"]
+
+
+@pytest.mark.anyio
+async def test_an_oversize_frame_cut_by_eof_is_reported() -> None:
+    assert await frames(reader(b"z" * 3000, limit=1024)) == [OversizeFrame(id=None, size=3000)]
+
+
+@pytest.mark.anyio
+async def test_discarding_a_huge_frame_holds_only_the_limit_and_a_read_in_memory() -> None:
+    total = 64 * 1024 * 1024
+    head = b'{"jsonrpc":"2.0","method":"$/stream","params":{"id":12,"seq":0,"item":"'
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        for _ in range(total // READ_CHUNK_BYTES):
+            yield b"x" * READ_CHUNK_BYTES
+        yield b'"}}\nafter\n'
+
+    r = FrameReader(Chunks(chunks()), 256 * 1024)
+    tracemalloc.start()
+    try:
+        first = await r.receive()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(first, OversizeFrame)
+    assert first.id == 12
+    assert first.size == len(head) + total + 3
+    assert peak < 2 * 1024 * 1024
+    assert await r.receive() == b"after"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        (b'{"jsonrpc":"2.0","id":42,"result":1}', 42),
+        (b'{"jsonrpc":"2.0","id":42}', 42),
+        (b'{"jsonrpc":"2.0","method":"$/stream","params":{"id":9,"seq":3,', 9),
+        (b'{"jsonrpc":"2.0","method":"$/other","params":{"id":9,', None),
+        (b'{"jsonrpc":"2.0","id":null,"error":', None),
+        (b'{"id":42,"jsonrpc":"2.0"', None),
+        (b"not json at all", None),
+    ],
+)
+def test_the_call_id_is_read_only_from_the_documented_prefixes(
+    prefix: bytes, expected: int | None
+) -> None:
+    assert sniff_call_id(prefix) == expected
+
+
+def test_requests_are_encoded_with_the_id_first_so_the_child_can_sniff_it() -> None:
+    frame = FrameEncoder(1024).encode(Request(id=5, method="ping"))
+    assert frame == b'{"jsonrpc":"2.0","id":5,"method":"ping","params":{}}\n'
+
+
+def test_notifications_are_one_line_even_with_newlines_in_strings() -> None:
+    frame = FrameEncoder(1024).encode(Notification(method="m", params={"t": "a\nb"}))
+    assert frame.count(b"\n") == 1
+    assert frame.endswith(b"\n")
+
+
+def test_an_oversize_request_is_refused_before_anything_is_written() -> None:
+    with pytest.raises(FrameTooLarge) as caught:
+        FrameEncoder(1024).encode(Request(id=1, method="run_tool", params={"x": "y" * 2000}))
+    assert caught.value.code == FRAME_TOO_LARGE
+    assert caught.value.data["limit"] == 1024

@@ -1,0 +1,129 @@
+"""The `hiagent-host` command, run as a real subprocess against a temporary runtime.toml."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hiagent_host.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, build_parser, source_to_uri
+from tests.packages.support import rewrite_wheel, subprocess_env, write_runtime_toml
+
+CLI_TIMEOUT_S = 120
+
+
+@pytest.fixture
+def config(tmp_path: Path, wheelhouse: Path) -> Path:
+    return write_runtime_toml(tmp_path / "runtime.toml", tmp_path / "data", wheelhouse)
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hiagent_host", "--config", str(config), *args],
+        capture_output=True, text=True, env=subprocess_env(), cwd=config.parent,
+        timeout=CLI_TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+def test_install_show_venv_list_and_delete_work_end_to_end(
+    config: Path, built_wheels: dict[str, Path]
+) -> None:
+    wheel = built_wheels["pkg_nodeps"]
+    installed = cli(config, "install", str(wheel))
+    assert installed.returncode == 0, installed.stderr
+    assert "pkg-nodeps 1.0.0" in installed.stdout
+
+    listed = cli(config, "list")
+    assert "pkg-nodeps" in listed.stdout
+    assert "回声" in listed.stdout
+    rows = json.loads(cli(config, "list", "--json").stdout)
+    assert [(r["name"], r["version"], r["plugins"]) for r in rows] == [
+        ("pkg-nodeps", "1.0.0", ["回声"])
+    ]
+
+    shown = json.loads(cli(config, "--json", "show", "PKG_NoDeps", "1.0").stdout)
+    assert shown["filename"] == wheel.name
+    assert "回声" in shown["metadata"]
+
+    venv = Path(cli(config, "venv", "pkg-nodeps", "1.0.0").stdout.strip())
+    assert (venv / "bin" / "activate").is_file()
+
+    deleted = cli(config, "delete", "pkg-nodeps", "1.0.0")
+    assert (deleted.returncode, deleted.stdout.strip()) == (0, "deleted pkg-nodeps 1.0.0")
+    again = cli(config, "delete", "pkg-nodeps", "1.0.0")
+    assert again.returncode == 0
+    assert "not installed" in again.stdout
+    assert not venv.exists()
+
+
+def test_a_version_already_installed_is_replaced_only_with_force(
+    config: Path, built_wheels: dict[str, Path]
+) -> None:
+    wheel = built_wheels["pkg_onedep"]
+    assert cli(config, "install", wheel.as_uri()).returncode == 0
+    refused = cli(config, "install", wheel.as_uri())
+    assert refused.returncode == EXIT_FAILED
+    assert refused.stderr.startswith("hiagent-host: AlreadyInstalled:")
+    assert cli(config, "install", wheel.as_uri(), "--force").returncode == 0
+
+
+def test_an_invalid_wheel_exits_non_zero_listing_every_problem(
+    config: Path, built_wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    wheel = built_wheels["pkg_nodeps"]
+    bad = rewrite_wheel(
+        wheel, tmp_path / "other-2.0-py3-none-any.whl",
+        drop=lambda n: n.endswith("entry_points.txt"),
+    )  # fmt: skip
+    done = cli(config, "install", str(bad))
+    assert done.returncode == EXIT_FAILED
+    assert "InvalidPackage" in done.stderr
+    problems = [line for line in done.stderr.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 3  # the name, the version, no entry points
+
+
+def test_a_missing_package_exits_3_and_json_errors_are_error_objects(config: Path) -> None:
+    done = cli(config, "show", "pkg-nowhere", "1.0", "--json")
+    assert done.returncode == EXIT_NOT_FOUND
+    assert done.stdout == ""
+    error = json.loads(done.stderr)["error"]
+    assert (error["code"], error["http_code"]) == ("PackageNotFound", 404)
+
+
+def test_the_filename_option_names_a_wheel_whose_path_does_not(
+    config: Path, built_wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    stored = tmp_path / "upload.bin"
+    stored.write_bytes(built_wheels["pkg_nodeps"].read_bytes())
+    assert cli(config, "install", str(stored)).returncode == 1
+    named = cli(config, "install", str(stored), "--filename", built_wheels["pkg_nodeps"].name)
+    assert named.returncode == 0, named.stderr
+
+
+def test_a_broken_config_is_a_usage_error_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text("[packages]\nno_such_key = 1\n")
+    done = cli(config, "list")
+    assert done.returncode == EXIT_USAGE
+    assert "no_such_key" in done.stderr
+
+
+def test_the_command_line_offers_every_subcommand() -> None:
+    text = build_parser().format_help()
+    for command in ("install", "list", "show", "venv", "delete", "recover", "serve", "worker"):
+        assert command in text
+
+
+@pytest.mark.parametrize(
+    ("source", "uri", "filename"),
+    [
+        ("https://h/dl/a-1.0-py3-none-any.whl?sig=x", "https://h/dl/a-1.0-py3-none-any.whl?sig=x",
+         "a-1.0-py3-none-any.whl"),
+        ("/srv/w/a%20b.whl", "file:///srv/w/a%2520b.whl", "a%20b.whl"),
+    ],
+)  # fmt: skip
+def test_a_source_becomes_a_uri_and_a_filename(source: str, uri: str, filename: str) -> None:
+    assert source_to_uri(source, None) == (uri, filename)
