@@ -13,6 +13,13 @@ small asyncio HTTP/1.1 client). Targets: (b) p50 ≤ 1.3 × ((a) + (c)) at concu
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This file is named http.py: keep its directory off sys.path so `import http` is the stdlib's.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
 import argparse
 import asyncio
 import json
@@ -23,12 +30,10 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -40,10 +45,10 @@ sys.path.insert(0, str(ROOT))
 from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
 from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
 
-ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "pkg_nodeps"
-ECHO_PKG: Final = "pkg-nodeps"
-ECHO_PLUGIN: Final = "回声"
-ECHO_TOOL: Final = "echo"
+ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "echo"
+ECHO_PKG: Final = "hiagent-plugin-echo"
+ECHO_PLUGIN: Final = "echo"
+ECHO_TOOL: Final = "echo_async"  # returns its input, on the child's event loop (no thread hop)
 CONCURRENCY: Final = (1, 32)
 # The server must answer /ping within this time after it was started.
 START_TIMEOUT_S: Final = 60.0
@@ -164,13 +169,13 @@ def wrk(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(body.decode())}\n"
+            f"wrk.body = [==[{body.decode()}]==]\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
     try:
         threads = min(concurrency, 2)
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration_s}s", "--latency",
+            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--latency",
              "-s", script.name, url],
             capture_output=True, text=True, check=True, timeout=duration_s + 30,
         ).stdout  # fmt: skip
@@ -199,7 +204,12 @@ async def _http_worker(
         while time.perf_counter() < stop_at:
             start = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # Hypercorn closes after N keep-alive requests
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
             length = int(re.search(rb"(?i)content-length:\s*(\d+)", head)[1])  # type: ignore[index]
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - start)

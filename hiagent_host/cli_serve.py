@@ -54,7 +54,9 @@ def add_arguments(subparsers: Any) -> None:
     ps.add_argument(
         "--api-key", help=f"API key (default: ${API_KEY_ENV}, else the first configured)"
     )
-    ps.add_argument("--json", action="store_true", help="print the raw JSON list")
+    ps.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON list"
+    )
     ps.set_defaults(func=cmd_ps)
 
 
@@ -117,7 +119,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         print(f"hiagent-host ps: no server answering at {url}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     processes = body.get("data") or []
-    if args.json:
+    if getattr(args, "json", False):
         print(json.dumps(processes, indent=2, ensure_ascii=False))
     else:
         print(format_table(processes))

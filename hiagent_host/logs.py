@@ -65,19 +65,15 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-class _HostHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Ours, so configuring twice replaces it instead of doubling every line."""
-
-
 def configure(
     config: LoggingConfig, *, keys: Iterable[str] = (), stream: TextIO | None = None
 ) -> logging.Handler:
     """Send the host's logs to `stream` (stderr) at the configured level and format."""
     inner = JSONFormatter() if config.json else logging.Formatter(TEXT_FORMAT)
-    handler = _HostHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(RedactingFormatter(inner, keys))
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _HostHandler)]:
+    for old in list(root.handlers):  # the server owns its process's logging
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(LEVELS[config.level])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 
 from hiagent_shim.describe import describe
-from hiagent_shim.server import flush_and_exit, run
+from hiagent_shim.lifecycle import flush_and_exit
+from hiagent_shim.server import run
 from hiagent_shim.wire import take_stdio
 
 USAGE = "usage: python -m hiagent_shim [--describe]"

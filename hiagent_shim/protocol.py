@@ -36,6 +36,8 @@ STREAM_ACK: Final = "$/streamAck"
 CANCEL_REQUEST: Final = "$/cancelRequest"
 
 _HEAD: Final = b'{"jsonrpc":"2.0","id":'
+# A character costs at most this many bytes in a JSON string (`\u001f`, escaped).
+_MAX_JSON_BYTES_PER_CHAR: Final = 6
 
 
 class ProtocolFault(Exception):
@@ -92,18 +94,31 @@ def result_frame(call_id: int, result: Any, limit: int) -> bytes:
 
 
 def error_frame(call_id: int | None, error: dict[str, Any], limit: int) -> bytes:
-    """An error response; details that cannot be sent whole are dropped, never the error."""
+    """An error response within `limit`: details that do not fit are dropped, then the
+    message is cut; only an error whose code alone is too long becomes ResultTooLarge."""
+    frame = _error_bytes(call_id, error)
+    if frame is not None and len(frame) <= limit:
+        return frame
+    data = error.get("data")
+    slim = {**error, "data": {**data, "data": None} if isinstance(data, dict) else None}
+    frame = _error_bytes(call_id, slim)
+    if frame is not None and len(frame) <= limit:
+        return frame
+    empty = _error_bytes(call_id, {**slim, "message": ""})
+    if empty is not None and len(empty) <= limit:
+        budget = (limit - len(empty)) // _MAX_JSON_BYTES_PER_CHAR
+        frame = _error_bytes(call_id, {**slim, "message": str(error["message"])[:budget]})
+        if frame is not None:
+            return frame
+    fallback = too_large(len(frame or b""), limit, what="error")
+    return b"".join((_HEAD, _id(call_id), b',"error":', dumps(application_error(fallback)), b"}"))
+
+
+def _error_bytes(call_id: int | None, error: dict[str, Any]) -> bytes | None:
     try:
-        frame = b"".join((_HEAD, _id(call_id), b',"error":', dumps(error), b"}"))
+        return b"".join((_HEAD, _id(call_id), b',"error":', dumps(error), b"}"))
     except ValueError:
-        frame = b""
-    if not frame or len(frame) > limit:
-        data = error.get("data")
-        if isinstance(data, dict):
-            error = {**error, "data": {**data, "data": None}}
-        error["message"] = str(error["message"])[:1024]
-        frame = b"".join((_HEAD, _id(call_id), b',"error":', dumps(error), b"}"))
-    return frame
+        return None
 
 
 def stream_item_frame(call_id: int, seq: int, item: Any, limit: int) -> bytes:

@@ -4,30 +4,28 @@ The event loop runs every call as a task: async tools directly, sync tools (thro
 on the loop's default executor, a bounded thread pool. stdin is read by its own thread, so a
 plugin that blocks the loop cannot hide EOF. EOF, SIGTERM/SIGINT or `shutdown` cancel what is
 in flight (each call answers `Cancelled`) and the process exits; a watchdog ends it anyway
-`EXIT_WATCHDOG_S` later if the loop is wedged. Nothing here prints on the wire but frames.
+`lifecycle.EXIT_WATCHDOG_S` later if the loop is wedged. Nothing here prints on the wire but frames.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
-import signal
-import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, Final
 
 import hiagent_shim
 from hiagent_shim import protocol
 from hiagent_shim.describe import handshake
+from hiagent_shim.lifecycle import EXIT_OK, on_stop_signals, start_watchdog
 from hiagent_shim.plugins import PACKAGE_ENV, Package, ShimError, load_package, to_shim_error
 from hiagent_shim.protocol import ProtocolFault
 from hiagent_shim.report import failure, note
+from hiagent_shim.streams import async_items, awaited, close_items
 from hiagent_shim.wire import LineReader, OversizeLine, Stdio, WireWriter
 
 DEFAULT_STREAM_WINDOW: Final = 64
@@ -35,42 +33,8 @@ DEFAULT_THREAD_POOL_SIZE: Final = 32
 MIN_FRAME_BYTES: Final = 1024
 # Once stopping, cancelled calls get this long to unwind before the process exits anyway.
 STOP_UNWIND_S: Final = 1.0
-# A loop too wedged to run its own stop sequence (a plugin blocking it) is ended this much later.
-EXIT_WATCHDOG_S: Final = 2.0
-# Closing a cancelled stream's generator runs plugin code (its `finally`); it gets this long.
-STREAM_CLOSE_S: Final = 1.0
-EXIT_OK: Final = 0
-EXIT_WEDGED: Final = 70  # EX_SOFTWARE: the watchdog had to end the process
 SHUTTING_DOWN: Final = "ShuttingDown"
-
 _DONE: Final = object()
-_watchdog_lock = threading.Lock()
-_watchdog_started = False
-
-
-def start_watchdog() -> None:
-    """End the process `EXIT_WATCHDOG_S` from now unless it has exited by then (idempotent)."""
-    global _watchdog_started
-    with _watchdog_lock:
-        if _watchdog_started:
-            return
-        _watchdog_started = True
-
-    def expire() -> None:
-        threading.Event().wait(EXIT_WATCHDOG_S)
-        note(f"the event loop did not stop within {EXIT_WATCHDOG_S} s; exiting")
-        flush_and_exit(EXIT_WEDGED)
-
-    threading.Thread(target=expire, name="hiagent-exit-watchdog", daemon=True).start()
-
-
-def flush_and_exit(code: int) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # nothing more can be said on a closed stream
-    os._exit(code)
 
 
 @dataclass(eq=False)
@@ -156,6 +120,10 @@ class Server:
             self._dispatch(message)
         except ProtocolFault as fault:
             self._fault(_request_id(message), fault)
+        except Exception as exc:  # noqa: BLE001 - a fault of the shim's own, answered not fatal
+            failure("the shim failed to dispatch a request:", exc)
+            internal = ProtocolFault(protocol.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            self._fault(_request_id(message), internal)
 
     def _dispatch(self, message: Any) -> None:
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
@@ -266,7 +234,7 @@ class Server:
             cls = package.plugin(plugin)
             if stream:
                 return await self._stream(call, cls.run_plugin_tool_stream(tool, tool_input, cfg))
-            return await _awaited(cls.run_plugin_tool(tool, tool_input, cfg))
+            return await awaited(cls.run_plugin_tool(tool, tool_input, cfg))
 
         self._start(call_id, label, work)
 
@@ -275,7 +243,7 @@ class Server:
         plugin, cfg = _str_param(params, "plugin"), params.get("cfg")
 
         async def work(call: Call) -> None:
-            await _awaited(package.plugin(plugin).run_plugin_validate(cfg))
+            await awaited(package.plugin(plugin).run_plugin_validate(cfg))
 
         self._start(call_id, f"validate plugin={plugin!r}", work)
 
@@ -309,7 +277,7 @@ class Server:
 
     async def _stream(self, call: Call, produced: Any) -> dict[str, int]:
         """Send each item as `$/stream`, at most `stream_window` ahead of the host's acks."""
-        items = _async_items(await _awaited(produced))
+        items = async_items(await awaited(produced))
         seq = 0
         try:
             while (item := await anext(items, _DONE)) is not _DONE:
@@ -320,7 +288,7 @@ class Server:
                 self._send(frame)
                 seq += 1
         finally:
-            await _close(items)
+            await close_items(items)
         return {"items": seq}
 
     def _answer(self, call: Call, frame: bytes) -> None:
@@ -386,55 +354,6 @@ def _int_param(params: dict[str, Any], key: str, minimum: int) -> int:
     return value
 
 
-async def _awaited(value: Any) -> Any:
-    """`value`, awaited if it is awaitable (plugins' classmethods may be either)."""
-    return await value if inspect.isawaitable(value) else value
-
-
-def _async_items(produced: Any) -> AsyncIterator[Any]:
-    """A stream function's result as an async iterator; sync iterators run on the executor."""
-    if hasattr(produced, "__aiter__"):
-        return produced.__aiter__()  # type: ignore[no-any-return]
-    if hasattr(produced, "__iter__") and not isinstance(produced, str | bytes | dict):
-        return _ThreadedIterator(iter(produced))
-    raise TypeError(f"a stream must be an async iterator, not {type(produced).__name__}")
-
-
-class _ThreadedIterator:
-    """A sync iterator driven on the default executor, one item per hop."""
-
-    def __init__(self, items: Iterator[Any]) -> None:
-        self._items = items
-
-    def __aiter__(self) -> _ThreadedIterator:
-        return self
-
-    async def __anext__(self) -> Any:
-        item = await asyncio.to_thread(next, self._items, _DONE)
-        if item is _DONE:
-            raise StopAsyncIteration
-        return item
-
-    async def aclose(self) -> None:
-        close = getattr(self._items, "close", None)
-        if close is not None:
-            try:
-                close()
-            except ValueError:
-                pass  # still running in a worker thread: it is abandoned there
-
-
-async def _close(items: AsyncIterator[Any]) -> None:
-    """Close a stream's iterator (runs the plugin's `finally`), bounded by STREAM_CLOSE_S."""
-    aclose = getattr(items, "aclose", None)
-    if aclose is None:
-        return
-    try:
-        await asyncio.wait_for(aclose(), STREAM_CLOSE_S)
-    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - plugin code, reported
-        note(f"closing a stream raised {type(exc).__name__}: {exc}")
-
-
 def run(stdio: Stdio) -> int:
     """Run the server on a fresh event loop in this (the main) thread; return the exit code."""
     loop = asyncio.new_event_loop()
@@ -443,11 +362,5 @@ def run(stdio: Stdio) -> int:
         ThreadPoolExecutor(max_workers=DEFAULT_THREAD_POOL_SIZE, thread_name_prefix="hiagent-tool")
     )
     server = Server(stdio, loop)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        start_watchdog()  # runs even when a plugin blocks the loop
-        loop.call_soon_threadsafe(server.stop, f"received {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop_signals(loop, server.stop)
     return loop.run_until_complete(server.serve())

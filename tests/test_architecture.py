@@ -29,7 +29,8 @@ FRAMEWORK_OWNERS = {"starlette": {"api", "app"}, "hypercorn": {"serve"}, "arq": 
 
 def _layer(path: Path) -> str:
     rel = path.relative_to(HOST)
-    return rel.parts[0].removesuffix(".py")
+    name = rel.parts[0].removesuffix(".py")
+    return "cli" if name.startswith("cli_") else name
 
 
 def _imports(path: Path) -> list[str]:

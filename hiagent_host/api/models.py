@@ -198,6 +198,7 @@ class ProcessInfo(msgspec.Struct):
     restarts: int
     rss_bytes: int | None
     last_exit_reason: str | None
+    replica: int
 
 
 class Health(msgspec.Struct):

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import anyio
 import msgspec
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hiagent_host.api import responses
@@ -87,8 +88,8 @@ class _Channel:
             self.last_sent = time.monotonic()
 
 
-class EventStream:
-    """An ASGI response that opens a tool stream and relays it as SSE.
+class EventStream(Response):
+    """A response that opens a tool stream and relays it as SSE.
 
     `open_stream()` is entered first: a HostError there becomes a JSON error response. The
     context is left (cancelling the call in the plugin) when the stream ends or the client
@@ -103,6 +104,7 @@ class EventStream:
         scrub: Callable[[HostError], HostError] = lambda exc: exc,
         on_outcome: OutcomeHook | None = None,
     ) -> None:
+        super().__init__(status_code=200, media_type="text/event-stream")
         self._open = open_stream
         self._keepalive_s = keepalive_s
         self._scrub = scrub

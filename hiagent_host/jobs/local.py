@@ -442,6 +442,8 @@ class LocalBackend:
                         cancel_requested=partial(self._cancel_requested, job_id),
                     )
                     await self._io(partial(self._store.finish, job_id, outcome))
+        except Exception:  # a store failure ends this job only, never the runner
+            log.exception("job %s: the job store failed", job_id)
         finally:
             run.done.set()
             if self._runs.get(job_id) is run:

@@ -71,7 +71,7 @@ class Stored:
 
 
 def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
-    """The one place a queued job's status is decided; None: unknown or expired."""
+    """The one place a redis job's status is decided; None: unknown or expired."""
     job = {k.decode(): v.decode() for k, v in stored.job.items()}
     if keys.F_SPEC not in job:
         return None
@@ -82,8 +82,10 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
     data = None
     reason = None
     if stored.result is not None:
-        outcome = outcome_of_result(codec.loads(stored.result), cancel_requested=cancel_requested)
+        result = codec.loads(stored.result)
+        outcome = outcome_of_result(result, cancel_requested=cancel_requested)
         status, reason, data = outcome.status, outcome.reason, outcome.data
+        finished_ms = finished_ms or _int(result.get("ft"))
     elif stored.in_progress:
         status = JobStatus.STARTED
         phase = PHASE_CANCELLING if cancel_requested else job.get(keys.F_PHASE)
@@ -135,7 +137,7 @@ def outcome_of_result(result: dict[str, Any], *, cancel_requested: bool) -> Outc
     return Outcome(status=JobStatus.FAILED, reason=f"{INTERNAL_ERROR}: unreadable job result")
 
 
-def _int(raw: str | None) -> int | None:
+def _int(raw: str | int | None) -> int | None:
     return None if raw is None else int(raw)
 
 

@@ -50,8 +50,8 @@ ARQ_JOB_TIMEOUT_EXTRA_S: Final = SETTLE_S
 # How often an idle worker looks at the queue: the delay before a queued job starts.
 POLL_DELAY_S: Final = 0.2
 # Each worker writes a heartbeat this often; one silent for WORKER_TTL_S is not counted.
-WORKER_HEARTBEAT_S: Final = 5.0
-WORKER_TTL_S: Final = 15.0
+WORKER_HEARTBEAT_S: Final = 2.0
+WORKER_TTL_S: Final = 10.0
 # After Redis trouble the worker's poll loop starts over after a backoff within these bounds.
 RESTART_MIN_S: Final = 0.2
 RESTART_MAX_S: Final = 5.0

@@ -1,5 +1,13 @@
 """Plugin packages: fetch, validate, build one venv per version, probe, switch, record."""
 
+from hiagent_host.packages.build import (
+    CREATING_VENV,
+    DOWNLOADING,
+    INSTALLING,
+    PROBING,
+    VALIDATING,
+    Progress,
+)
 from hiagent_host.packages.errors import (
     AlreadyInstalled,
     Cancelled,
@@ -11,16 +19,7 @@ from hiagent_host.packages.errors import (
     PackageBusy,
     PackageNotFound,
 )
-from hiagent_host.packages.manager import (
-    CREATING_VENV,
-    DOWNLOADING,
-    INSTALLING,
-    PROBING,
-    VALIDATING,
-    Listener,
-    PackageManager,
-    Progress,
-)
+from hiagent_host.packages.manager import Listener, PackageManager
 from hiagent_host.packages.records import EventKind, PackageEvent, PackageRecord
 from hiagent_host.packages.venv import Dependency
 from hiagent_host.packages.wheel import WheelSummary

@@ -25,7 +25,10 @@ def seed_bytecode(donor: Path, venv: Path) -> int:
     for donor_site in site_packages(donor):
         target_site = venv / donor_site.relative_to(donor)
         if target_site.is_dir():
-            linked += _seed_site(donor_site, target_site)
+            try:
+                linked += _seed_site(donor_site, target_site)
+            except OSError:  # the donor is being removed: what is linked stays valid
+                break
     return linked
 
 

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from hiagent_host.config import PackagesConfig, redact_url
 from hiagent_host.packages.errors import Cancelled, DownloadFailed, Forbidden, InvalidRequest
+from hiagent_host.packages.recovery import pid_alive
 from hiagent_host.storage import safe_join
 from hiagent_host.storage.atomic import fsync_dir
 
@@ -231,19 +232,9 @@ def clean_partials(cache_dir: Path) -> list[Path]:
         with _active_lock:
             if entry in _active_partials:
                 continue
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
             continue
         with contextlib.suppress(FileNotFoundError):
             entry.unlink()
             removed.append(entry)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -12,12 +12,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -26,9 +23,13 @@ from packaging.version import Version
 from hiagent_host.config import Config
 from hiagent_host.errors import INTERNAL_ERROR, HostError
 from hiagent_host.packages import names
-from hiagent_host.packages.bundle import extract_bundle, strip_bundle
-from hiagent_host.packages.bundled import ensure_bundled_wheels
-from hiagent_host.packages.bytecode import seed_bytecode
+from hiagent_host.packages.build import (
+    DOWNLOADING,
+    VALIDATING,
+    Progress,
+    Request,
+    build_and_commit,
+)
 from hiagent_host.packages.errors import (
     AlreadyInstalled,
     Cancelled,
@@ -36,41 +37,26 @@ from hiagent_host.packages.errors import (
     PackageNotFound,
 )
 from hiagent_host.packages.fetch import FetchedWheel, clean_partials, fetch
-from hiagent_host.packages.layout import RECORD_FILE, Layout, new_build_name, package_dirs
-from hiagent_host.packages.probe import probe, probe_env
+from hiagent_host.packages.layout import RECORD_FILE, Layout, package_dirs
 from hiagent_host.packages.records import (
     EventKind,
     PackageEvent,
     PackageRecord,
     RecordUnreadable,
-    now_rfc3339,
     read_record,
-    write_record,
 )
-from hiagent_host.packages.recovery import point_link, remove_tree, tidy_package
-from hiagent_host.packages.venv import Sources, VenvBuilder, disk_size, python_version
+from hiagent_host.packages.recovery import clean_scratch, remove_tree, tidy_package
 from hiagent_host.packages.wheel import WheelContents, WheelSummary, inspect_wheel
 from hiagent_host.storage import FileLock
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 Listener = Callable[[PackageEvent], None]
 
-# Phases reported to `progress`, in order.
-DOWNLOADING: Final = "downloading"
-VALIDATING: Final = "validating"
-CREATING_VENV: Final = "creating venv"
-INSTALLING: Final = "installing dependencies"
-PROBING: Final = "probing"
 # A waiting writer re-checks its cancel event this often.
 LOCK_SLICE_S: Final = 0.2
 # Beyond the longest a peer's venv build plus probe may take, a held lock means trouble.
 LOCK_MARGIN_S: Final = 30.0
-
-# Scratch directories of installs running in this process (a restarted container reuses pids).
-_active_scratch: set[Path] = set()
-_scratch_lock = threading.Lock()
 
 
 def _no_progress(phase: str) -> None:
@@ -193,9 +179,11 @@ class PackageManager:
             if old is not None and not force:
                 self._refuse_installed(dir_name, file_version, file_name)
             version_dir = old.version_dir if old else names.version_dir(file_version)
-            record = self._build(
-                contents, wheel, uri, filename, dir_name, version_dir, report, cancel
-            )
+            request = Request(contents, wheel, uri, filename, dir_name, version_dir)
+            record = build_and_commit(
+                self.config, self.layout, request,
+                donor=self._bytecode_donor(), report=report, cancel=cancel,
+            )  # fmt: skip
             kind = EventKind.REPLACED if old else EventKind.INSTALLED
             self._emit(
                 PackageEvent(kind=kind, name=record.name, version=record.version, record=record)
@@ -208,105 +196,10 @@ class PackageManager:
         )  # fmt: skip
         return record
 
-    def _build(
-        self,
-        contents: WheelContents,
-        wheel: FetchedWheel,
-        uri: str,
-        filename: str,
-        dir_name: str,
-        version_dir: str,
-        report: Progress,
-        cancel: threading.Event,
-    ) -> PackageRecord:
-        """Build, probe and commit a new venv for the version; the lock is held."""
-        build = new_build_name(version_dir)
-        build_dir = self.layout.build_dir(dir_name, build)
-        self.layout.ensure_roots()
-        scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.layout.tmp_dir))
-        with _scratch_lock:
-            _active_scratch.add(scratch)
-        try:
-            report(CREATING_VENV)
-            cfg = self.config.packages
-            bundled = ensure_bundled_wheels(self.layout.wheelhouse_dir, cfg.sdk_path)
-            builder = VenvBuilder(cfg, cancel=cancel, cwd=scratch)
-            build_dir.parent.mkdir(parents=True, exist_ok=True)
-            builder.create(build_dir, prompt=f"{contents.name}-{contents.version}")
-            _check(cancel)
-            report(INSTALLING)
-            plugin_wheel, sources = self._plugin_source(contents, wheel, scratch)
-            builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
-            if (donor := self._bytecode_donor()) is not None:
-                seed_bytecode(donor, build_dir)
-            _check(cancel)
-            report(PROBING)
-            probe_data = scratch / "data"
-            probe_data.mkdir()
-            with ThreadPoolExecutor(1, thread_name_prefix="hiagent-pip-list") as pool:
-                dependencies = pool.submit(builder.dependencies, build_dir)
-                result = probe(
-                    build_dir,
-                    env=probe_env(self.config.pool, contents.name, probe_data),
-                    expected_plugins=contents.plugins,
-                    timeout_s=cfg.probe_timeout_s,
-                    cancel=cancel,
-                    cwd=probe_data,
-                )
-            record = PackageRecord(
-                name=contents.name,
-                version=contents.version,
-                dir_name=dir_name,
-                version_dir=version_dir,
-                build=build,
-                wheel_sha256=wheel.sha256,
-                wheel_size=wheel.size,
-                uri=uri,
-                filename=filename,
-                installed_at=now_rfc3339(),
-                plugins=result.plugins,
-                metadata=result.metadata,
-                dependencies=dependencies.result(),
-                venv_path=str(self.layout.venv_link(dir_name, version_dir)),
-                disk_size_bytes=disk_size(build_dir),
-                python_version=python_version(build_dir),
-                installer=str(builder.installer),
-                offline_bundle=bool(contents.bundled_wheels),
-            )
-            _check(cancel)
-            write_record(self.layout.record_path(dir_name, version_dir), record)  # the commit
-        except BaseException:
-            remove_tree(build_dir)
-            with contextlib.suppress(OSError):
-                build_dir.parent.rmdir()  # only if this was the package's first build
-            raise
-        finally:
-            remove_tree(scratch)
-            with _scratch_lock:
-                _active_scratch.discard(scratch)
-        try:
-            point_link(self.layout.venv_link(dir_name, version_dir), build)
-        except OSError:  # the record is current; the next tidy-up re-points the link
-            log.exception("cannot point the link of %s %s at %s", dir_name, version_dir, build)
-        return record
-
     def _bytecode_donor(self) -> Path | None:
         """The most recently installed venv: its compiled SDK spares the probe a compile."""
         newest = max(self.list(), key=lambda r: r.installed_at, default=None)
         return None if newest is None else self.venv_dir(newest)
-
-    def _plugin_source(
-        self, contents: WheelContents, wheel: FetchedWheel, scratch: Path
-    ) -> tuple[Path, Sources]:
-        """The wheel to install and where its dependencies come from."""
-        sources = Sources.from_config(self.config.packages)
-        if not contents.bundled_wheels:
-            return wheel.path, sources
-        # An offline bundle: its own wheels, plus the operator's local find-links for the
-        # shim's and SDK's dependencies; never an index, whose newer versions would win.
-        deps = extract_bundle(wheel.path, contents.bundled_wheels, scratch)
-        stripped = strip_bundle(wheel.path, scratch / "wheel")
-        return stripped, Sources(find_links=(str(deps), *sources.find_links), no_index=True)
 
     # ---- delete ------------------------------------------------------------------------
 
@@ -340,7 +233,7 @@ class PackageManager:
         """Remove what interrupted installs and deletes left behind; return what went."""
         self.layout.ensure_roots()
         removed = clean_partials(self.layout.cache_dir)
-        removed += _clean_scratch(self.layout.tmp_dir)
+        removed += clean_scratch(self.layout.tmp_dir)
         dirs = set(package_dirs(self.layout.extensions_dir))
         dirs |= set(package_dirs(self.layout.venvs_dir))
         for dir_name in sorted(dirs):
@@ -473,28 +366,3 @@ def _summary(contents: WheelContents, wheel: FetchedWheel, uri: str, filename: s
         requires_dist=contents.requires_dist,
         bundled_wheels=[m.rpartition("/")[2] for m in contents.bundled_wheels],
     )
-
-
-def _clean_scratch(tmp_dir: Path) -> list[Path]:
-    """Scratch directories of installs whose process is gone (named `<pid>-…`)."""
-    removed = []
-    for entry in _entries(tmp_dir):
-        pid = entry.partition("-")[0]
-        with _scratch_lock:
-            if tmp_dir / entry in _active_scratch:
-                continue
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
-        if remove_tree(tmp_dir / entry):
-            removed.append(tmp_dir / entry)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

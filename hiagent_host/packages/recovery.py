@@ -13,6 +13,9 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from hiagent_host.packages.layout import (
@@ -27,6 +30,10 @@ from hiagent_host.packages.records import RecordUnreadable, read_record
 from hiagent_host.storage.atomic import fsync_dir
 
 log = logging.getLogger(__name__)
+
+# Scratch directories of installs running in this process (a restarted container reuses pids).
+_active_scratch: set[Path] = set()
+_scratch_lock = threading.Lock()
 
 
 def remove_tree(path: Path) -> bool:
@@ -120,3 +127,43 @@ def _entries(directory: Path) -> list[Path]:
         return sorted(directory.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+@contextlib.contextmanager
+def scratch_dir(tmp_dir: Path) -> Iterator[Path]:
+    """A fresh `<pid>-…` directory under `tmp_dir`, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=tmp_dir))
+    with _scratch_lock:
+        _active_scratch.add(path)
+    try:
+        yield path
+    finally:
+        remove_tree(path)
+        with _scratch_lock:
+            _active_scratch.discard(path)
+
+
+def clean_scratch(tmp_dir: Path) -> list[Path]:
+    """Remove the scratch directories of installs whose process is gone."""
+    removed = []
+    for entry in _entries(tmp_dir):
+        pid = entry.name.partition("-")[0]
+        with _scratch_lock:
+            if entry in _active_scratch:
+                continue
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            continue
+        if remove_tree(entry):
+            removed.append(entry)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (it may belong to someone else)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

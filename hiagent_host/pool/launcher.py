@@ -1,17 +1,25 @@
 """Start one plugin child: its command line, its environment, its resource limits, the spawn.
 
-The child is `<venv>/bin/python -m hiagent_shim`, in its own session (so its whole process
-tree is one process group), in the package's data directory, with an allow-listed environment.
+The child is the shim in the package's venv, in its own session (so its whole process tree is
+one process group), in the package's data directory, with an allow-listed environment. It is
+started as `<venv>/bin/python -c WRAPPER SPEC`: a short stdlib wrapper prepares the process,
+then runs `hiagent_shim` in it with `runpy`, as `-m` would. (`preexec_fn` would run Python in
+a forked copy of a multi-threaded host, which is not safe; exec-ing the shim from the wrapper
+would cost a second interpreter start and, for a root host with `processes`, would clear the
+parent-death signal.) The wrapper:
 
-Resource limits are applied by a tiny stdlib wrapper, `python -I -S -c WRAPPER`, that calls
-`setrlimit` and then `exec`s the shim in the same process: `preexec_fn` would run Python in a
-forked copy of a multi-threaded host, which is not safe. Without limits there is no wrapper.
+- `PR_SET_PDEATHSIG(SIGKILL)`: the kernel kills the child when the host's thread that started
+  it dies, even by SIGKILL, even if the child is too wedged to notice its stdin closing (the
+  shim's own way out). Its grandchildren are not covered: they die with the group when the
+  pool stops the child, not when the host is killed.
+- the package's resource limits (`setrlimit`).
 
 `RLIMIT_NPROC` counts the processes of the child's *real* user and never binds root (the kernel
 lets uid 0, or a holder of CAP_SYS_RESOURCE/CAP_SYS_ADMIN, fork past it). So when the host runs
-as root and a package has `processes`, the wrapper drops those two capabilities from its
-bounding set and sets its real uid to a private, otherwise unused uid; the effective uid stays
-0 so the venv and data stay readable. The kernel then counts that child's tree on its own.
+as root and a package has `processes`, the wrapper drops those two capabilities (from every
+set, the bounding set too) and sets its real uid to a private, otherwise unused uid; the
+effective uid stays 0 so the venv and data stay readable. The kernel then counts that child's
+tree on its own.
 This contains a runaway fork loop; it is not a sandbox (a hostile plugin running as root can
 undo it): run the host as an unprivileged user for isolation.
 """
@@ -40,10 +48,14 @@ CPU_HARD_MARGIN_S: Final = 1
 # Private real uids for root hosts' NPROC accounting: a range no distribution allocates.
 PRIVATE_UID_BASE: Final = 2_000_000_000
 PRIVATE_UID_SPAN: Final = 1 << 24
-# Linux capability numbers and prctl option (linux/capability.h, linux/prctl.h).
+# Linux capability numbers and prctl options (linux/capability.h, linux/prctl.h).
 CAP_SYS_ADMIN: Final = 21
 CAP_SYS_RESOURCE: Final = 24
+PR_SET_PDEATHSIG: Final = 1
 PR_CAPBSET_DROP: Final = 24
+CAPABILITY_VERSION_3: Final = 0x20080522  # capget/capset: two 32-bit sets per kind
+# The wrapper's exit status when the host died before the child could ask to die with it.
+EXIT_ORPHANED: Final = 75
 
 RLIMITS: Final = {
     "memory_bytes": "RLIMIT_AS",
@@ -52,9 +64,9 @@ RLIMITS: Final = {
     "processes": "RLIMIT_NPROC",
 }
 
-# Runs as `python -I -S -c WRAPPER SPEC PYTHON ARGS…`: stdlib only, no site, then exec.
+# Runs as `python -c WRAPPER SPEC`: stdlib only; prepares the process, then runs the shim.
 WRAPPER: Final = f"""
-import json, os, resource, sys
+import json, os, resource, runpy, signal, sys
 spec = json.loads(sys.argv[1])
 for name, soft, hard in spec["limits"]:
     res = getattr(resource, name)
@@ -62,15 +74,34 @@ for name, soft, hard in spec["limits"]:
     if cur != resource.RLIM_INFINITY:
         soft, hard = min(soft, cur), min(hard, cur)
     resource.setrlimit(res, (soft, hard))
-uid = spec.get("private_uid")
-if uid is not None and os.geteuid() == 0:
+if sys.platform == "linux":
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    for cap in ({CAP_SYS_ADMIN}, {CAP_SYS_RESOURCE}):
-        if libc.prctl({PR_CAPBSET_DROP}, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-    os.setresuid(uid, 0, 0)
-os.execv(sys.argv[2], sys.argv[2:])
+    uid = spec.get("private_uid")
+    if uid is not None and os.geteuid() == 0:
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+        class Sets(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+        header, sets = Header({CAPABILITY_VERSION_3}, 0), (Sets * 2)()
+        keep = ~((1 << {CAP_SYS_ADMIN}) | (1 << {CAP_SYS_RESOURCE})) & 0xFFFFFFFF
+        if libc.capget(ctypes.byref(header), sets) != 0:
+            raise OSError(ctypes.get_errno(), "capget failed")
+        for field in ("effective", "permitted", "inheritable"):
+            setattr(sets[0], field, getattr(sets[0], field) & keep)
+        for cap in ({CAP_SYS_ADMIN}, {CAP_SYS_RESOURCE}):
+            if libc.prctl({PR_CAPBSET_DROP}, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+        if libc.capset(ctypes.byref(header), sets) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+        os.setresuid(uid, 0, 0)
+    if libc.prctl({PR_SET_PDEATHSIG}, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != spec["host_pid"]:
+        os._exit({EXIT_ORPHANED})
+del spec
+sys.argv = [sys.argv[0]]
+runpy.run_module("hiagent_shim", run_name="__main__", alter_sys=True)
 """
 
 
@@ -95,15 +126,11 @@ def limits(policy: PackagePolicy) -> list[tuple[str, int, int]]:
 
 
 def command(python: Path, policy: PackagePolicy, *, host_is_root: bool) -> list[str]:
-    """The child's argv: the shim, wrapped only when the policy sets resource limits."""
-    shim = [str(python), "-m", "hiagent_shim"]
-    wanted = limits(policy)
-    if not wanted:
-        return shim
-    spec: dict[str, Any] = {"limits": wanted}
+    """The child's argv: the wrapper, which runs the shim."""
+    spec: dict[str, Any] = {"limits": limits(policy), "host_pid": os.getpid()}
     if policy.processes is not None and host_is_root:
         spec["private_uid"] = PRIVATE_UID_BASE + secrets.randbelow(PRIVATE_UID_SPAN)
-    return [str(python), "-I", "-S", "-c", WRAPPER, json.dumps(spec), *shim]
+    return [str(python), "-c", WRAPPER, json.dumps(spec)]
 
 
 def environment(

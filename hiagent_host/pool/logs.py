@@ -64,12 +64,12 @@ class RotatingFile:
         if self.backups > 0:
             for i in range(self.backups - 1, 0, -1):
                 with contextlib.suppress(FileNotFoundError):
-                    os.replace(self._backup(i), self._backup(i + 1))
+                    self._backup(i).replace(self._backup(i + 1))
             with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path, self._backup(1))
+                self.path.replace(self._backup(1))
         else:
             with contextlib.suppress(FileNotFoundError):
-                os.truncate(self.path, 0)
+                self.path.write_bytes(b"")
         return self._open()
 
     def _backup(self, i: int) -> Path:

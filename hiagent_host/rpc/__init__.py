@@ -5,7 +5,13 @@ docs/protocol.md is the contract; `hiagent_shim` implements the other end.
 
 from __future__ import annotations
 
-from hiagent_host.rpc.errors import DeadlineExceeded, FrameTooLarge, PeerClosed
+from hiagent_host.rpc.errors import (
+    DeadlineExceeded,
+    FrameTooLarge,
+    PeerClosed,
+    ProtocolViolation,
+    ResultTooLarge,
+)
 from hiagent_host.rpc.handshake import Handshake, PackageRef, initialize
 from hiagent_host.rpc.messages import PROTOCOL_VERSION, error_to_host
 from hiagent_host.rpc.peer import RpcPeer, StreamCall
@@ -17,6 +23,8 @@ __all__ = [
     "Handshake",
     "PackageRef",
     "PeerClosed",
+    "ProtocolViolation",
+    "ResultTooLarge",
     "RpcPeer",
     "StreamCall",
     "error_to_host",

@@ -27,22 +27,34 @@ SNIFF_BYTES: Final = 128
 # `{"jsonrpc":"2.0","id":N,` (a response) or `{"jsonrpc":"2.0","method":"$/stream",
 # "params":{"id":N,` (a stream item): either way the frame belongs to call N.
 _CALL_ID: Final = re.compile(
-    rb'\A\{"jsonrpc":"2\.0",(?:"id":|"method":"\$/stream","params":\{"id":)(\d{1,18})[,}]'
+    rb'\A\{"jsonrpc":"2\.0",(?:"id":(\d{1,18})|"method":"\$/stream","params":\{"id":(\d{1,18}))[,}]'
 )
 
 
 @dataclass(frozen=True)
 class OversizeFrame:
-    """A frame longer than the limit, discarded unread; `id` is its call when readable."""
+    """A frame longer than the limit, discarded unread; `id` is its call when readable.
+
+    `stream_item` tells a `$/stream` item (the call goes on) from a response (its end).
+    """
 
     id: int | None
     size: int
+    stream_item: bool = False
 
 
-def sniff_call_id(prefix: bytes) -> int | None:
-    """The call a frame belongs to, read from its first bytes, or None."""
+def sniff_call_id(prefix: bytes) -> tuple[int | None, bool]:
+    """The call a frame belongs to (or None), and whether the frame is a stream item."""
     match = _CALL_ID.match(prefix)
-    return int(match.group(1)) if match else None
+    if match is None:
+        return None, False
+    response, item = match.groups()
+    return (int(response), False) if response else (int(item), True)
+
+
+def _oversize(prefix: bytes, size: int) -> OversizeFrame:
+    call_id, stream_item = sniff_call_id(prefix)
+    return OversizeFrame(id=call_id, size=size, stream_item=stream_item)
 
 
 class FrameReader:
@@ -71,6 +83,10 @@ class FrameReader:
                 return self._last()
             await self._fill()
 
+    async def aclose(self) -> None:
+        """Close the underlying stream."""
+        await self._stream.aclose()
+
     def _last(self) -> bytes:
         """At EOF: a final frame without its newline, or the end of the stream."""
         if not self._buffer:
@@ -96,12 +112,12 @@ class FrameReader:
                 size += end
                 del self._buffer[: end + 1]
                 self._scanned = 0
-                return OversizeFrame(id=sniff_call_id(prefix), size=size)
+                return _oversize(prefix, size)
             size += len(self._buffer)
             self._buffer.clear()
             if self._eof:
                 self._scanned = 0
-                return OversizeFrame(id=sniff_call_id(prefix), size=size)
+                return _oversize(prefix, size)
             await self._fill()
 
 

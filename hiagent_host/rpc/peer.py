@@ -19,7 +19,7 @@ from typing import Any, Final, NoReturn
 
 import anyio
 import msgspec
-from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.abc import ByteReceiveStream, ByteSendStream, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from hiagent_host.config import PoolConfig
@@ -54,6 +54,7 @@ class _Pending:
         self.done = anyio.Event()
         self.result: Any = None
         self.error: HostError | None = None
+        self.answered = False  # the child sent its final answer (else it may still be working)
         self.cancel_sent = False
 
     def resolve(self, result: Any) -> None:
@@ -88,6 +89,10 @@ class _PendingStream(_Pending):
     def _finish(self) -> None:
         super()._finish()
         self.items.close()  # the consumer drains what came, then sees the end
+
+    def close(self) -> None:
+        self.items.close()
+        self.queue.close()
 
 
 class StreamCall:
@@ -155,12 +160,14 @@ class RpcPeer:
         self.ack_every = max(1, stream_window // 2)  # well before the child's window closes
         self.cancel_grace_s = cancel_grace_s
         self._log = log or logger
-        self._write_lock = anyio.Lock()
+        # fast_acquire: an uncontended write takes no extra trip through the event loop (a
+        # measurable share of a warm call; see bench/pool.py).
+        self._write_lock = anyio.Lock(fast_acquire=True)
         self._pending: dict[int, _Pending] = {}
         self._next_id = 1
         self._close_error: HostError | None = None
         self.closed = anyio.Event()
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_group: TaskGroup | None = None
 
     @classmethod
     def from_config(
@@ -219,7 +226,11 @@ class RpcPeer:
     ) -> AsyncIterator[StreamCall]:
         """A streaming request: yields a `StreamCall`; leaving early cancels the call."""
         pending = _PendingStream(self._new_id(), method, self.stream_window)
-        frame = self._open(pending, params)
+        try:
+            frame = self._open(pending, params)
+        except BaseException:
+            pending.close()
+            raise
         deadline = anyio.current_time() + _seconds(timeout_s)
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
@@ -229,7 +240,7 @@ class RpcPeer:
             yield StreamCall(self, pending, deadline, timeout_s)
         finally:
             await self._forget(pending)
-            pending.queue.close()
+            pending.close()
 
     async def notify(self, method: str, params: Any = None) -> None:
         """Send a notification (no answer)."""
@@ -244,17 +255,25 @@ class RpcPeer:
         self.closed.set()
 
     async def aclose(self) -> None:
-        """Fail pending calls, close the child's stdin (it exits on EOF), stop reading."""
+        """Fail pending calls and close the child's stdin (the shim exits at EOF).
+
+        The reader goes on until the child closes its stdout, or until `async with` ends
+        (or the task group running `run()` is cancelled).
+        """
         self.fail_all(PeerClosed("the host closed the connection to the plugin process"))
         with anyio.move_on_after(CANCEL_SEND_S, shield=True):
-            await self._send_stream.aclose()
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
+            try:
+                await self._send_stream.aclose()
+            except (anyio.BrokenResourceError, OSError) as exc:
+                self._log.debug("closing the plugin process's stdin: %s", exc)
 
     # -- the reader ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read and dispatch frames until EOF, then fail whatever is still pending."""
+        """Read and dispatch frames until EOF, then fail whatever is still pending.
+
+        Returns at EOF; cancel it to stop reading. Either way the receive stream is closed.
+        """
         try:
             while True:
                 try:
@@ -264,6 +283,8 @@ class RpcPeer:
                 self._dispatch(frame)
         finally:
             self.fail_all(PeerClosed("the plugin process closed its stdout"))
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SEND_S):
+                await self._reader.aclose()
 
     def _dispatch(self, frame: bytes | OversizeFrame) -> None:
         if isinstance(frame, OversizeFrame):
@@ -274,19 +295,23 @@ class RpcPeer:
         except msgspec.DecodeError as exc:  # ValidationError included
             self._log.warning("ignoring a malformed frame from the plugin process: %s", exc)
             return
-        if message.method is not None:
+        if message.jsonrpc != messages.JSONRPC:
+            self._log.warning("ignoring a malformed frame: jsonrpc is %r", message.jsonrpc)
+        elif message.method is not None:
             self._notification(message)
         elif message.id is None:
             detail = message.error.message if message.error else "no id"
             self._log.warning("the plugin process reported an error on no call: %s", detail)
         elif (pending := self._pending.get(message.id)) is None:
             self._log.debug("ignoring a late answer to call %d", message.id)
-        elif message.error is not None:
-            pending.fail(messages.error_to_host(message.error))
-        elif message.result is msgspec.UNSET:
-            pending.fail(ProtocolViolation("the plugin process answered without a result"))
         else:
-            pending.resolve(message.result)
+            pending.answered = True
+            if message.error is not None:
+                pending.fail(messages.error_to_host(message.error))
+            elif message.result is msgspec.UNSET:
+                pending.fail(ProtocolViolation("the plugin process answered without a result"))
+            else:
+                pending.resolve(message.result)
 
     def _notification(self, message: Incoming) -> None:
         if message.method != messages.STREAM_ITEM:
@@ -308,6 +333,8 @@ class RpcPeer:
         except anyio.WouldBlock:
             pending.fail(ProtocolViolation("the plugin process overran the stream window"))
             return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the consumer has just left the stream
         pending.received += 1
 
     def _oversize(self, frame: OversizeFrame) -> None:
@@ -319,6 +346,7 @@ class RpcPeer:
             frame.id,
         )
         if pending is not None:
+            pending.answered = not frame.stream_item
             pending.fail(
                 ResultTooLarge(
                     f"the plugin's answer is over {frame.size} bytes, over max_frame_bytes "
@@ -363,7 +391,7 @@ class RpcPeer:
         await self._cancel(pending)
         with anyio.move_on_after(self.cancel_grace_s):
             await pending.done.wait()
-        acknowledged = pending.done.is_set() and not isinstance(pending.error, PeerClosed)
+        acknowledged = pending.answered  # the Cancelled error, or a result that came late
         raise DeadlineExceeded(
             f"{pending.method} did not finish within {timeout_s} s",
             cancel_acknowledged=acknowledged,
@@ -372,7 +400,7 @@ class RpcPeer:
 
     async def _cancel(self, pending: _Pending) -> None:
         """Send `$/cancelRequest` for `pending` once, shielded and bounded."""
-        if pending.cancel_sent or pending.done.is_set() or self._close_error is not None:
+        if pending.cancel_sent or pending.answered or self._close_error is not None:
             return
         pending.cancel_sent = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SEND_S):
@@ -382,9 +410,8 @@ class RpcPeer:
                 self._log.debug("could not cancel call %d: %s", pending.id, exc.message)
 
     async def _forget(self, pending: _Pending) -> None:
-        """The caller is done with `pending`: cancel it in the child if it is still running."""
-        if not pending.done.is_set():
-            await self._cancel(pending)
+        """The caller is done with `pending`: cancel it in the child if it may still run."""
+        await self._cancel(pending)
         self._pending.pop(pending.id, None)
 
 

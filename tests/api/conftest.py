@@ -8,14 +8,19 @@ a Redis queue that is not there (for 401, PoolExhausted, Forbidden, QueueUnavail
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+
+from hiagent_host.app import create_app
+from hiagent_host.config import load_config
 
 from tests.api.support import (
     INSTALL_TIMEOUT_S,
@@ -93,8 +98,12 @@ def install(client: httpx.Client, wheel: Path, *, force: bool = True) -> httpx.R
 @pytest.fixture(scope="session")
 def installed(client: httpx.Client, wheels: dict[str, Path]) -> Installed:
     """The PRELOADED fixture packages, installed (in parallel) into the main server."""
+    # The first install alone: concurrent first installs in a fresh server race in CPython's
+    # lazy sysconfig initialisation (uv's find_uv_bin reads it), a bug reported upstream of us.
+    first, *rest = PRELOADED
+    responses = {first: install(client, wheels[first])}
     with ThreadPoolExecutor(max_workers=3) as executor:
-        responses = dict(zip(PRELOADED, executor.map(lambda n: install(client, wheels[n]), PRELOADED)))
+        responses |= dict(zip(rest, executor.map(lambda n: install(client, wheels[n]), rest)))
     out = Installed()
     for name, response in responses.items():
         assert response.status_code == 200, (name, response.text)
@@ -130,4 +139,28 @@ def guarded(
 def guarded_client(guarded: LiveServer) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=guarded.url, timeout=REQUEST_TIMEOUT_S, headers=headers) as http:
+        yield http
+
+
+@pytest.fixture
+def app_config(tmp_path: Path, wheelhouse: Path) -> Path:
+    """A runtime.toml for an in-process app on a fresh, empty data directory."""
+    return write_config(
+        tmp_path / "runtime.toml", tmp_path / "data", wheelhouse, free_port(),
+        logging={"json": False},
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running_app(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` with its lifespan entered, and an httpx client that calls it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            yield http
+
+
+@pytest.fixture
+async def app_client(app_config: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(create_app(load_config(app_config))) as http:
         yield http

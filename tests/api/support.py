@@ -197,15 +197,9 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
             if current:
                 events.append(current)
                 current = {}
-            continue
-        if line.startswith(":"):
-            current.setdefault("comments", []).append(line)
-            continue
-        field, _, value = line.partition(": ")
-        if field == "data" and "data" in current:
-            current["data"] += "\n" + value
-        else:
-            current[field] = value
+        elif not line.startswith(":"):
+            field, _, value = line.partition(": ")
+            current[field] = current[field] + "\n" + value if field in current else value
     return events
 
 

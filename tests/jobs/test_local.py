@@ -89,6 +89,8 @@ async def test_jobs_of_a_killed_server_are_reported_interrupted_and_rewritten_at
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
     packages = PackageManager(config)
     async with local(config) as jobs:

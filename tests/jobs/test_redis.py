@@ -63,6 +63,15 @@ def api(config: Config) -> JobBackend:
     return make_backend(config, PackageManager(config), with_worker=False)
 
 
+async def wait_workers(jobs: JobBackend, workers: list[WorkerProcess]) -> None:
+    """Until all `workers` have reported in; their logs in the failure if they do not."""
+    try:
+        await wait_health(jobs, lambda h: h.workers == len(workers))
+    except TimeoutError:
+        logs = "\n".join(f"--- worker {w.pid} (exit {w.proc.poll()}):\n{w.log()}" for w in workers)
+        pytest.fail(f"workers did not report in:\n{logs}")
+
+
 async def wait_health(
     jobs: JobBackend, until: Callable[[QueueHealth], bool], timeout_s: float = WORKERS_READY_S
 ) -> QueueHealth:
@@ -77,10 +86,9 @@ async def test_two_worker_processes_share_one_redis_with_the_api_in_this_process
     config: Config, built_wheels: dict[str, Path], stall: StallServer, start_worker: StartWorker
 ) -> None:
     first, second = built_wheels[NODEPS], built_wheels[ONEDEP]
-    start_worker(Path(config.source))
-    start_worker(Path(config.source))
+    workers = [start_worker(Path(config.source)) for _ in range(2)]
     async with api(config) as jobs:
-        await wait_health(jobs, lambda h: h.workers == 2)
+        await wait_workers(jobs, workers)
         a = await jobs.submit(first.as_uri(), first.name, False)
         b = await jobs.submit(second.as_uri(), second.name, False)
         # Each worker runs one install at a time: both stalled at once means both took one.
@@ -137,7 +145,7 @@ async def test_redis_killed_and_restarted_means_prompt_503s_then_service_resumes
     stall.release()
     worker = start_worker(Path(config.source))
     async with api(config) as jobs:
-        await wait_health(jobs, lambda h: h.workers == 1)
+        await wait_workers(jobs, [worker])
         job_id = await jobs.submit(wheel.as_uri(), wheel.name, False)
 
         redis.kill()
@@ -188,7 +196,7 @@ async def test_a_stopped_worker_hands_its_running_install_back_to_the_queue(
     wheel = built_wheels[NODEPS]
     first = start_worker(Path(config.source))
     async with api(config) as jobs:
-        await wait_health(jobs, lambda h: h.workers == 1)
+        await wait_workers(jobs, [first])
         job_id = await jobs.submit(wheel.as_uri(), wheel.name, False)
         await wait_for(jobs, job_id, stalled)
         returncode = await anyio.to_thread.run_sync(first.stop)
@@ -220,7 +228,7 @@ async def test_a_worker_killed_mid_install_leaves_nothing_half_installed_and_the
     config = redis_config(tmp_path / "runtime.toml", tmp_path, wheelhouse, stall, redis)
     victim = start_worker(Path(victim_config.source))
     async with api(config) as jobs:
-        await wait_health(jobs, lambda h: h.workers == 1)
+        await wait_workers(jobs, [victim])
         job_id = await jobs.submit(wheel.as_uri(), wheel.name, False)
         await wait_for(jobs, job_id, stalled)
         victim.sigkill()

@@ -127,6 +127,19 @@ def test_a_plugin_dependency_is_resolved_from_the_configured_sources(
     assert "six" in {d.name for d in record.dependencies}
 
 
+def test_a_new_venv_reuses_the_bytecode_an_earlier_venv_compiled_from_the_same_files(
+    shared: tuple[PackageManager, PackageRecord, PackageRecord],
+) -> None:
+    pm, first, second = shared
+    (site_first,) = pm.venv_dir(first).glob("lib/python*/site-packages")
+    (site_second,) = pm.venv_dir(second).glob("lib/python*/site-packages")
+    compiled = sorted((site_first / "pydantic" / "__pycache__").glob("main.*.pyc"))
+    assert compiled
+    for pyc in compiled:
+        twin = site_second / "pydantic" / "__pycache__" / pyc.name
+        assert pyc.samefile(twin)
+
+
 def test_an_install_reports_each_phase_in_order(
     pm: PackageManager, built_wheels: dict[str, Path]
 ) -> None:

@@ -86,3 +86,8 @@ class ScriptedChild:
     async def close(self) -> None:
         """EOF on the host's side of the child's stdout."""
         await self._stdout.aclose()
+
+    async def aclose(self) -> None:
+        """Close every end (the peer closes its own two as well)."""
+        for end in (self._stdin, self._stdout, self.host_out, self.host_in):
+            await end.aclose()

@@ -75,7 +75,7 @@ async def test_a_frame_of_exactly_the_limit_is_accepted() -> None:
 async def test_an_oversize_frame_is_reported_with_its_call_id_and_reading_goes_on() -> None:
     big = b'{"jsonrpc":"2.0","id":7,"result":"' + b"x" * 5000 + b'"}'
     r = reader(big[:100], big[100:3000], big[3000:] + b"\nnext\n", limit=1024)
-    assert await frames(r) == [OversizeFrame(id=7, size=len(big)), b"next"]
+    assert await frames(r) == [OversizeFrame(id=7, size=len(big), stream_item=False), b"next"]
 
 
 @pytest.mark.anyio
@@ -108,7 +108,7 @@ async def test_discarding_a_huge_frame_holds_only_the_limit_and_a_read_in_memory
     finally:
         tracemalloc.stop()
     assert isinstance(first, OversizeFrame)
-    assert first.id == 12
+    assert (first.id, first.stream_item) == (12, True)
     assert first.size == len(head) + total + 3
     assert peak < 2 * 1024 * 1024
     assert await r.receive() == b"after"
@@ -117,17 +117,17 @@ async def test_discarding_a_huge_frame_holds_only_the_limit_and_a_read_in_memory
 @pytest.mark.parametrize(
     ("prefix", "expected"),
     [
-        (b'{"jsonrpc":"2.0","id":42,"result":1}', 42),
-        (b'{"jsonrpc":"2.0","id":42}', 42),
-        (b'{"jsonrpc":"2.0","method":"$/stream","params":{"id":9,"seq":3,', 9),
-        (b'{"jsonrpc":"2.0","method":"$/other","params":{"id":9,', None),
-        (b'{"jsonrpc":"2.0","id":null,"error":', None),
-        (b'{"id":42,"jsonrpc":"2.0"', None),
-        (b"not json at all", None),
+        (b'{"jsonrpc":"2.0","id":42,"result":1}', (42, False)),
+        (b'{"jsonrpc":"2.0","id":42}', (42, False)),
+        (b'{"jsonrpc":"2.0","method":"$/stream","params":{"id":9,"seq":3,', (9, True)),
+        (b'{"jsonrpc":"2.0","method":"$/other","params":{"id":9,', (None, False)),
+        (b'{"jsonrpc":"2.0","id":null,"error":', (None, False)),
+        (b'{"id":42,"jsonrpc":"2.0"', (None, False)),
+        (b"not json at all", (None, False)),
     ],
 )
 def test_the_call_id_is_read_only_from_the_documented_prefixes(
-    prefix: bytes, expected: int | None
+    prefix: bytes, expected: tuple[int | None, bool]
 ) -> None:
     assert sniff_call_id(prefix) == expected
 

@@ -1,0 +1,210 @@
+"""The process pool against the bare wire, measured in one run; prints, never asserts.
+
+(a) warm call latency through `Pool.run_tool` (the echo fixture: `echo_async` on the child's
+    event loop, and `echo`, a sync tool on its worker threads) vs. a raw JSON-RPC echo over a
+    pipe to a bare stdlib child (`bench/rpc_echo.py`): p50 and p99 sequentially, and with 64
+    calls in flight (throughput too);
+(b) cold start to the first result (a fresh pool: spawn, handshake, plugin import, one call)
+    vs. `python -c "import hiagent_plugin_sdk"` in the same venv;
+(c) the resident memory of an idle child (and of the bare echo child).
+
+Targets: warm p50 ≤ 1.5 × raw; pipelined throughput ≥ 50 % of raw; cold start ≤ 1.5 × the
+bare SDK import.
+
+    .venv/bin/python bench/pool.py [--calls N] [--cold-runs N]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The checkout instead of bench/ itself on sys.path (tests' wheelhouse helper is used).
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import Any, Final  # noqa: E402
+
+import msgspec  # noqa: E402
+
+from hiagent_host.config import Config, load_config  # noqa: E402
+from hiagent_host.packages import PackageManager  # noqa: E402
+from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
+from hiagent_host.pool import Pool  # noqa: E402
+from hiagent_host.pool.procfs import rss_bytes  # noqa: E402
+from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
+
+ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "echo"
+ECHO_PKG: Final = "hiagent-plugin-echo"
+PAYLOAD: Final = {"text": "hello", "n": 42, "items": [1, 2, 3]}
+IN_FLIGHT: Final = 64
+RPC_ECHO: Final = ROOT / "bench" / "rpc_echo.py"
+
+
+def quantiles(samples: list[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds."""
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered) * 1e3, p99 * 1e3
+
+
+class RawEcho:
+    """The baseline: a JSON-RPC client as thin as it gets, over a pipe to rpc_echo.py."""
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next = 0
+
+    async def __aenter__(self) -> RawEcho:
+        self.proc = await asyncio.create_subprocess_exec(
+            self.python, str(RPC_ECHO), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await self.proc.wait()
+        self._reader.cancel()
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            message = json.loads(line)
+            self._pending.pop(message["id"]).set_result(message["result"])
+
+    async def call(self, params: Any) -> Any:
+        assert self.proc.stdin is not None
+        self._next += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending[self._next] = future
+        request = {"jsonrpc": "2.0", "id": self._next, "method": "echo", "params": params}
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        await self.proc.stdin.drain()
+        return await future
+
+
+async def measure(call: Callable[[], Awaitable[Any]], n: int, in_flight: int) -> dict[str, float]:
+    """p50/p99 latency (ms) and calls per second of `n` calls, `in_flight` at a time."""
+    for _ in range(min(200, n)):
+        await call()  # warm up
+    latencies: list[float] = []
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - start
+    p50, p99 = quantiles(latencies)
+    return {"p50_ms": p50, "p99_ms": p99, "per_s": n / elapsed}
+
+
+def config_for(root: Path, wheelhouse: Path) -> Config:
+    base = load_config(use_lookup=False, environ={})
+    paths = msgspec.structs.replace(
+        base.paths,
+        extensions_dir=root / "extensions",
+        venvs_dir=root / "venvs",
+        state_dir=root / "state",
+    )
+    packages = msgspec.structs.replace(base.packages, no_index=True, find_links=[str(wheelhouse)])
+    return msgspec.structs.replace(base, paths=paths, packages=packages)
+
+
+async def warm(config: Config, version: str, calls: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    async with Pool(config, PackageManager(config)) as pool:
+        for tool in ("echo_async", "echo"):
+
+            async def one(tool: str = tool) -> Any:
+                return await pool.run_tool(ECHO_PKG, version, "echo", tool, PAYLOAD, None)
+
+            for in_flight in (1, IN_FLIGHT):
+                results[f"pool {tool} x{in_flight}"] = await measure(one, calls, in_flight)
+        results["rss"] = {"child_bytes": float(pool.snapshot()[0].rss_bytes or 0)}
+    return results
+
+
+async def raw(python: str, calls: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    async with RawEcho(python) as echo:
+        for in_flight in (1, IN_FLIGHT):
+            results[f"raw x{in_flight}"] = await measure(
+                lambda: echo.call(PAYLOAD), calls, in_flight
+            )
+        results["rss"] = {"child_bytes": float(rss_bytes(echo.proc.pid) or 0)}
+    return results
+
+
+async def cold_start(config: Config, version: str) -> float:
+    """Seconds from a fresh pool's first call to its result (the child starts in between)."""
+    async with Pool(config, PackageManager(config)) as pool:
+        start = time.perf_counter()
+        await pool.run_tool(ECHO_PKG, version, "echo", "echo_async", PAYLOAD, None)
+        return time.perf_counter() - start
+
+
+def bare_import(python: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([str(python), "-c", "import hiagent_plugin_sdk"], check=True, cwd="/")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5000, help="calls per warm measurement")
+    parser.add_argument("--cold-runs", type=int, default=7, help="cold starts to take a median of")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
+        root = Path(tmp)
+        config = config_for(root, ensure_wheelhouse())
+        manager = PackageManager(config)
+        wheel = build_wheel(ECHO_FIXTURE, root / "wheels")
+        record = manager.install(wheel.as_uri(), wheel.name, force=True)
+        python = manager.venv_python(record)
+
+        pool_figures = asyncio.run(warm(config, record.version, args.calls))
+        raw_figures = asyncio.run(raw(str(python), args.calls))
+        colds = [asyncio.run(cold_start(config, record.version)) for _ in range(args.cold_runs)]
+        imports = [bare_import(python) for _ in range(args.cold_runs)]
+
+    print(f"(a) warm calls, {args.calls} each (latency ms, throughput calls/s)")
+    rows = {**{k: v for k, v in raw_figures.items() if k != "rss"}}
+    rows |= {k: v for k, v in pool_figures.items() if k != "rss"}
+    for name, f in rows.items():
+        print(f"    {name:<22} p50 {f['p50_ms']:7.3f}  p99 {f['p99_ms']:7.3f}  {f['per_s']:9.0f}/s")
+    for tool in ("echo_async", "echo"):
+        seq = rows[f"pool {tool} x1"]["p50_ms"] / rows["raw x1"]["p50_ms"]
+        tput = rows[f"pool {tool} x{IN_FLIGHT}"]["per_s"] / rows[f"raw x{IN_FLIGHT}"]["per_s"]
+        print(
+            f"    {tool}: warm p50 {seq:.2f}x raw (target <= 1.5x); "
+            f"throughput at {IN_FLIGHT} in flight {tput:.0%} of raw (target >= 50%)"
+        )
+    cold, bare = statistics.median(colds), statistics.median(imports)
+    print(f"(b) cold start to first result: median of {args.cold_runs}")
+    print(f"    pool {cold * 1e3:.0f} ms  vs  bare `import hiagent_plugin_sdk` {bare * 1e3:.0f} ms")
+    print(f"    ratio {cold / bare:.2f}x (target <= 1.5x)")
+    print("(c) idle resident memory")
+    print(f"    plugin child {pool_figures['rss']['child_bytes'] / 2**20:.1f} MiB")
+    print(f"    bare echo child {raw_figures['rss']['child_bytes'] / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

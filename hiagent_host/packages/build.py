@@ -1,0 +1,163 @@
+"""Build one new venv for a validated wheel beside the current one, probe it, commit it.
+
+The venv is created at its final real path `venvs/<dir>/.<version>-<build>/`, filled in one
+resolver call, seeded with compiled bytecode, and probed. Only then is its record written
+(the commit point) and the version's link pointed at it. Until the commit, any failure,
+cancellation or kill leaves the previous build current; the new one is removed here, or
+by the next tidy-up if the process died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from hiagent_host.config import Config
+from hiagent_host.packages.bundle import extract_bundle, strip_bundle
+from hiagent_host.packages.bundled import ensure_bundled_wheels
+from hiagent_host.packages.bytecode import seed_bytecode
+from hiagent_host.packages.errors import Cancelled
+from hiagent_host.packages.fetch import FetchedWheel
+from hiagent_host.packages.layout import Layout, new_build_name
+from hiagent_host.packages.probe import probe, probe_env
+from hiagent_host.packages.records import PackageRecord, now_rfc3339, write_record
+from hiagent_host.packages.recovery import point_link, remove_tree, scratch_dir
+from hiagent_host.packages.venv import Sources, VenvBuilder, disk_size, python_version
+from hiagent_host.packages.wheel import WheelContents
+
+log = logging.getLogger(__name__)
+
+# Phases reported to `progress`, in order (the first two belong to the manager).
+DOWNLOADING: Final = "downloading"
+VALIDATING: Final = "validating"
+CREATING_VENV: Final = "creating venv"
+INSTALLING: Final = "installing dependencies"
+PROBING: Final = "probing"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One install, validated: what to build and where its record goes."""
+
+    contents: WheelContents
+    wheel: FetchedWheel
+    uri: str
+    filename: str
+    dir_name: str
+    version_dir: str
+
+
+def build_and_commit(
+    config: Config,
+    layout: Layout,
+    request: Request,
+    *,
+    donor: Path | None,
+    report: Progress,
+    cancel: threading.Event,
+) -> PackageRecord:
+    """Make a new build of the version current (the package's lock is held)."""
+    build = new_build_name(request.version_dir)
+    build_dir = layout.build_dir(request.dir_name, build)
+    layout.ensure_roots()
+    with scratch_dir(layout.tmp_dir) as scratch:
+        try:
+            record = _build(config, layout, request, build, scratch, donor, report, cancel)
+            write_record(layout.record_path(request.dir_name, request.version_dir), record)
+        except BaseException:
+            remove_tree(build_dir)
+            with contextlib.suppress(OSError):
+                build_dir.parent.rmdir()  # only if this was the package's first build
+            raise
+    try:
+        point_link(layout.venv_link(request.dir_name, request.version_dir), build)
+    except OSError:  # the record is current; the next tidy-up re-points the link
+        log.exception("cannot point the link of %s at %s", record.venv_path, build)
+    return record
+
+
+def _build(
+    config: Config,
+    layout: Layout,
+    request: Request,
+    build: str,
+    scratch: Path,
+    donor: Path | None,
+    report: Progress,
+    cancel: threading.Event,
+) -> PackageRecord:
+    contents, cfg = request.contents, config.packages
+    build_dir = layout.build_dir(request.dir_name, build)
+    report(CREATING_VENV)
+    bundled = ensure_bundled_wheels(layout.wheelhouse_dir, cfg.sdk_path)
+    builder = VenvBuilder(cfg, cancel=cancel, cwd=scratch)
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    builder.create(build_dir, prompt=f"{contents.name}-{contents.version}")
+    _check(cancel)
+    report(INSTALLING)
+    plugin_wheel, sources = _plugin_source(config, request, scratch)
+    builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
+    if donor is not None:
+        seed_bytecode(donor, build_dir)
+    _check(cancel)
+    report(PROBING)
+    probe_data = scratch / "data"
+    probe_data.mkdir()
+    with ThreadPoolExecutor(1, thread_name_prefix="hiagent-list-deps") as pool:
+        dependencies = pool.submit(builder.dependencies, build_dir)
+        result = probe(
+            build_dir,
+            env=probe_env(config.pool, contents.name, probe_data),
+            expected_plugins=contents.plugins,
+            timeout_s=cfg.probe_timeout_s,
+            cancel=cancel,
+            cwd=probe_data,
+        )
+    record = PackageRecord(
+        name=contents.name,
+        version=contents.version,
+        dir_name=request.dir_name,
+        version_dir=request.version_dir,
+        build=build,
+        wheel_sha256=request.wheel.sha256,
+        wheel_size=request.wheel.size,
+        uri=request.uri,
+        filename=request.filename,
+        installed_at=now_rfc3339(),
+        plugins=result.plugins,
+        metadata=result.metadata,
+        dependencies=dependencies.result(),
+        venv_path=str(layout.venv_link(request.dir_name, request.version_dir)),
+        disk_size_bytes=disk_size(build_dir),
+        python_version=python_version(build_dir),
+        installer=str(builder.installer),
+        offline_bundle=bool(contents.bundled_wheels),
+    )
+    _check(cancel)
+    return record
+
+
+def _plugin_source(config: Config, request: Request, scratch: Path) -> tuple[Path, Sources]:
+    """The wheel to install and where its dependencies come from."""
+    sources = Sources.from_config(config.packages)
+    bundled = request.contents.bundled_wheels
+    if not bundled:
+        return request.wheel.path, sources
+    # An offline bundle: its own wheels, plus the operator's local find-links for the
+    # shim's and SDK's dependencies; never an index, whose newer versions would win.
+    deps = extract_bundle(request.wheel.path, bundled, scratch)
+    stripped = strip_bundle(request.wheel.path, scratch / "wheel")
+    return stripped, Sources(find_links=(str(deps), *sources.find_links), no_index=True)
+
+
+def _check(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise Cancelled("install cancelled")

@@ -1,0 +1,541 @@
+"""The process pool: which child serves a call, how many there are, and when they go.
+
+One child per installed package version (or `replicas` of them, calls going to the one with
+the fewest in flight), started on the first call and reused. At most `max_subprocess`
+children: a new one at the cap evicts the least recently used idle child, and when every
+child is busy the call waits up to `acquire_timeout_s` for a slot, then fails with
+`PoolExhausted`. Children idle for `idle_timeout_s` stop. A package that crash-loops is
+refused by the restart policy. A replaced or deleted package's children drain (in-flight
+calls get `drain_timeout_s`) and stop; a replacement made by another process is noticed on
+the next call, from the record file's identity. Deadlines: `call_timeout_s` by default, the
+caller may ask for less, never more than `max_call_timeout_s`; the deadline counts from when
+the call is sent to the child (acquiring and starting it are bounded on their own).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import msgspec
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from hiagent_host.config import Config
+from hiagent_host.errors import InvalidInput
+from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord
+from hiagent_host.pool import launcher, procfs
+from hiagent_host.pool.child import (
+    UNEXPECTED,
+    Child,
+    ChildState,
+    LaunchSpec,
+    SlotKey,
+    StopCause,
+    fingerprint,
+)
+from hiagent_host.pool.errors import (
+    PluginStartFailed,
+    PluginUnavailable,
+    PoolExhausted,
+    ShuttingDown,
+    ToolTimeout,
+)
+from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
+from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
+
+# The idle reaper looks again at least this often (a child may go idle at any time).
+IDLE_SCAN_MAX_S: Final = 5.0
+# Record lookups cached by (name, version) as the caller spelt them; cleared when full.
+RECORD_CACHE_SIZE: Final = 1024
+# A starting child answers its handshake within start_timeout_s; its death is reported
+# within the stop ladder after that. A waiter gives up this much later than the timeout.
+START_WAIT_MARGIN_S: Final = 10.0
+
+log = logging.getLogger(__name__)
+
+
+class ProcessInfo(msgspec.Struct, frozen=True):
+    """One live child, for `ListProcesses` and `hiagent-host ps`."""
+
+    package: str
+    version: str
+    pid: int | None
+    state: ChildState
+    uptime_s: float
+    calls_in_flight: int
+    calls_total: int
+    restarts: int
+    rss_bytes: int | None
+    last_exit_reason: str | None
+    replica: int
+
+
+class PoolStats(msgspec.Struct, frozen=True):
+    """Gauges (processes, busy, idle) and cumulative counters, for /metrics and health."""
+
+    processes: int
+    busy: int
+    idle: int
+    starts: int
+    crashes: int
+    evictions: int
+    timeouts: int
+    idle_stops: int
+
+
+class _Slot(msgspec.Struct):
+    """What outlives one child of a (package version, replica): its history."""
+
+    restarts: int = 0
+    last_exit_reason: str | None = None
+
+
+class Pool:
+    """Every plugin child of this host process; see the module docstring."""
+
+    def __init__(self, config: Config, packages: PackageManager) -> None:
+        self.config = config
+        self.packages = packages
+        self._pool = config.pool
+        self._host_is_root = os.geteuid() == 0
+        self._policy = RestartPolicy(
+            limit=self._pool.restart_limit,
+            window_s=self._pool.restart_window_s,
+            cooldown_s=self._pool.restart_cooldown_s,
+        )
+        self._live: set[Child] = set()  # every child not yet dead (counts for the cap)
+        self._serving: dict[SlotKey, list[Child]] = {}  # children that take new calls
+        self._slots: dict[tuple[SlotKey, int], _Slot] = {}
+        self._records: dict[tuple[str, str], tuple[PackageRecord, Path, tuple[int, int, int]]] = {}
+        self._changed: anyio.Event | None = None  # made only while someone waits
+        self._closing = False
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._starts = self._crashes = self._evictions = self._timeouts = self._idle_stops = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Pool:
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._reap_idle)
+        self.packages.add_listener(self._on_package_event)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.packages.remove_listener(self._on_package_event)
+        self._closing = True
+        self._notify()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._pool.drain_timeout_s):
+                while any(c.in_flight for c in self._live):
+                    await self._wait_change()
+            async with anyio.create_task_group() as tg:
+                for child in list(self._live):
+                    tg.start_soon(child.stop, StopCause.SHUTDOWN)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            self._tg = None
+
+    # ---- calls -------------------------------------------------------------------------
+
+    async def run_tool(
+        self,
+        name: str,
+        version: str,
+        plugin: str,
+        tool: str,
+        input: dict[str, Any],
+        cfg: dict[str, Any] | None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Run one tool in the package's child and return its result."""
+        params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg}
+        return await self._call(name, version, RUN_TOOL, params, self._deadline(timeout_s))
+
+    @asynccontextmanager
+    async def stream_tool(
+        self,
+        name: str,
+        version: str,
+        plugin: str,
+        tool: str,
+        input: dict[str, Any],
+        cfg: dict[str, Any] | None,
+        *,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[AsyncIterator[Any]]:
+        """Stream one tool's items; leaving early cancels the call in the child."""
+        timeout = self._deadline(timeout_s)
+        params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg, "stream": True}
+        child = await self._acquire(self._record(name, version))
+        try:
+            async with child.stream(RUN_TOOL, params, timeout) as items:
+                yield items
+        except ToolTimeout:
+            self._timeouts += 1
+            raise
+        finally:
+            self._release(child)
+
+    async def validate(
+        self, name: str, version: str, plugin: str, cfg: dict[str, Any] | None
+    ) -> None:
+        """Have the plugin check `cfg`; its rejection is raised with the plugin's code."""
+        params = {"plugin": plugin, "cfg": cfg}
+        await self._call(name, version, VALIDATE, params, self._pool.call_timeout_s)
+
+    async def metadata(self, name: str, version: str) -> dict[str, Any]:
+        """Every plugin's Metadata, as the running child describes it."""
+        result = await self._call(name, version, METADATA, {}, self._pool.call_timeout_s)
+        return dict(result)
+
+    async def _call(
+        self, name: str, version: str, method: str, params: Any, timeout_s: float
+    ) -> Any:
+        child = await self._acquire(self._record(name, version))
+        try:
+            return await child.call(method, params, timeout_s)
+        except ToolTimeout:
+            self._timeouts += 1
+            raise
+        finally:
+            self._release(child)
+
+    def _deadline(self, timeout_s: float | None) -> float:
+        if timeout_s is None:
+            return self._pool.call_timeout_s
+        if not timeout_s > 0:  # NaN included
+            raise InvalidInput("timeout_s must be a positive number of seconds")
+        return min(timeout_s, self._pool.max_call_timeout_s)
+
+    # ---- stopping ----------------------------------------------------------------------
+
+    async def stop_package(self, name: str, version: str | None = None) -> None:
+        """Drain (bounded by `drain_timeout_s`) and stop the children of a package version."""
+        wanted = str(canonicalize_name(name))
+        try:
+            wanted_version = None if version is None else Version(version)
+        except InvalidVersion:
+            return
+        keys = {
+            c.key
+            for c in self._live
+            if str(canonicalize_name(c.record.name)) == wanted
+            and (wanted_version is None or Version(c.record.version) == wanted_version)
+        }
+        await self._retire_keys(keys, StopCause.STOPPED)
+
+    async def _retire_keys(self, keys: set[SlotKey], cause: StopCause) -> None:
+        """Every child of `keys`: no new calls, drain, stop; forget their crash history."""
+        children = [c for c in self._live if c.key in keys]
+        for key in keys:
+            self._forget(key)
+            self._serving.pop(key, None)
+        async with anyio.create_task_group() as tg:
+            for child in children:
+                tg.start_soon(self._retire, child, cause)
+
+    def _forget(self, key: SlotKey) -> None:
+        """A new build (or none): its crash history and restart counts start from zero."""
+        self._policy.reset(key)
+        for slot in [s for s in self._slots if s[0] == key]:
+            del self._slots[slot]
+
+    async def _retire(self, child: Child, cause: StopCause) -> None:
+        """Drain `child` (bounded), then stop it."""
+        self._unserve(child)
+        child.begin_drain()
+        if child.in_flight and not await child.wait_idle(self._pool.drain_timeout_s):
+            log.warning("%r: %d call(s) still in flight after the drain", child, child.in_flight)
+        await child.stop(cause)
+
+    def _on_package_event(self, event: PackageEvent) -> None:
+        """A package listener (any thread): retire the old build's children before the
+        manager removes it; an installing thread waits for that (bounded by the drain)."""
+        if threading.get_ident() == self._loop_thread:
+            if self._tg is not None:
+                self._tg.start_soon(self._on_event, event)
+            return
+        try:
+            anyio.from_thread.run(self._on_event, event, token=self._token)
+        except RuntimeError as exc:  # the pool's event loop is gone
+            log.debug("package event after the pool closed: %s", exc)
+
+    async def _on_event(self, event: PackageEvent) -> None:
+        cause = StopCause.DELETED if event.kind is EventKind.DELETED else StopCause.REPLACED
+        keys = {c.key for c in self._live if _same(c.record, event.name, event.version)}
+        if event.record is not None:
+            keys.add((event.record.dir_name, event.record.version_dir))
+        self._records.clear()
+        await self._retire_keys(keys, cause)
+
+    # ---- acquiring a child -------------------------------------------------------------
+
+    def _record(self, name: str, version: str) -> PackageRecord:
+        """The current record, re-read only when its file changed (another process may
+        have replaced the package)."""
+        cached = self._records.get((name, version))
+        if cached is not None:
+            record, path, identity = cached
+            try:
+                st = path.stat()
+            except OSError:
+                pass
+            else:
+                if (st.st_ino, st.st_mtime_ns, st.st_size) == identity:
+                    return record
+        record = self.packages.get(name, version)
+        path = self.packages.layout.record_path(record.dir_name, record.version_dir)
+        try:
+            st = path.stat()
+        except OSError:
+            return record
+        if len(self._records) >= RECORD_CACHE_SIZE:
+            self._records.clear()
+        self._records[(name, version)] = (record, path, (st.st_ino, st.st_mtime_ns, st.st_size))
+        return record
+
+    async def _acquire(self, record: PackageRecord) -> Child:
+        """A child of `record` with one call reserved on it, started if need be."""
+        key: SlotKey = (record.dir_name, record.version_dir)
+        deadline = time.monotonic() + self._pool.acquire_timeout_s
+        while True:
+            if self._closing:
+                raise ShuttingDown("the host is shutting down")
+            child = self._pick(key, record)
+            if child is not None:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                retry = retry_after_s(self._pool.acquire_timeout_s)
+                raise PoolExhausted(
+                    f"all {self._pool.max_subprocess} plugin processes stayed busy for "
+                    f"{self._pool.acquire_timeout_s} s",
+                    data={"retry_after_s": retry},
+                )
+            with anyio.move_on_after(remaining):
+                await self._wait_change()
+        child.reserve()
+        if child.ready:  # the hot path: no await, so no trip through the event loop
+            return child
+        try:
+            with anyio.fail_after(self._pool.start_timeout_s + START_WAIT_MARGIN_S):
+                await child.wait_ready()
+        except TimeoutError:
+            self._release(child)
+            child.kill(StopCause.START_FAILED)
+            raise PluginStartFailed(
+                f"the plugin process of {record.name} {record.version} was not reported "
+                f"started within {self._pool.start_timeout_s + START_WAIT_MARGIN_S} s"
+            ) from None
+        except BaseException:
+            self._release(child)
+            raise
+        return child
+
+    def _pick(self, key: SlotKey, record: PackageRecord) -> Child | None:
+        """The child to use now, or None to wait for a change (synchronous: no races)."""
+        current = fingerprint(record)
+        serving = self._serving.get(key, [])
+        stale = [c for c in serving if c.fingerprint != current]
+        if stale:
+            self._forget(key)
+            for child in stale:
+                self._unserve(child)
+                self._spawn_task(self._retire, child, StopCause.REPLACED)
+            serving = self._serving.get(key, [])
+        if serving:
+            best = min(serving, key=lambda c: c.in_flight)
+            if best.in_flight == 0 or len(serving) >= self._replicas(record):
+                return best
+            return self._start(key, record) if self._has_room() else best
+        blocked = self._policy.blocked_for(key, time.monotonic())
+        if blocked is not None:
+            raise PluginUnavailable(
+                f"{record.name} {record.version} crashed more than "
+                f"{self._pool.restart_limit} times within {self._pool.restart_window_s} s; "
+                f"it may start again in {blocked:.1f} s (or once reinstalled)",
+                data={"retry_after_s": math.ceil(blocked)},
+            )
+        if self._has_room():
+            return self._start(key, record)
+        victim = choose_victim(self._live)
+        if victim is not None:
+            self._evictions += 1
+            self._unserve(victim)
+            victim.request_stop(StopCause.EVICTED)
+        return None
+
+    def _has_room(self) -> bool:
+        return len(self._live) < self._pool.max_subprocess
+
+    def _replicas(self, record: PackageRecord) -> int:
+        policy = launcher.package_policy(self._pool, record.name)
+        return policy.replicas if policy.replicas is not None else self._pool.replicas
+
+    def _start(self, key: SlotKey, record: PackageRecord) -> Child:
+        """Register a new child and start its supervisor (it becomes ready later)."""
+        taken = {c.replica for c in self._serving.get(key, [])}
+        replica = next(i for i in range(len(taken) + 1) if i not in taken)
+        slot = self._slots.setdefault((key, replica), _Slot())
+        child = Child(
+            record,
+            replica=replica,
+            spec=self._spec(record),
+            config=self._pool,
+            restarts=slot.restarts,
+            last_exit_reason=slot.last_exit_reason,
+        )
+        self._live.add(child)
+        self._serving.setdefault(key, []).append(child)
+        self._starts += 1
+        self._spawn_task(self._supervise, child)
+        return child
+
+    def _spec(self, record: PackageRecord) -> LaunchSpec:
+        policy = launcher.package_policy(self._pool, record.name)
+        python = self.packages.venv_python(record)
+        data_dir = self.packages.data_dir(record)
+        env = launcher.environment(
+            self._pool,
+            policy,
+            name=record.name,
+            version=record.version,
+            venv_bin=python.parent,
+            data_dir=data_dir,
+        )
+        return LaunchSpec(
+            argv=launcher.command(python, policy, host_is_root=self._host_is_root),
+            env=env,
+            cwd=data_dir,
+            log_path=self.packages.log_path(record.name, record.version),
+        )
+
+    async def _supervise(self, child: Child) -> None:
+        """Run a child to its end, then account for it."""
+        try:
+            await child.run()
+        finally:
+            self._live.discard(child)
+            self._unserve(child)
+            status = child.exit
+            if status is not None:
+                slot = self._slots.get((child.key, child.replica))
+                if slot is not None:
+                    slot.last_exit_reason = status.reason
+                if status.cause in UNEXPECTED or status.cause is StopCause.DEADLINE:
+                    if slot is not None:
+                        slot.restarts += 1
+                    if status.cause in UNEXPECTED:
+                        self._crashes += 1
+                        self._policy.record_crash(child.key, time.monotonic())
+            self._notify()
+
+    def _release(self, child: Child) -> None:
+        child.release()
+        if child.in_flight == 0:
+            self._notify()
+
+    def _unserve(self, child: Child) -> None:
+        serving = self._serving.get(child.key)
+        if serving is not None and child in serving:
+            serving.remove(child)
+            if not serving:
+                del self._serving[child.key]
+
+    def _spawn_task(self, func: Any, *args: Any) -> None:
+        if self._tg is None:
+            raise ShuttingDown("the pool is not running")
+        self._tg.start_soon(func, *args)
+
+    # ---- waiting -----------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Wake everyone waiting for a slot, a drain or a death."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _wait_change(self) -> None:
+        changed = self._changed = self._changed or anyio.Event()
+        await changed.wait()
+
+    async def _reap_idle(self) -> None:
+        """Stop children idle for longer than `idle_timeout_s`."""
+        idle_s = self._pool.idle_timeout_s
+        while True:
+            now = time.monotonic()
+            next_due = now + min(idle_s, IDLE_SCAN_MAX_S)
+            for child in list(self._live):
+                if child.evictable:
+                    due = child.last_used + idle_s
+                    if due <= now:
+                        self._idle_stops += 1
+                        self._unserve(child)
+                        child.request_stop(StopCause.IDLE)
+                    else:
+                        next_due = min(next_due, due)
+            await anyio.sleep(max(0.0, next_due - time.monotonic()))
+
+    # ---- introspection -----------------------------------------------------------------
+
+    def snapshot(self) -> list[ProcessInfo]:
+        """Every live child, by package, version and replica."""
+        now = time.monotonic()
+        infos = [
+            ProcessInfo(
+                package=c.record.name,
+                version=c.record.version,
+                pid=c.pid,
+                state=c.state,
+                uptime_s=round(now - c.started_at, 3),
+                calls_in_flight=c.in_flight,
+                calls_total=c.calls_total,
+                restarts=c.restarts,
+                rss_bytes=procfs.rss_bytes(c.pid),
+                last_exit_reason=c.last_exit_reason,
+                replica=c.replica,
+            )
+            for c in self._live
+        ]
+        return sorted(infos, key=lambda i: (i.package, i.version, i.replica, i.pid or 0))
+
+    def stats(self) -> PoolStats:
+        busy = sum(1 for c in self._live if c.in_flight)
+        return PoolStats(
+            processes=len(self._live),
+            busy=busy,
+            idle=len(self._live) - busy,
+            starts=self._starts,
+            crashes=self._crashes,
+            evictions=self._evictions,
+            timeouts=self._timeouts,
+            idle_stops=self._idle_stops,
+        )
+
+
+def _same(record: PackageRecord, name: str, version: str) -> bool:
+    try:
+        return canonicalize_name(record.name) == canonicalize_name(name) and Version(
+            record.version
+        ) == Version(version)
+    except InvalidVersion:
+        return False

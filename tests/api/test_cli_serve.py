@@ -1,0 +1,69 @@
+"""`hiagent-host ps` against a running server, and `serve` refusing a bad configuration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Final
+
+import httpx
+
+from hiagent_host.cli_serve import format_table
+from tests.api.conftest import API_KEY, Installed
+from tests.api.support import ROOT, LiveServer, free_port
+
+# The command answers at once: a local server, or nobody.
+RUN_TIMEOUT_S: Final = 60
+
+
+def hiagent_host(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hiagent_host", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+
+
+def test_ps_prints_a_table_of_the_live_plugin_processes(
+    client: httpx.Client, server: LiveServer, installed: Installed
+) -> None:
+    call = {"pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo", "tool": "echo"}
+    assert client.post("/v1/RunPluginTool", json=call).status_code == 200
+    done = hiagent_host("ps", "--url", server.url)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[:4] == ["PACKAGE", "VERSION", "PID", "STATE"]
+    assert any(row.split()[:2] == ["hiagent-plugin-echo", "0.1.0"] for row in rows)
+
+
+def test_ps_reads_the_address_and_key_from_the_config(guarded: LiveServer) -> None:
+    done = hiagent_host("ps", "--config", str(guarded.config))
+    assert done.returncode == 0, done.stderr
+    done = hiagent_host("--json", "ps", "--config", str(guarded.config))
+    assert isinstance(json.loads(done.stdout), list)
+
+
+def test_ps_with_a_wrong_key_says_unauthorized(guarded: LiveServer) -> None:
+    done = hiagent_host("ps", "--url", guarded.url, "--api-key", "wrong")
+    assert done.returncode == 1
+    assert "Unauthorized" in done.stderr
+    assert API_KEY not in done.stderr
+
+
+def test_ps_without_a_server_fails_with_a_clear_message() -> None:
+    done = hiagent_host("ps", "--url", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 1
+    assert "no server answering" in done.stderr
+
+
+def test_serve_refuses_a_config_with_an_unknown_key(tmp_path: Path) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text("[server]\nprot = 8000\n")
+    done = hiagent_host("serve", "--config", str(config))
+    assert done.returncode == 2
+    assert "prot" in done.stderr
+
+
+def test_an_empty_process_list_is_said_in_words() -> None:
+    assert format_table([]) == "no plugin processes running"

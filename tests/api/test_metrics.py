@@ -1,0 +1,64 @@
+"""/metrics: requests by route template, tool calls by package and outcome, pool and queue state."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import httpx
+
+from tests.api.conftest import Installed
+
+ECHO: Final = {"pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo"}
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the exposition (labels must all match)."""
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{re.escape(name)}\{{(.*)\}} (\S+)|{re.escape(name)} (\S+)", line)
+        if match is None:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match[2] or match[3])
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_requests_are_counted_by_route_template_and_status(client: httpx.Client) -> None:
+    client.post("/v1/GetPackageMetadata", json={"pkg": "absent-pkg", "version": "1"})
+    client.post("/v1/NoSuchRoute/abc", json={})
+    text = client.get("/metrics").text
+    assert sample(text, "hiagent_http_requests_total", route="/v1/GetPackageMetadata", status="404") >= 1
+    assert sample(text, "hiagent_http_requests_total", route="<unmatched>", status="404") >= 1
+    assert "NoSuchRoute" not in text
+    assert sample(text, "hiagent_http_request_duration_seconds_count", route="/v1/GetPackageMetadata") >= 1
+
+
+def test_tool_calls_are_counted_by_package_and_outcome(client: httpx.Client, installed: Installed) -> None:
+    client.post("/v1/RunPluginTool", json=ECHO | {"tool": "echo", "input": {"x": 1}})
+    client.post("/v1/RunPluginTool", json=ECHO | {"tool": "no_such_tool"})
+    client.post("/v1/RunPluginTool", json=ECHO | {"pkg": "made-up-name", "tool": "echo"})
+    text = client.get("/metrics").text
+    package = "hiagent-plugin-echo"
+    assert sample(text, "hiagent_tool_calls_total", package=package, outcome="ok") >= 1
+    assert sample(text, "hiagent_tool_calls_total", package=package, outcome="ToolNotFound") >= 1
+    assert sample(text, "hiagent_tool_calls_total", package="<unknown>", outcome="PackageNotFound") >= 1
+    assert "made-up-name" not in text
+    assert sample(text, "hiagent_tool_call_duration_seconds_count", package=package) >= 1
+
+
+def test_pool_queue_and_install_figures_are_exposed(client: httpx.Client, installed: Installed) -> None:
+    text = client.get("/metrics").text
+    assert sample(text, "hiagent_pool_processes") >= 1
+    assert sample(text, "hiagent_pool_process_starts_total") >= 1
+    for name in ("hiagent_pool_process_crashes_total", "hiagent_pool_process_evictions_total",
+                 "hiagent_pool_call_timeouts_total", "hiagent_pool_busy_processes"):  # fmt: skip
+        sample(text, name)
+    assert sample(text, "hiagent_queue_depth") >= 0
+    assert sample(text, "hiagent_install_duration_seconds_count", outcome="ok") >= 1
+
+
+def test_metrics_use_the_prometheus_text_format(client: httpx.Client) -> None:
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE hiagent_http_requests_total counter" in response.text

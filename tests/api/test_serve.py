@@ -1,0 +1,179 @@
+"""Serving: config to Hypercorn, the exposure warning, and a graceful stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import msgspec
+import pytest
+
+from hiagent_host.config import load_config
+from hiagent_host.serve import hypercorn_config, is_loopback, warn_if_exposed
+from tests.api.conftest import Installed
+from tests.api.support import LiveServer, free_port, parse_sse, write_config
+
+STREAM: Final = {"pkg": "hiagent-plugin-stream", "version": "0.1.0", "plugin": "stream"}
+# Probes of a stopping server are bounded by this.
+WAIT_S: Final = 30.0
+# server.graceful_shutdown_s of the servers these tests stop.
+GRACE_S: Final = 2.0
+
+
+def test_hypercorn_gets_bind_workers_keep_alive_and_grace_from_the_config(app_config: Path) -> None:
+    config = load_config(app_config)
+    server = msgspec.structs.replace(config.server, host="::1", keep_alive_s=7.5)
+    hc = hypercorn_config(msgspec.structs.replace(config, server=server))
+    assert hc.bind == [f"[::1]:{config.server.port}"]
+    assert (hc.keep_alive_timeout, hc.graceful_timeout) == (7.5, config.server.graceful_shutdown_s)
+    assert hc.workers == config.server.workers
+    assert hc.accesslog is None
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.org", False)],
+)  # fmt: skip
+def test_loopback_addresses_are_recognised(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warned"),
+    [("0.0.0.0", frozenset(), True), ("0.0.0.0", frozenset({"k"}), False),
+     ("127.0.0.1", frozenset(), False)],
+)  # fmt: skip
+def test_binding_beyond_loopback_without_keys_warns_loudly(
+    app_config: Path, caplog: pytest.LogCaptureFixture, host: str, keys: frozenset[str], warned: bool
+) -> None:
+    config = load_config(app_config)
+    config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, host=host))
+    with caplog.at_level(logging.WARNING, logger="hiagent_host.serve"):
+        assert warn_if_exposed(config, keys) is warned
+    assert any("WITHOUT API KEYS" in r.getMessage() for r in caplog.records) is warned
+
+
+@pytest.fixture
+def stopping_server(api_root: Path, wheelhouse: Path, installed: Installed, tmp_path: Path) -> Any:
+    """A server of its own on the session's data directory (it is about to be stopped)."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "runtime.toml", api_root / "data", wheelhouse, port,
+        server={"graceful_shutdown_s": GRACE_S},
+    )  # fmt: skip
+    live = LiveServer(config, port, tmp_path / "server.log").start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_drains_the_stream_in_flight_stops_children_and_exits_0(
+    stopping_server: LiveServer, signum: int
+) -> None:
+    live = stopping_server
+    pids = _child_pids(live)
+    result: dict[str, Any] = {}
+    first_item = threading.Event()
+
+    def consume() -> None:
+        call = STREAM | {"tool": "slow", "input": {"n": 5, "interval_s": 0.3}, "stream": True}
+        with httpx.Client(base_url=live.url, timeout=WAIT_S) as http:
+            with http.stream("POST", "/v1/RunPluginTool", json=call) as response:
+                chunks = []
+                for chunk in response.iter_text():
+                    chunks.append(chunk)
+                    first_item.set()
+                result["text"] = "".join(chunks)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first_item.wait(WAIT_S)
+    pids |= _child_pids(live)
+    live.signal(signum)
+    _wait_refused(live)
+    reader.join(WAIT_S)
+    assert parse_sse(result["text"])[-1] == {"event": "done", "data": "{}"}
+    assert live.wait() == 0
+    for pid in pids:
+        assert not _alive(pid), f"plugin process {pid} outlived the server"
+
+
+def test_a_stream_longer_than_the_grace_period_is_cut_and_the_server_still_exits_0(
+    stopping_server: LiveServer,
+) -> None:
+    live = stopping_server
+    call = STREAM | {"tool": "slow", "input": {"n": 100000, "interval_s": 0.05}, "stream": True}
+    with httpx.Client(base_url=live.url, timeout=WAIT_S) as http:
+        with http.stream("POST", "/v1/RunPluginTool", json=call) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "data: 0"
+            started = time.monotonic()
+            live.signal(signal.SIGTERM)
+            rest = list(_until_cut(lines))
+    assert "event: done" not in rest
+    assert live.wait() == 0
+    assert time.monotonic() - started < GRACE_S + WAIT_S / 2
+
+
+def _until_cut(lines: Any) -> Any:
+    try:
+        yield from lines
+    except httpx.TransportError:
+        return
+
+
+def _child_pids(live: LiveServer) -> set[int]:
+    processes = httpx.post(f"{live.url}/v1/ListProcesses", json={}, timeout=WAIT_S).json()["data"]
+    return {p["pid"] for p in processes if p["pid"]}
+
+
+def _wait_refused(live: LiveServer) -> None:
+    """The listening socket goes away while the stream is still being served."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{live.url}/ping", timeout=1.0)
+        except httpx.TransportError:
+            return
+        time.sleep(0.02)  # polling the port, bounded by WAIT_S
+    pytest.fail("the server kept accepting connections after the stop signal")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie not yet reaped by its (gone) parent is not alive
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_every_request_gets_one_structured_access_log_line(
+    client: httpx.Client, server: LiveServer, installed: Installed
+) -> None:
+    call = {"pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo", "tool": "echo",
+            "input": {"x": 1}}  # fmt: skip
+    client.post("/v1/RunPluginTool", json=call, headers={"X-Request-ID": "access-log-1"})
+    deadline = time.monotonic() + WAIT_S
+    while not (lines := [r for r in server.log_records() if r.get("request_id") == "access-log-1"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)  # polling the log file, bounded by WAIT_S
+    [line] = lines
+    assert line["logger"] == "hiagent_host.access"
+    assert line["method"] == "POST"
+    assert line["path"] == "/v1/RunPluginTool"
+    assert line["status"] == 200
+    assert line["duration_s"] >= 0
+    assert (line["pkg"], line["plugin"], line["tool"]) == ("hiagent-plugin-echo", "echo", "echo")

@@ -1,0 +1,147 @@
+"""Helpers for the pool tests: the installed store, configs, and probes of the process table."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import msgspec
+
+from hiagent_host.config import Config, PackagePolicy, PoolConfig, load_config
+from hiagent_host.packages import PackageManager
+from hiagent_host.pool import Pool
+from hiagent_host.pool.procfs import is_running
+
+# Every wait on a probe in these tests is bounded by this (a start imports pydantic: ~0.5 s).
+WAIT_S: Final = 30.0
+POLL_S: Final = 0.02
+# Fixture directory → distribution name, for the packages the pool tests install.
+PACKAGES: Final = {
+    "pool_misbehave": "pool-misbehave",
+    "echo": "hiagent-plugin-echo",
+    "exit_mid_call": "hiagent-plugin-exit-mid-call",
+    "segfault": "hiagent-plugin-segfault",
+    "hang": "hiagent-plugin-hang",
+    "noisy": "hiagent-plugin-noisy",
+    "memhog": "hiagent-plugin-memhog",
+    "forkbomb": "hiagent-plugin-forkbomb",
+    "grandchild": "hiagent-plugin-grandchild",
+    "secret": "hiagent-plugin-secret",
+}
+# Test settings: short waits, so misbehaving children cost little time.
+TEST_POOL: Final = {
+    "stop_grace_s": 0.5,
+    "cancel_grace_s": 0.5,
+    "drain_timeout_s": 5.0,
+    "acquire_timeout_s": 5.0,
+    "call_timeout_s": 20.0,
+    "start_timeout_s": 30.0,
+}
+
+
+@dataclass(frozen=True)
+class Store:
+    """The session's installed packages: where they are and how to configure a pool on them."""
+
+    root: Path
+    wheelhouse: Path
+    versions: dict[str, str]  # distribution name → installed version
+
+    def config(self, *, packages: dict[str, PackagePolicy] | None = None, **pool: Any) -> Config:
+        base = load_config(use_lookup=False, environ={})
+        paths = msgspec.structs.replace(
+            base.paths,
+            extensions_dir=self.root / "extensions",
+            venvs_dir=self.root / "venvs",
+            state_dir=self.root / "state",
+        )
+        settings = msgspec.structs.replace(
+            base.packages, no_index=True, find_links=[str(self.wheelhouse)]
+        )
+        pool_config = msgspec.structs.replace(
+            PoolConfig(), **(TEST_POOL | pool), packages=packages or {}
+        )
+        return msgspec.structs.replace(base, paths=paths, packages=settings, pool=pool_config)
+
+    def manager(self, config: Config | None = None) -> PackageManager:
+        return PackageManager(config or self.config())
+
+    def runtime_toml(self, path: Path) -> Path:
+        """A runtime.toml with this store's directories (for host subprocesses)."""
+        path.write_text(
+            "[paths]\n"
+            + "".join(
+                f'{key}_dir = "{self.root / key}"\n' for key in ("extensions", "venvs", "state")
+            ),
+            encoding="utf-8",
+        )
+        return path
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "state" / "data"
+
+
+def plugin_of(fixture: str) -> str:
+    """The entry-point name of a fixture package's plugin."""
+    return "Misbehave" if fixture == "pool_misbehave" else fixture
+
+
+async def call(pool: Pool, store: Store, fixture: str, tool: str, **tool_input: Any) -> Any:
+    """Run `tool` of fixture package `fixture` through `pool`."""
+    name = PACKAGES[fixture]
+    return await pool.run_tool(
+        name, store.versions[name], plugin_of(fixture), tool, tool_input, None
+    )
+
+
+def plugin_processes(store: Store) -> list[int]:
+    """Live processes started for this store's packages, grandchildren included.
+
+    Found by their environment (every process a plugin starts inherits it unless it scrubs
+    it): HIAGENT_PLUGIN_DATA_DIR points under the store's data root.
+    """
+    marker = f"HIAGENT_PLUGIN_DATA_DIR={store.data_root}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(v.startswith(marker) for v in environ.split(b"\0")) and is_running(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    """Poll a cheap probe of outside state (the process table) until true, bounded."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout_s} s")
+        time.sleep(POLL_S)
+
+
+async def wait_for_async(predicate: Callable[[], bool], what: str) -> None:
+    """`wait_for` inside a test's event loop (the pool keeps running meanwhile)."""
+    with anyio.fail_after(WAIT_S):
+        while not predicate():  # noqa: ASYNC110 - a probe of state that signals nothing
+            await anyio.sleep(POLL_S)
+
+
+@asynccontextmanager
+async def open_pool(store: Store, config: Config | None = None) -> AsyncIterator[Pool]:
+    """A pool on the store; once it has closed, no process of the store may be left."""
+    config = config or store.config()
+    assert plugin_processes(store) == [], "processes left over from an earlier test"
+    async with Pool(config, store.manager(config)) as pool:
+        yield pool
+    assert plugin_processes(store) == [], "the pool left processes behind"
