@@ -11,6 +11,7 @@ small asyncio HTTP/1.1 client). Targets: (b) p50 ≤ 1.3 × ((a) + (c)) at concu
     .venv/bin/python bench/http.py [--duration-s 5]
 """
 
+# ruff: noqa: E402  (the sys.path fix below must run before anything imports `http`)
 from __future__ import annotations
 
 import sys
@@ -42,8 +43,8 @@ import msgspec
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
-from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
+from hiagent_host.packages.wheelbuild import build_wheel
+from tests.support.wheelhouse import ensure_wheelhouse
 
 ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "echo"
 ECHO_PKG: Final = "hiagent-plugin-echo"
@@ -174,8 +175,9 @@ def wrk(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -
         )
     try:
         threads = min(concurrency, 2)
+        seconds = max(1, round(duration_s))
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--latency",
+            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency",
              "-s", script.name, url],
             capture_output=True, text=True, check=True, timeout=duration_s + 30,
         ).stdout  # fmt: skip
@@ -264,7 +266,8 @@ def pipe_echo(params: Any, concurrency: int, duration_s: float) -> Result:
             sys.executable, "-c", PIPE_CHILD,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        assert child.stdin is not None and child.stdout is not None
+        if child.stdin is None or child.stdout is None:
+            raise SystemExit("the pipe child has no stdio")
         pending: dict[int, asyncio.Future[Any]] = {}
         stdout = child.stdout
 
@@ -349,12 +352,22 @@ def main() -> None:
                 generator(f"{url}/bench/echo", body, concurrency, 1.0, "warm-up")
                 generator(f"{url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
                 results.append(
-                    generator(f"{url}/bench/echo", body, concurrency, args.duration_s,
-                              "(a) JSON echo route")  # fmt: skip
+                    generator(
+                        f"{url}/bench/echo",
+                        body,
+                        concurrency,
+                        args.duration_s,
+                        "(a) JSON echo route",
+                    )
                 )
                 results.append(
-                    generator(f"{url}/v1/RunPluginTool", body, concurrency, args.duration_s,
-                              "(b) RunPluginTool echo")  # fmt: skip
+                    generator(
+                        f"{url}/v1/RunPluginTool",
+                        body,
+                        concurrency,
+                        args.duration_s,
+                        "(b) RunPluginTool echo",
+                    )
                 )
                 results.append(pipe_echo(tool_input, concurrency, args.duration_s))
         finally:

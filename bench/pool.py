@@ -8,6 +8,9 @@
     vs. `python -c "import hiagent_plugin_sdk"` in the same venv;
 (c) the resident memory of an idle child (and of the bare echo child).
 
+For a breakdown, (a) also drives the shim itself with the raw client (no pool, no `RpcPeer`):
+that is the floor any host side can reach with this shim.
+
 Targets: warm p50 ≤ 1.5 × raw; pipelined throughput ≥ 50 % of raw; cold start ≤ 1.5 × the
 bare SDK import.
 
@@ -56,17 +59,18 @@ def quantiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1e3, p99 * 1e3
 
 
-class RawEcho:
-    """The baseline: a JSON-RPC client as thin as it gets, over a pipe to rpc_echo.py."""
+class RawClient:
+    """The baseline: a JSON-RPC client as thin as it gets, over a pipe to a child."""
 
-    def __init__(self, python: str) -> None:
-        self.python = python
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.env = env
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next = 0
 
-    async def __aenter__(self) -> RawEcho:
+    async def __aenter__(self) -> RawClient:
         self.proc = await asyncio.create_subprocess_exec(
-            self.python, str(RPC_ECHO), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            *self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env, cwd="/"
         )
         self._reader = asyncio.create_task(self._read())
         return self
@@ -81,14 +85,14 @@ class RawEcho:
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
             message = json.loads(line)
-            self._pending.pop(message["id"]).set_result(message["result"])
+            self._pending.pop(message["id"]).set_result(message.get("result"))
 
-    async def call(self, params: Any) -> Any:
+    async def call(self, params: Any, method: str = "echo") -> Any:
         assert self.proc.stdin is not None
         self._next += 1
         future = asyncio.get_running_loop().create_future()
         self._pending[self._next] = future
-        request = {"jsonrpc": "2.0", "id": self._next, "method": "echo", "params": params}
+        request = {"jsonrpc": "2.0", "id": self._next, "method": method, "params": params}
         self.proc.stdin.write(json.dumps(request).encode() + b"\n")
         await self.proc.stdin.drain()
         return await future
@@ -144,12 +148,33 @@ async def warm(config: Config, version: str, calls: int) -> dict[str, dict[str, 
 
 async def raw(python: str, calls: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
-    async with RawEcho(python) as echo:
+    async with RawClient([python, str(RPC_ECHO)]) as echo:
         for in_flight in (1, IN_FLIGHT):
             results[f"raw x{in_flight}"] = await measure(
                 lambda: echo.call(PAYLOAD), calls, in_flight
             )
         results["rss"] = {"child_bytes": float(rss_bytes(echo.proc.pid) or 0)}
+    return results
+
+
+async def raw_shim(python: str, calls: int) -> dict[str, dict[str, float]]:
+    """The raw client driving the shim directly: `ping`, and `run_tool` of echo_async."""
+    results: dict[str, dict[str, float]] = {}
+    env = {"HIAGENT_PACKAGE_NAME": ECHO_PKG, "PATH": "/usr/bin:/bin"}
+    async with RawClient([python, "-m", "hiagent_shim"], env) as shim:
+        await shim.call(
+            {"host_version": "bench", "protocol_version": 1, "max_frame_bytes": 1 << 25,
+             "stream_window": 64},
+            "initialize",
+        )  # fmt: skip
+        params = {"plugin": "echo", "tool": "echo_async", "input": PAYLOAD, "cfg": None}
+        for in_flight in (1, IN_FLIGHT):
+            results[f"raw->shim ping x{in_flight}"] = await measure(
+                lambda: shim.call({}, "ping"), calls, in_flight
+            )
+            results[f"raw->shim tool x{in_flight}"] = await measure(
+                lambda: shim.call(params, "run_tool"), calls, in_flight
+            )
     return results
 
 
@@ -182,20 +207,33 @@ def main() -> None:
 
         pool_figures = asyncio.run(warm(config, record.version, args.calls))
         raw_figures = asyncio.run(raw(str(python), args.calls))
-        colds = [asyncio.run(cold_start(config, record.version)) for _ in range(args.cold_runs)]
-        imports = [bare_import(python) for _ in range(args.cold_runs)]
+        shim_figures = asyncio.run(raw_shim(str(python), args.calls))
+        colds, imports = [], []
+        for _ in range(args.cold_runs):  # interleaved, so load changes hit both alike
+            colds.append(asyncio.run(cold_start(config, record.version)))
+            imports.append(bare_import(python))
 
     print(f"(a) warm calls, {args.calls} each (latency ms, throughput calls/s)")
     rows = {**{k: v for k, v in raw_figures.items() if k != "rss"}}
+    rows |= shim_figures
     rows |= {k: v for k, v in pool_figures.items() if k != "rss"}
     for name, f in rows.items():
-        print(f"    {name:<22} p50 {f['p50_ms']:7.3f}  p99 {f['p99_ms']:7.3f}  {f['per_s']:9.0f}/s")
+        print(f"    {name:<24} p50 {f['p50_ms']:7.3f}  p99 {f['p99_ms']:7.3f}  {f['per_s']:9.0f}/s")
     for tool in ("echo_async", "echo"):
         seq = rows[f"pool {tool} x1"]["p50_ms"] / rows["raw x1"]["p50_ms"]
         tput = rows[f"pool {tool} x{IN_FLIGHT}"]["per_s"] / rows[f"raw x{IN_FLIGHT}"]["per_s"]
         print(
             f"    {tool}: warm p50 {seq:.2f}x raw (target <= 1.5x); "
             f"throughput at {IN_FLIGHT} in flight {tput:.0%} of raw (target >= 50%)"
+        )
+        host = rows[f"pool {tool} x1"]["p50_ms"] / rows["raw->shim tool x1"]["p50_ms"]
+        host_tput = (
+            rows[f"pool {tool} x{IN_FLIGHT}"]["per_s"]
+            / rows[f"raw->shim tool x{IN_FLIGHT}"]["per_s"]
+        )
+        print(
+            f"      host side alone (vs the raw client on the same shim, echo_async): "
+            f"p50 {host:.2f}x, throughput {host_tput:.0%}"
         )
     cold, bare = statistics.median(colds), statistics.median(imports)
     print(f"(b) cold start to first result: median of {args.cold_runs}")

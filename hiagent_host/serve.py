@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import os
 import signal
-from typing import Final
+from typing import Final, cast
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
@@ -80,9 +80,10 @@ def serve(
     if config.server.workers > 1 and app is None:
         return _serve_workers(config, hc, with_worker)
     hc.workers = 1
-    if app is None:
-        app = create_app(config, with_worker=with_worker)  # type: ignore[assignment]
-    asyncio.run(_serve_one(app, hc, config.server.graceful_shutdown_s))
+    asgi = (
+        app if app is not None else cast(ASGIFramework, create_app(config, with_worker=with_worker))
+    )
+    asyncio.run(_serve_one(asgi, hc, config.server.graceful_shutdown_s))
     log.info("stopped")
     return 0
 

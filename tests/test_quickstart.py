@@ -35,7 +35,9 @@ def quickstart_blocks() -> list[str]:
 
 def commands(block: str) -> list[str]:
     joined = block.replace("\\\n", " ")
-    return [line.strip() for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line.strip() for line in joined.splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 def test_the_readme_quick_start_runs_as_written(tmp_path: Path, wheelhouse: Path) -> None:

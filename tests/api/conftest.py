@@ -21,7 +21,6 @@ from starlette.applications import Starlette
 
 from hiagent_host.app import create_app
 from hiagent_host.config import load_config
-
 from tests.api.support import (
     INSTALL_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
@@ -103,7 +102,9 @@ def installed(client: httpx.Client, wheels: dict[str, Path]) -> Installed:
     first, *rest = PRELOADED
     responses = {first: install(client, wheels[first])}
     with ThreadPoolExecutor(max_workers=3) as executor:
-        responses |= dict(zip(rest, executor.map(lambda n: install(client, wheels[n]), rest)))
+        responses |= dict(
+            zip(rest, executor.map(lambda n: install(client, wheels[n]), rest), strict=True)
+        )
     out = Installed()
     for name, response in responses.items():
         assert response.status_code == 200, (name, response.text)
@@ -125,8 +126,11 @@ def guarded(
         auth={"api_keys": [API_KEY]},
         pool={"max_subprocess": 1, "acquire_timeout_s": 0.5, "call_timeout_s": 20.0},
         packages={"allowed_file_roots": [str(wheel_dir)]},
-        queue={"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0",
-               "connect_timeout_s": 0.5},
+        queue={
+            "backend": "redis",
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "connect_timeout_s": 0.5,
+        },
     )
     live = LiveServer(config, port, api_root / "guarded.log").start()
     try:

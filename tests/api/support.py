@@ -189,7 +189,7 @@ def envelope_error(response: httpx.Response) -> dict[str, Any]:
 
 
 def parse_sse(text: str) -> list[dict[str, Any]]:
-    """SSE text → events as {"event", "data", "id", "retry"} (data lines joined); comments dropped."""
+    """SSE text → events ({"event", "data", "id", "retry"}); data lines joined, comments dropped."""
     events: list[dict[str, Any]] = []
     current: dict[str, Any] = {}
     for line in text.split("\n"):

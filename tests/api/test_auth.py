@@ -37,7 +37,9 @@ def test_everything_else_needs_the_key(guarded: LiveServer, method: str, path: s
 def test_the_right_key_is_accepted_in_any_case_of_the_scheme(guarded: LiveServer) -> None:
     for scheme in ("Bearer", "bearer", "BEARER"):
         headers = {"Authorization": f"{scheme} {API_KEY}"}
-        response = httpx.post(f"{guarded.url}/v1/ListPackages", json={}, headers=headers, timeout=30)
+        response = httpx.post(
+            f"{guarded.url}/v1/ListPackages", json={}, headers=headers, timeout=30
+        )
         assert response.status_code == 200
 
 
@@ -51,14 +53,20 @@ def test_the_openapi_document_declares_bearer_security_and_the_public_routes(
     guarded_client: httpx.Client,
 ) -> None:
     document = guarded_client.get("/openapi.json").json()
-    assert document["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    assert document["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer"}
+    }
     assert document["paths"]["/ping"]["get"]["security"] == []
     assert "security" not in document["paths"]["/v1/ListPackages"]["post"]
 
 
-def test_keys_are_never_written_to_the_log(guarded: LiveServer, guarded_client: httpx.Client) -> None:
+def test_keys_are_never_written_to_the_log(
+    guarded: LiveServer, guarded_client: httpx.Client
+) -> None:
     guarded_client.post("/v1/ListPackages", json={})
-    httpx.post(f"{guarded.url}/v1/ListPackages", json={}, headers={"Authorization": "Bearer guess-123"})
+    httpx.post(
+        f"{guarded.url}/v1/ListPackages", json={}, headers={"Authorization": "Bearer guess-123"}
+    )
     log = guarded.log()
     assert API_KEY not in log
     assert "guess-123" not in log
@@ -68,7 +76,11 @@ async def test_keys_from_a_file_are_accepted(tmp_path: Path, wheelhouse: Path) -
     keys = tmp_path / "keys.txt"
     keys.write_text("# one key per line\nfile-key-1\n\nfile-key-2\n")
     config = write_config(
-        tmp_path / "runtime.toml", tmp_path / "data", wheelhouse, 1, auth={"api_keys_file": str(keys)}
+        tmp_path / "runtime.toml",
+        tmp_path / "data",
+        wheelhouse,
+        1,
+        auth={"api_keys_file": str(keys)},
     )
     async with running_app(create_app(load_config(config))) as http:
         assert (await http.post("/v1/ListPackages", json={})).status_code == 401

@@ -44,7 +44,9 @@ def test_read_package_metadata_describes_a_wheel_without_installing_it(
     client: httpx.Client, wheels: dict[str, Path]
 ) -> None:
     wheel = wheels["clock"]
-    data = ok(client.post("/v1/ReadPackageMetadata", json={"uri": wheel.as_uri(), "filename": wheel.name}))
+    data = ok(
+        client.post("/v1/ReadPackageMetadata", json={"uri": wheel.as_uri(), "filename": wheel.name})
+    )
     assert data == {
         "name": CLOCK, "version": "0.1.0", "uri": wheel.as_uri(), "filename": wheel.name,
         "plugins": ["时间工具"],
@@ -85,7 +87,11 @@ def test_install_from_an_http_uri_served_on_loopback(
 def test_get_package_metadata_accepts_any_pep503_spelling_and_pep440_equal_version(
     client: httpx.Client,
 ) -> None:
-    data = ok(client.post("/v1/GetPackageMetadata", json={"pkg": "HiAgent_Plugin.Clock", "version": "0.1"}))
+    data = ok(
+        client.post(
+            "/v1/GetPackageMetadata", json={"pkg": "HiAgent_Plugin.Clock", "version": "0.1"}
+        )
+    )
     [metadata] = data
     assert metadata["name"] == "时间工具"
     assert metadata["meta_version"] == "v1"
@@ -93,7 +99,11 @@ def test_get_package_metadata_accepts_any_pep503_spelling_and_pep440_equal_versi
 
 
 def test_get_plugin_icon_returns_the_png_base64_encoded(client: httpx.Client) -> None:
-    data = ok(client.post("/v1/GetPluginIcon", json={"pkg": CLOCK, "version": "0.1.0", "plugin": "时间工具"}))
+    data = ok(
+        client.post(
+            "/v1/GetPluginIcon", json={"pkg": CLOCK, "version": "0.1.0", "plugin": "时间工具"}
+        )
+    )
     assert data["filename"] == "icon.png"
     assert base64.b64decode(data["content"]).startswith(b"\x89PNG\r\n\x1a\n")
 
@@ -123,7 +133,9 @@ def test_run_plugin_validate_accepts_a_good_config_and_rejects_a_bad_one(
     client: httpx.Client, installed: Installed
 ) -> None:
     ref = {"pkg": "hiagent-plugin-secret", "version": "0.1.0", "plugin": "secret"}
-    assert ok(client.post("/v1/RunPluginValidate", json=ref | {"cfg": {"api_key": "sk-good"}})) is None
+    assert (
+        ok(client.post("/v1/RunPluginValidate", json=ref | {"cfg": {"api_key": "sk-good"}})) is None
+    )
     rejected = client.post("/v1/RunPluginValidate", json=ref | {"cfg": {"api_key": "bad"}})
     assert rejected.status_code == 400
     assert envelope_error(rejected)["code"] == "InvalidConfig"
@@ -168,16 +180,21 @@ def test_a_tool_call_past_its_timeout_is_a_504(client: httpx.Client, installed: 
 def test_the_adapter_route_takes_names_from_the_query_input_from_the_body_cfg_from_a_header(
     client: httpx.Client, installed: Installed
 ) -> None:
-    query = {"pkg": "hiagent_plugin_secret", "version": "0.1.0", "plugin": "secret", "tool": "has_key"}
+    query = {
+        "pkg": "hiagent_plugin_secret",
+        "version": "0.1.0",
+        "plugin": "secret",
+        "tool": "has_key",
+    }
     response = client.post(
         "/v1/RunPluginToolAdapterRuntime", params=query, json={},
         headers={"cfg": '{"api_key": "sk-adapter", "region": "eu"}'},
     )  # fmt: skip
     assert ok(response) == {"has_key": True, "region": "eu"}
     echo = {"pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo", "tool": "echo"}
-    assert ok(client.post("/v1/RunPluginToolAdapterRuntime", params=echo, json={"a": [1, "二"]})) == {
-        "a": [1, "二"]
-    }
+    assert ok(
+        client.post("/v1/RunPluginToolAdapterRuntime", params=echo, json={"a": [1, "二"]})
+    ) == {"a": [1, "二"]}
 
 
 def test_the_adapter_route_streams_when_the_body_says_stream(
@@ -187,7 +204,11 @@ def test_the_adapter_route_streams_when_the_body_says_stream(
     body = {"text": "hi", "count": 2, "stream": True}
     response = client.post("/v1/RunPluginToolAdapterRuntime", params=query, json=body)
     assert response.status_code == 200
-    assert parse_sse(response.text) == [{"data": "hi"}, {"data": "hi"}, {"event": "done", "data": "{}"}]
+    assert parse_sse(response.text) == [
+        {"data": "hi"},
+        {"data": "hi"},
+        {"event": "done", "data": "{}"},
+    ]
 
 
 def wait_for_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -200,9 +221,13 @@ def wait_for_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
     pytest.fail(f"job {job_id} did not end within {JOB_WAIT_S} s")
 
 
-def test_async_install_status_cancel_and_retry(client: httpx.Client, wheels: dict[str, Path]) -> None:
+def test_async_install_status_cancel_and_retry(
+    client: httpx.Client, wheels: dict[str, Path]
+) -> None:
     wheel = wheels["regex"]
-    job = ok(client.post("/v1/InstallPackageAsync", json={"uri": wheel.as_uri(), "filename": wheel.name}))
+    job = ok(
+        client.post("/v1/InstallPackageAsync", json={"uri": wheel.as_uri(), "filename": wheel.name})
+    )
     status = wait_for_job(client, job["job_id"])
     assert status["status"] == "finished", status
     assert status["data"]["name"] == "hiagent-plugin-regex"

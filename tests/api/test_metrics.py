@@ -28,13 +28,21 @@ def test_requests_are_counted_by_route_template_and_status(client: httpx.Client)
     client.post("/v1/GetPackageMetadata", json={"pkg": "absent-pkg", "version": "1"})
     client.post("/v1/NoSuchRoute/abc", json={})
     text = client.get("/metrics").text
-    assert sample(text, "hiagent_http_requests_total", route="/v1/GetPackageMetadata", status="404") >= 1
+    assert (
+        sample(text, "hiagent_http_requests_total", route="/v1/GetPackageMetadata", status="404")
+        >= 1
+    )
     assert sample(text, "hiagent_http_requests_total", route="<unmatched>", status="404") >= 1
     assert "NoSuchRoute" not in text
-    assert sample(text, "hiagent_http_request_duration_seconds_count", route="/v1/GetPackageMetadata") >= 1
+    assert (
+        sample(text, "hiagent_http_request_duration_seconds_count", route="/v1/GetPackageMetadata")
+        >= 1
+    )
 
 
-def test_tool_calls_are_counted_by_package_and_outcome(client: httpx.Client, installed: Installed) -> None:
+def test_tool_calls_are_counted_by_package_and_outcome(
+    client: httpx.Client, installed: Installed
+) -> None:
     client.post("/v1/RunPluginTool", json=ECHO | {"tool": "echo", "input": {"x": 1}})
     client.post("/v1/RunPluginTool", json=ECHO | {"tool": "no_such_tool"})
     client.post("/v1/RunPluginTool", json=ECHO | {"pkg": "made-up-name", "tool": "echo"})
@@ -42,12 +50,17 @@ def test_tool_calls_are_counted_by_package_and_outcome(client: httpx.Client, ins
     package = "hiagent-plugin-echo"
     assert sample(text, "hiagent_tool_calls_total", package=package, outcome="ok") >= 1
     assert sample(text, "hiagent_tool_calls_total", package=package, outcome="ToolNotFound") >= 1
-    assert sample(text, "hiagent_tool_calls_total", package="<unknown>", outcome="PackageNotFound") >= 1
+    assert (
+        sample(text, "hiagent_tool_calls_total", package="<unknown>", outcome="PackageNotFound")
+        >= 1
+    )
     assert "made-up-name" not in text
     assert sample(text, "hiagent_tool_call_duration_seconds_count", package=package) >= 1
 
 
-def test_pool_queue_and_install_figures_are_exposed(client: httpx.Client, installed: Installed) -> None:
+def test_pool_queue_and_install_figures_are_exposed(
+    client: httpx.Client, installed: Installed
+) -> None:
     text = client.get("/metrics").text
     assert sample(text, "hiagent_pool_processes") >= 1
     assert sample(text, "hiagent_pool_process_starts_total") >= 1

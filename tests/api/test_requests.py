@@ -1,4 +1,4 @@
-"""Request bodies: decoded against the route's Struct, size-capped while streaming, errors enveloped."""
+"""Request bodies: decoded against the route's Struct, size-capped while streaming, enveloped."""
 
 from __future__ import annotations
 

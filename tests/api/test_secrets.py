@@ -94,23 +94,30 @@ def test_a_planted_secret_never_reaches_the_server_log(
     client: httpx.Client, server: LiveServer, installed: Installed
 ) -> None:
     call = SECRET_REF | {"tool": "has_key", "cfg": {"api_key": PLANTED, "region": "eu"}}
-    assert client.post("/v1/RunPluginTool", json=call).json()["data"] == {"has_key": True, "region": "eu"}
-    rejected = client.post("/v1/RunPluginValidate", json=SECRET_REF | {"cfg": {"api_key": REJECTED}})
+    assert client.post("/v1/RunPluginTool", json=call).json()["data"] == {
+        "has_key": True,
+        "region": "eu",
+    }
+    rejected = client.post(
+        "/v1/RunPluginValidate", json=SECRET_REF | {"cfg": {"api_key": REJECTED}}
+    )
     assert rejected.status_code == 400
     assert REJECTED not in rejected.text
     wrong_type = client.post(
-        "/v1/RunPluginTool", json=SECRET_REF | {"tool": "has_key", "cfg": {"api_key": PLANTED, "region": 5}}
+        "/v1/RunPluginTool",
+        json=SECRET_REF | {"tool": "has_key", "cfg": {"api_key": PLANTED, "region": 5}},
     )
     assert wrong_type.status_code == 422
     assert PLANTED not in wrong_type.text
-    query = {k: v for k, v in SECRET_REF.items()} | {"tool": "has_key"}
+    query = SECRET_REF | {"tool": "has_key"}
     adapter = client.post(
         "/v1/RunPluginToolAdapterRuntime", params=query, json={},
         headers={"cfg": f'{{"api_key": "{PLANTED}"}}'},
     )  # fmt: skip
     assert adapter.status_code == 200
     plugin_logs = "".join(
-        p.read_text(errors="replace") for p in (server.config.parent / "data" / "state").rglob("*.log")
+        p.read_text(errors="replace")
+        for p in (server.config.parent / "data" / "state").rglob("*.log")
     )
     for text in (server.log(), plugin_logs):
         assert PLANTED not in text
@@ -136,7 +143,9 @@ def test_a_cfg_header_that_is_not_an_object_is_a_422(
     client: httpx.Client, installed: Installed, cfg: str
 ) -> None:
     query = SECRET_REF | {"tool": "has_key"}
-    response = client.post("/v1/RunPluginToolAdapterRuntime", params=query, json={}, headers={"cfg": cfg})
+    response = client.post(
+        "/v1/RunPluginToolAdapterRuntime", params=query, json={}, headers={"cfg": cfg}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["data"] == {"field": "cfg"}
 
@@ -151,7 +160,9 @@ async def test_a_secret_sent_in_cfg_is_masked_in_every_later_log_line(
     )
     assert installed.status_code == 200, installed.text
     planted = "sk-in-process-5e7c1d"
-    response = await app_client.post("/v1/RunPluginValidate", json=SECRET_REF | {"cfg": {"api_key": planted}})
+    response = await app_client.post(
+        "/v1/RunPluginValidate", json=SECRET_REF | {"cfg": {"api_key": planted}}
+    )
     assert response.status_code == 200
     stream = io.StringIO()
     handler = configure(LoggingConfig(level="info", json=True), stream=stream)
@@ -164,8 +175,13 @@ async def test_a_secret_sent_in_cfg_is_masked_in_every_later_log_line(
 
 
 def test_scrub_masks_secrets_in_an_error_message_and_its_data() -> None:
-    error = HostError("bad key sk-abc-123", code="X", http_status=400, data={"echo": ["sk-abc-123"]})
+    error = HostError(
+        "bad key sk-abc-123", code="X", http_status=400, data={"echo": ["sk-abc-123"]}
+    )
     scrubbed = scrub(error, ["sk-abc-123"])
     assert scrubbed.to_dict() == {
-        "code": "X", "message": "bad key ***", "data": {"echo": ["***"]}, "http_code": 400
+        "code": "X",
+        "message": "bad key ***",
+        "data": {"echo": ["***"]},
+        "http_code": 400,
     }

@@ -51,10 +51,16 @@ def test_loopback_addresses_are_recognised(host: str, loopback: bool) -> None:
      ("127.0.0.1", frozenset(), False)],
 )  # fmt: skip
 def test_binding_beyond_loopback_without_keys_warns_loudly(
-    app_config: Path, caplog: pytest.LogCaptureFixture, host: str, keys: frozenset[str], warned: bool
+    app_config: Path,
+    caplog: pytest.LogCaptureFixture,
+    host: str,
+    keys: frozenset[str],
+    warned: bool,
 ) -> None:
     config = load_config(app_config)
-    config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, host=host))
+    config = msgspec.structs.replace(
+        config, server=msgspec.structs.replace(config.server, host=host)
+    )
     with caplog.at_level(logging.WARNING, logger="hiagent_host.serve"):
         assert warn_if_exposed(config, keys) is warned
     assert any("WITHOUT API KEYS" in r.getMessage() for r in caplog.records) is warned
@@ -86,13 +92,14 @@ def test_a_stop_signal_drains_the_stream_in_flight_stops_children_and_exits_0(
 
     def consume() -> None:
         call = STREAM | {"tool": "slow", "input": {"n": 5, "interval_s": 0.3}, "stream": True}
-        with httpx.Client(base_url=live.url, timeout=WAIT_S) as http:
-            with http.stream("POST", "/v1/RunPluginTool", json=call) as response:
-                chunks = []
-                for chunk in response.iter_text():
-                    chunks.append(chunk)
-                    first_item.set()
-                result["text"] = "".join(chunks)
+        with httpx.stream(
+            "POST", f"{live.url}/v1/RunPluginTool", json=call, timeout=WAIT_S
+        ) as response:
+            chunks = []
+            for chunk in response.iter_text():
+                chunks.append(chunk)
+                first_item.set()
+            result["text"] = "".join(chunks)
 
     reader = threading.Thread(target=consume)
     reader.start()
@@ -112,13 +119,14 @@ def test_a_stream_longer_than_the_grace_period_is_cut_and_the_server_still_exits
 ) -> None:
     live = stopping_server
     call = STREAM | {"tool": "slow", "input": {"n": 100000, "interval_s": 0.05}, "stream": True}
-    with httpx.Client(base_url=live.url, timeout=WAIT_S) as http:
-        with http.stream("POST", "/v1/RunPluginTool", json=call) as response:
-            lines = response.iter_lines()
-            assert next(lines) == "data: 0"
-            started = time.monotonic()
-            live.signal(signal.SIGTERM)
-            rest = list(_until_cut(lines))
+    with httpx.stream(
+        "POST", f"{live.url}/v1/RunPluginTool", json=call, timeout=WAIT_S
+    ) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "data: 0"
+        started = time.monotonic()
+        live.signal(signal.SIGTERM)
+        rest = list(_until_cut(lines))
     assert "event: done" not in rest
     assert live.wait() == 0
     assert time.monotonic() - started < GRACE_S + WAIT_S / 2

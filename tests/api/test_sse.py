@@ -50,7 +50,12 @@ def test_numbers_from_an_async_and_a_sync_generator_arrive_in_order(
 ) -> None:
     for tool in ("numbers", "sync_numbers"):
         events = parse_sse(stream(client, tool, n=3).text)
-        assert events == [{"data": "0"}, {"data": "1"}, {"data": "2"}, {"event": "done", "data": "{}"}]
+        assert events == [
+            {"data": "0"},
+            {"data": "1"},
+            {"data": "2"},
+            {"event": "done", "data": "{}"},
+        ]
 
 
 def test_a_failure_after_the_first_item_ends_the_stream_with_an_error_event(
@@ -76,7 +81,9 @@ def test_a_failure_before_the_stream_opens_is_a_json_error_not_a_200(
     assert envelope_error(response)["code"] == "ToolNotFound"
 
 
-def test_an_idle_stream_gets_keep_alive_comments(client: httpx.Client, installed: Installed) -> None:
+def test_an_idle_stream_gets_keep_alive_comments(
+    client: httpx.Client, installed: Installed
+) -> None:
     # the test server sends a keep-alive after 0.3 s of silence
     response = stream(client, "slow", n=2, interval_s=1.0)
     assert response.text.count(": keep-alive\n\n") >= 2
@@ -101,10 +108,9 @@ def test_a_client_that_disconnects_cancels_the_call_in_the_plugin_process(
 ) -> None:
     call = STREAM | {"tool": "slow", "input": {"n": 10000, "interval_s": 0.01}, "stream": True}
     closed_before = _stream_plugin_log(server).count("slow stream closed after")
-    with httpx.Client(base_url=server.url, timeout=30) as own:
-        with own.stream("POST", "/v1/RunPluginTool", json=call) as response:
-            lines = response.iter_lines()
-            assert next(lines) == "data: 0"
+    with httpx.stream("POST", f"{server.url}/v1/RunPluginTool", json=call, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "data: 0"
     # the plugin prints "slow stream closed after N items" to its log when its generator closes
     deadline = time.monotonic() + CANCEL_WAIT_S
     while _stream_plugin_log(server).count("slow stream closed after") == closed_before:
