@@ -29,7 +29,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class ServerConfig(_Section):
+class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -39,13 +39,13 @@ class ServerConfig(_Section):
     sse_keepalive_s: float = 15.0
 
 
-class PathsConfig(_Section):
+class PathsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     extensions_dir: Path = Path("extensions")
     venvs_dir: Path = Path("venvs")
     state_dir: Path = Path("state")
 
 
-class PackagesConfig(_Section):
+class PackagesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     python: str = ""
     installer: Literal["auto", "uv", "pip"] = "auto"
     index_url: str = ""
@@ -63,7 +63,7 @@ class PackagesConfig(_Section):
     probe_timeout_s: float = 60.0
 
 
-class PackagePolicy(_Section):
+class PackagePolicy(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     env: dict[str, str] = msgspec.field(default_factory=dict)
     replicas: int | None = None
     memory_bytes: int | None = None
@@ -72,7 +72,7 @@ class PackagePolicy(_Section):
     processes: int | None = None
 
 
-class PoolConfig(_Section):
+class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_subprocess: int = 16
     replicas: int = 1
     idle_timeout_s: float = 600.0
@@ -98,7 +98,7 @@ class PoolConfig(_Section):
     packages: dict[str, PackagePolicy] = msgspec.field(default_factory=dict)
 
 
-class QueueConfig(_Section):
+class QueueConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["local", "redis"] = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "hiagent:installs"
@@ -112,21 +112,22 @@ class QueueConfig(_Section):
         return f"QueueConfig(backend={self.backend!r}, redis_url={redact_url(self.redis_url)!r})"
 
 
-class AuthConfig(_Section):
+class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     api_keys: list[str] = msgspec.field(default_factory=list)
     api_keys_file: Path | None = None
 
     def __repr__(self) -> str:
-        return f"AuthConfig(api_keys=<{len(self.api_keys)} redacted>, api_keys_file={self.api_keys_file!r})"
+        keys = f"<{len(self.api_keys)} redacted>"
+        return f"AuthConfig(api_keys={keys}, api_keys_file={self.api_keys_file!r})"
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json: bool = False
     access_log: bool = True
 
 
-class Config(_Section):
+class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     paths: PathsConfig = msgspec.field(default_factory=PathsConfig)
     packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)

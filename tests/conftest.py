@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,10 @@ def wheelhouse() -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_wheels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+def built_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every fixture plugin, plus the shim and the SDK, built into real wheels once."""
     out = tmp_path_factory.mktemp("wheels")
     wheels = {name: build_fixture(name, out) for name in fixture_names()}
     wheels["hiagent-shim"] = build_shim_wheel(out)
     wheels["hiagent-plugin-sdk"] = build_sdk_wheel(out)
-    yield wheels
+    return wheels

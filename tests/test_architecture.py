@@ -59,7 +59,8 @@ def test_host_module_imports_only_downward(path: Path) -> None:
                 continue
             assert target in ALLOWED[layer], f"{layer} must not import {name}"
         if parts[0] in FRAMEWORK_OWNERS:
-            assert layer in FRAMEWORK_OWNERS[parts[0]], f"only {FRAMEWORK_OWNERS[parts[0]]} import {parts[0]}"
+            owners = FRAMEWORK_OWNERS[parts[0]]
+            assert layer in owners, f"only {owners} import {parts[0]}"
         assert parts[0] != "hiagent_plugin_sdk", "the host never imports the SDK"
 
 

@@ -59,7 +59,7 @@ def build_shim_wheel(out_dir: Path) -> Path:
             f'name = "{SHIM_DIST}"\n'
             f'version = "{hiagent_shim.__version__}"\n'
             'description = "hiagent-host process shim (stdlib only)"\n'
-            'requires-python = ">=3.9"\n',
+            'requires-python = ">=3.10"\n',
             encoding="utf-8",
         )
         return build_wheel(root, out_dir)

@@ -184,3 +184,23 @@ async def test_an_unanticipated_exception_is_a_logged_500_and_the_server_keeps_s
         [record] = [r for r in caplog.records if r.exc_info]
         assert "boom-1" in record.getMessage()
         assert (await http.get("/ping")).status_code == 200
+
+
+def test_an_ordinary_plugin_exception_is_a_500_named_after_its_class(
+    client: httpx.Client, wheels: dict[str, Path]
+) -> None:
+    assert install(client, wheels["calc"]).status_code == 200
+    call = {"pkg": "hiagent-plugin-calc", "version": "0.1.0", "plugin": "calc",
+            "tool": "evaluate", "input": {"expression": "1 / 0"}}  # fmt: skip
+    error = expect(client.post("/v1/RunPluginTool", json=call), 500, "ZeroDivisionError")
+    assert "zero" in error["message"]
+
+
+def test_a_name_that_can_never_be_a_package_is_a_400(client: httpx.Client) -> None:
+    response = client.post("/v1/DeletePackage", json={"pkg": "../etc", "version": "1.0"})
+    expect(response, 400, "InvalidRequest")
+
+
+def test_a_bad_filename_is_refused_before_anything_is_fetched(client: httpx.Client) -> None:
+    body = {"uri": "http://127.0.0.1:9/x.whl", "filename": "../x-1.0-py3-none-any.whl"}
+    expect(client.post("/v1/InstallPackage", json=body), 400, "InvalidRequest")
