@@ -63,7 +63,6 @@ SERVER: Final = textwrap.dedent(
     from typing import Any
     from starlette.routing import Route
     from hiagent_host.api.endpoints import endpoint
-    from hiagent_host.app import create_app
     from hiagent_host.config import load_config
     from hiagent_host.serve import serve
 
@@ -73,7 +72,7 @@ SERVER: Final = textwrap.dedent(
 
     config = load_config(sys.argv[1])
     route = Route("/bench/echo", echo, methods=["POST"])
-    sys.exit(serve(config, app=create_app(config, extra_routes=[route])))
+    sys.exit(serve(config, extra_routes=[route]))
     """
 )
 

@@ -1,9 +1,11 @@
-"""The ASGI app: routes, the middleware stack, and a lifespan that owns packages, pool and jobs.
+"""The ASGI app: routes, the middleware stack, and the services behind them.
 
 Stack, outermost first: Starlette's error guard → request context (request id, timing,
 metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router.
-The lifespan recovers the package store, opens the pool and the job backend, and on shutdown
-closes them in reverse (the pool stops every child through its ladder).
+`open_services` recovers the package store, opens the pool and the job backend, and closes
+them in reverse (the pool stops every child through its ladder). `serve` opens them itself,
+before Hypercorn binds, so a failed start is an error and not a server without services;
+otherwise (Hypercorn workers, tests) the app's lifespan does.
 """
 
 from __future__ import annotations
@@ -37,17 +39,23 @@ log = logging.getLogger("hiagent_host.app")
 WITH_WORKER_ENV: Final = "HIAGENT_SERVE_WITH_WORKER"
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+ExtraRoutes = Sequence[BaseRoute]
 
 
 def create_app(
     config: Config,
     *,
+    services: Services | None = None,
     with_worker: bool | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
+    extra_routes: ExtraRoutes = (),
 ) -> Starlette:
-    """The host's ASGI app for `config` (`extra_routes` is for benchmarks and tests)."""
+    """The host's ASGI app for `config`.
+
+    With `services` (opened by the caller, as `serve` does) the app uses them; without, its
+    lifespan opens and closes its own. `extra_routes` is for benchmarks and tests.
+    """
     keys = read_api_keys(config)
-    metrics = Metrics()
+    metrics = services.metrics if services is not None else Metrics()
     middleware = [
         Middleware(
             RequestContextMiddleware, metrics=metrics, access_log_enabled=config.logging.access_log
@@ -58,28 +66,37 @@ def create_app(
     app = Starlette(
         routes=[*starlette_routes(OPERATIONS), *extra_routes],
         middleware=middleware,
-        lifespan=_lifespan(config, metrics, with_worker),
+        lifespan=None if services is not None else _lifespan(config, metrics, with_worker),
     )
     app.state.openapi = openapi.encoded(OPERATIONS, secured=bool(keys))
+    if services is not None:
+        app.state.services = services
     return app
+
+
+@asynccontextmanager
+async def open_services(
+    config: Config, *, metrics: Metrics | None = None, with_worker: bool | None = None
+) -> AsyncIterator[Services]:
+    """Recover the package store, open the pool and the job backend; close them in reverse."""
+    metrics = metrics or Metrics()
+    packages = PackageManager(config)
+    await anyio.to_thread.run_sync(packages.recover)
+    async with (
+        Pool(config, packages) as pool,
+        make_backend(config, packages, with_worker=with_worker) as jobs,
+    ):
+        metrics.watch_pool(pool.stats)
+        yield Services(config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics)
+        log.info("stopping plugin processes")
 
 
 def _lifespan(config: Config, metrics: Metrics, with_worker: bool | None) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        packages = PackageManager(config)
-        await anyio.to_thread.run_sync(packages.recover)
-        async with (
-            Pool(config, packages) as pool,
-            make_backend(config, packages, with_worker=with_worker) as jobs,
-        ):
-            metrics.watch_pool(pool.stats)
-            app.state.services = Services(
-                config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics
-            )
-            log.info("serving with %s", config.source)
+        async with open_services(config, metrics=metrics, with_worker=with_worker) as services:
+            app.state.services = services
             yield
-            log.info("shutting down: stopping plugin processes")
 
     return lifespan
 

@@ -1,8 +1,9 @@
 """Logging for the server: level, plain or JSON lines, access log, and secret redaction.
 
-Every line passes through `RedactingFormatter`, which masks secret config values the API has
-seen (`hiagent_host.api.secrets.registry`), bearer tokens and configured API keys, after the
-message, its arguments and any traceback have been formatted.
+Every line is masked by a `Redactor`: secret config values the API has seen
+(`hiagent_host.api.secrets.registry`), configured API keys and bearer tokens, after the
+message, its arguments and any traceback have been formatted (JSON lines: every string field,
+before encoding).
 """
 
 from __future__ import annotations
@@ -28,26 +29,41 @@ LEVELS: Final = {
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 
 
-class RedactingFormatter(logging.Formatter):
-    """Format with `inner`, then mask every known secret in the finished line."""
+class Redactor:
+    """Masks registered secrets, configured API keys and bearer tokens in a piece of text."""
 
-    def __init__(self, inner: logging.Formatter, keys: Iterable[str] = ()) -> None:
-        super().__init__()
-        self._inner = inner
+    def __init__(self, keys: Iterable[str] = ()) -> None:
         self._keys = sorted((k for k in keys if k), key=len, reverse=True)
 
-    def format(self, record: logging.LogRecord) -> str:
-        return self.redact(self._inner.format(record))
-
-    def redact(self, text: str) -> str:
+    def __call__(self, text: str) -> str:
         text = registry.redact(text)
         for key in self._keys:
             text = text.replace(key, MASK)
         return _BEARER.sub(r"\1" + MASK, text)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Format with `inner`, then mask every secret in the finished line."""
+
+    def __init__(self, inner: logging.Formatter, redact: Redactor) -> None:
+        super().__init__()
+        self._inner = inner
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(self._inner.format(record))
+
+
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, access fields, exc."""
+    """One JSON object per line: ts, level, logger, message, access fields, exc.
+
+    Every string is masked before it is encoded (an escaped secret would slip past a mask
+    applied to the finished line).
+    """
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -62,16 +78,22 @@ class JSONFormatter(logging.Formatter):
             out.update(access)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        masked = {k: self._redact(v) if isinstance(v, str) else v for k, v in out.items()}
+        return json.dumps(masked, ensure_ascii=False, default=str)
 
 
 def configure(
     config: LoggingConfig, *, keys: Iterable[str] = (), stream: TextIO | None = None
 ) -> logging.Handler:
     """Send the host's logs to `stream` (stderr) at the configured level and format."""
-    inner = JSONFormatter() if config.json else logging.Formatter(TEXT_FORMAT)
+    redact = Redactor(keys)
+    formatter: logging.Formatter
+    if config.json:
+        formatter = JSONFormatter(redact)
+    else:
+        formatter = RedactingFormatter(logging.Formatter(TEXT_FORMAT), redact)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(RedactingFormatter(inner, keys))
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):  # the server owns its process's logging
         root.removeHandler(old)

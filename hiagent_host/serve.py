@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT: stop accepting, let in-flight calls and streams finish for up to
 `server.graceful_shutdown_s` (then cancel them, which cancels their calls in the children),
-run the lifespan shutdown (the pool's stop ladder for every child), and return 0.
+close the services (the pool's stop ladder for every child), and return 0. The services are
+opened before Hypercorn binds: a start that fails (a bad store, a port in use) returns 1.
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ import os
 import signal
 from typing import Final, cast
 
-from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.run import run as hypercorn_run
 from hypercorn.typing import ASGIFramework
+from hypercorn.utils import wrap_app
 
 from hiagent_host import logs
-from hiagent_host.app import WITH_WORKER_ENV, create_app
+from hiagent_host.app import WITH_WORKER_ENV, ExtraRoutes, create_app, open_services
 from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
+from hiagent_host.errors import HostError
 
 log = logging.getLogger("hiagent_host.serve")
+
+EXIT_START_FAILED: Final = 1
 
 APP_FACTORY: Final = "hiagent_host.app:app_from_environment()"
 LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -67,28 +73,42 @@ def warn_if_exposed(config: Config, keys: frozenset[str]) -> bool:
 
 
 def serve(
-    config: Config, *, with_worker: bool | None = None, app: ASGIFramework | None = None
+    config: Config, *, with_worker: bool | None = None, extra_routes: ExtraRoutes = ()
 ) -> int:
-    """Serve until SIGTERM/SIGINT; the exit status (0 after a clean shutdown).
-
-    `app` replaces the app built from `config` (benchmarks add routes); one worker only.
-    """
+    """Serve until SIGTERM/SIGINT; the exit status (0 after a clean shutdown, 1 if it cannot
+    start). `extra_routes` (benchmarks) needs a single worker."""
     keys = read_api_keys(config)
     logs.configure(config.logging, keys=keys)
     warn_if_exposed(config, keys)
     hc = hypercorn_config(config)
-    if config.server.workers > 1 and app is None:
+    if config.server.workers > 1 and not extra_routes:
         return _serve_workers(config, hc, with_worker)
     hc.workers = 1
-    asgi = (
-        app if app is not None else cast(ASGIFramework, create_app(config, with_worker=with_worker))
-    )
-    asyncio.run(_serve_one(asgi, hc, config.server.graceful_shutdown_s))
+    try:
+        sockets = hc.create_sockets()  # bind first: a taken port fails before anything starts
+    except OSError as exc:
+        log.error("cannot serve on %s: %s", hc.bind[0], exc)
+        return EXIT_START_FAILED
+    try:
+        asyncio.run(_serve_one(config, hc, sockets, with_worker, extra_routes))
+    except HostError as exc:
+        log.error("cannot serve on %s: %s: %s", hc.bind[0], exc.code, exc.message)
+        return EXIT_START_FAILED
+    finally:
+        for sock in (*sockets.insecure_sockets, *sockets.secure_sockets):
+            sock.close()
     log.info("stopped")
     return 0
 
 
-async def _serve_one(app: ASGIFramework, hc: HypercornConfig, grace_s: float) -> None:
+async def _serve_one(
+    config: Config,
+    hc: HypercornConfig,
+    sockets: Sockets,
+    with_worker: bool | None,
+    extra_routes: ExtraRoutes,
+) -> None:
+    grace_s = config.server.graceful_shutdown_s
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -106,7 +126,16 @@ async def _serve_one(app: ASGIFramework, hc: HypercornConfig, grace_s: float) ->
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await hypercorn_serve(app, hc, shutdown_trigger=stop.wait)
+        async with open_services(config, with_worker=with_worker) as services:
+            app = create_app(config, services=services, extra_routes=extra_routes)
+            log.info("serving with %s", config.source)
+            # In a task of its own: Hypercorn's shutdown leaves the task it ran in marked as
+            # being cancelled, which would cancel the pool's clean shutdown right after.
+            # what hypercorn.asyncio.serve does, with the sockets bound above
+            asgi = wrap_app(cast(ASGIFramework, app), hc.wsgi_max_body_size, "asgi")
+            await asyncio.create_task(
+                worker_serve(asgi, hc, sockets=sockets, shutdown_trigger=stop.wait)
+            )
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

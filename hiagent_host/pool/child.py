@@ -153,7 +153,8 @@ class Child:
         self._killed = False
         self._stop_cause: StopCause | None = None
         self._start_error: HostError | None = None
-        self._handshake_error: HostError | None = None
+        self._start_problem: str | None = None  # why the start failed, when it did
+        self._handshake_error: HostError | None = None  # the child's answer to initialize
         self._process: anyio.abc.Process | None = None
         self._peer: RpcPeer | None = None
         self._handshake_scope: anyio.CancelScope | None = None
@@ -272,7 +273,7 @@ class Child:
         try:
             process = await launcher.spawn(self._spec.argv, env=self._spec.env, cwd=self._spec.cwd)
         except OSError as exc:
-            self._handshake_error = HostError(f"cannot start the plugin process: {exc}")
+            self._start_problem = f"cannot start the plugin process: {exc}"
             self.request_stop(StopCause.START_FAILED)
             return
         self._process = process
@@ -302,15 +303,18 @@ class Child:
                     await initialize(
                         peer, timeout_s=timeout_s, thread_pool_size=self._config.thread_pool_size
                     )
+                except PeerClosed:
+                    self._start_problem = "it exited during the handshake"
                 except HostError as exc:
+                    self._start_problem = exc.message
                     self._handshake_error = exc
                 else:
                     self._ready = True
                     self._started.set()
         self._handshake_scope = None
         if deadline.cancelled_caught:
-            self._handshake_error = HostError(f"no handshake within {timeout_s} s")
-        if self._handshake_error is not None:
+            self._start_problem = f"no handshake within {timeout_s} s"
+        if self._start_problem is not None:
             self.request_stop(StopCause.START_FAILED)
 
     async def _watch_exit(self, process: anyio.abc.Process) -> None:
@@ -416,11 +420,10 @@ class Child:
         exit_status = self.exit
         if exit_status is None or exit_status.cause is not StopCause.START_FAILED:
             return self.death_error()
-        error = self._handshake_error
-        detail = error.message if error is not None else "it exited during the handshake"
+        detail = self._start_problem or "it exited during the handshake"
         data = exit_status.data()
-        if error is not None and error.code not in (PeerClosed.code,):
-            data["error"] = error.to_dict()
+        if self._handshake_error is not None:
+            data["error"] = self._handshake_error.to_dict()
         return PluginStartFailed(
             f"the plugin process of {self.record.name} {self.record.version} did not start: "
             f"{detail}",

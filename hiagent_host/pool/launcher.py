@@ -2,11 +2,12 @@
 
 The child is the shim in the package's venv, in its own session (so its whole process tree is
 one process group), in the package's data directory, with an allow-listed environment. It is
-started as `<venv>/bin/python -c WRAPPER SPEC`: a short stdlib wrapper prepares the process,
-then runs `hiagent_shim` in it with `runpy`, as `-m` would. (`preexec_fn` would run Python in
-a forked copy of a multi-threaded host, which is not safe; exec-ing the shim from the wrapper
-would cost a second interpreter start and, for a root host with `processes`, would clear the
-parent-death signal.) The wrapper:
+started as `<venv>/bin/python -c BOOT SPEC`: BOOT runs a short stdlib wrapper (carried in the
+environment variable `HIAGENT_WRAPPER`, which it removes, so `ps` shows a short command line)
+that prepares the process, then runs `hiagent_shim` in it with `runpy`, as `-m` would.
+(`preexec_fn` would run Python in a forked copy of a multi-threaded host, which is not safe;
+exec-ing the shim from the wrapper would cost a second interpreter start and, for a root host
+with `processes`, would clear the parent-death signal.) The wrapper:
 
 - `PR_SET_PDEATHSIG(SIGKILL)`: the kernel kills the child when the host's thread that started
   it dies, even by SIGKILL, even if the child is too wedged to notice its stdin closing (the
@@ -64,7 +65,10 @@ RLIMITS: Final = {
     "processes": "RLIMIT_NPROC",
 }
 
-# Runs as `python -c WRAPPER SPEC`: stdlib only; prepares the process, then runs the shim.
+# Stdlib only: prepares the process, then runs the shim. It travels in WRAPPER_ENV, so the
+# command line (what `ps` shows) stays short: `python -c BOOT SPEC`.
+WRAPPER_ENV: Final = "HIAGENT_WRAPPER"
+BOOT: Final = f"import os; exec(os.environ.pop({WRAPPER_ENV!r}))"
 WRAPPER: Final = f"""
 import json, os, resource, runpy, signal, sys
 spec = json.loads(sys.argv[1])
@@ -130,7 +134,7 @@ def command(python: Path, policy: PackagePolicy, *, host_is_root: bool) -> list[
     spec: dict[str, Any] = {"limits": limits(policy), "host_pid": os.getpid()}
     if policy.processes is not None and host_is_root:
         spec["private_uid"] = PRIVATE_UID_BASE + secrets.randbelow(PRIVATE_UID_SPAN)
-    return [str(python), "-c", WRAPPER, json.dumps(spec)]
+    return [str(python), "-c", BOOT, json.dumps(spec)]
 
 
 def environment(
@@ -153,6 +157,7 @@ def environment(
     env["HIAGENT_PACKAGE_NAME"] = name
     env["HIAGENT_PACKAGE_VERSION"] = version
     env["HIAGENT_PLUGIN_DATA_DIR"] = str(data_dir)
+    env[WRAPPER_ENV] = WRAPPER  # popped by the wrapper before any plugin code runs
     return env
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 
 from hiagent_host.cli_serve import format_table
 from tests.api.conftest import API_KEY, Installed
-from tests.api.support import ROOT, LiveServer, free_port
+from tests.api.support import ROOT, LiveServer, free_port, write_config
 
 # The command answers at once: a local server, or nobody.
 RUN_TIMEOUT_S: Final = 60
@@ -67,3 +68,17 @@ def test_serve_refuses_a_config_with_an_unknown_key(tmp_path: Path) -> None:
 
 def test_an_empty_process_list_is_said_in_words() -> None:
     assert format_table([]) == "no plugin processes running"
+
+
+def test_serve_on_a_port_in_use_exits_1_with_a_clear_message(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "runtime.toml", tmp_path / "data", wheelhouse, port)
+        done = hiagent_host("serve", "--config", str(config))
+    assert done.returncode == 1
+    assert "cannot serve on 127.0.0.1" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Final
@@ -185,3 +186,16 @@ def test_scrub_masks_secrets_in_an_error_message_and_its_data() -> None:
         "data": {"echo": ["***"]},
         "http_code": 400,
     }
+
+
+def test_json_log_lines_mask_a_secret_that_json_would_escape() -> None:
+    stream = io.StringIO()
+    tricky = 'pa"ss\\word-\u5bc6\u94a5-91'
+    secrets.registry.add([tricky])
+    handler = configure(LoggingConfig(level="info", json=True), stream=stream)
+    try:
+        logging.getLogger("hiagent_host.test").info("cfg was %s", tricky)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "cfg was ***"

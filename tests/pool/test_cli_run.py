@@ -33,7 +33,7 @@ def config(store: Store, tmp_path: Path) -> Path:
 
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", MAIN, "run", "--config", str(config), *args],
         capture_output=True,
         text=True,
@@ -42,7 +42,6 @@ def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
-    return done
 
 
 def test_run_prints_the_result_as_json(store: Store, config: Path) -> None:

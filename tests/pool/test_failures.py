@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +24,29 @@ from tests.pool.support import PACKAGES, Store, call, open_pool, wait_for_async
 
 pytestmark = pytest.mark.anyio
 
-CRASH_MARKER = "crash-on-import"
-
 
 def data_dir(store: Store, fixture: str) -> Path:
     name = PACKAGES[fixture]
     return store.data_root / names.dir_name(name) / names.version_dir(store.versions[name])
 
 
-@pytest.fixture
-def crash_on_import(store: Store) -> Iterator[None]:
-    """While active, pool_misbehave's processes exit (status 3) while importing the plugin."""
-    marker = data_dir(store, "pool_misbehave") / CRASH_MARKER
+@contextmanager
+def import_marker(store: Store, name: str, content: str = "") -> Iterator[None]:
+    """While active, pool_misbehave's processes misbehave while importing the plugin."""
+    marker = data_dir(store, "pool_misbehave") / name
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("")
+    marker.write_text(content)
     try:
         yield
     finally:
         marker.unlink()
+
+
+@pytest.fixture
+def crash_on_import(store: Store) -> Iterator[None]:
+    """While active, pool_misbehave's processes exit (status 3) while importing the plugin."""
+    with import_marker(store, "crash-on-import"):
+        yield
 
 
 async def outcome(pool: Pool, store: Store, fixture: str, tool: str, **kw: Any) -> Any:
@@ -69,6 +75,29 @@ async def test_a_child_that_crashes_on_import_fails_to_start_with_its_stderr_tai
         assert "crashing on import as asked" in error.data["stderr_tail"]
         assert pool.snapshot() == []
         assert pool.stats().crashes == 1
+
+
+async def test_a_plugin_that_raises_on_import_fails_to_start_with_the_childs_error(
+    store: Store,
+) -> None:
+    async with open_pool(store) as pool:
+        with import_marker(store, "raise-on-import"):
+            error = await failure(pool, store, "pool_misbehave", "echo", text="x")
+        assert error.code == PLUGIN_START_FAILED
+        assert error.data["error"]["code"] == "PluginImportFailed"
+        assert "raising on import as asked" in error.data["stderr_tail"]
+        assert await call(pool, store, "pool_misbehave", "echo", text="ok") == "ok"
+
+
+async def test_a_child_that_does_not_finish_its_handshake_in_time_is_killed(
+    store: Store,
+) -> None:
+    async with open_pool(store, store.config(start_timeout_s=0.5)) as pool:
+        with import_marker(store, "slow-import", "3600"):
+            error = await failure(pool, store, "pool_misbehave", "echo", text="x")
+        assert error.code == PLUGIN_START_FAILED
+        assert "error" not in error.data  # the child never answered
+        assert pool.snapshot() == []
 
 
 async def test_exit_mid_call_fails_every_call_in_flight_and_the_next_call_starts_afresh(

@@ -86,6 +86,7 @@ def test_the_environment_is_the_allow_list_plus_what_config_adds(tmp_path: Path)
         "HIAGENT_PACKAGE_NAME": "pkg",
         "HIAGENT_PACKAGE_VERSION": "1.0",
         "HIAGENT_PLUGIN_DATA_DIR": str(tmp_path / "data"),
+        launcher.WRAPPER_ENV: launcher.WRAPPER,
     }
 
 
@@ -102,7 +103,8 @@ def run_wrapper(policy: PackagePolicy, tmp_path: Path) -> dict[str, Any]:
     (fake_shim / "__init__.py").write_text("")
     (fake_shim / "__main__.py").write_text(PROBE)
     argv = launcher.command(Path(sys.executable), policy, host_is_root=os.geteuid() == 0)
-    done = subprocess.run(argv, capture_output=True, check=True, timeout=30, cwd=tmp_path)
+    env = {"PATH": os.environ["PATH"], launcher.WRAPPER_ENV: launcher.WRAPPER}
+    done = subprocess.run(argv, capture_output=True, check=True, timeout=30, cwd=tmp_path, env=env)
     report: dict[str, Any] = json.loads(done.stdout)
     return report
 
@@ -150,10 +152,11 @@ async def test_a_child_runs_in_its_own_session_in_its_data_dir_with_only_its_env
         assert os.getpgid(pid) == pid
         assert proc_cwd(pid) == data_dir.resolve()
         env = proc_environ(pid)
-        assert set(env) == {
+        assert set(env) == {  # /proc shows the environment the process started with
             "TZ", "PATH", "HOME", "FROM_POOL", "OWN", "HIAGENT_PACKAGE_NAME",
-            "HIAGENT_PACKAGE_VERSION", "HIAGENT_PLUGIN_DATA_DIR",
+            "HIAGENT_PACKAGE_VERSION", "HIAGENT_PLUGIN_DATA_DIR", launcher.WRAPPER_ENV,
         }  # fmt: skip
+        assert await call(pool, store, "pool_misbehave", "env", name=launcher.WRAPPER_ENV) is None
         assert env["TZ"] == "UTC"
         assert env["HOME"] == env["HIAGENT_PLUGIN_DATA_DIR"] == str(data_dir)
         assert env["PATH"].split(":")[0].endswith("/bin")
