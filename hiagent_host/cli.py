@@ -20,13 +20,12 @@ import sys
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from hiagent_host import cli_jobs, cli_serve
+from hiagent_host import cli_jobs, cli_run, cli_serve
+from hiagent_host.cli_jobs import source_to_uri
 from hiagent_host.config import load_config
 from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
 from hiagent_host.packages import PackageManager, PackageRecord
@@ -67,14 +66,11 @@ def _install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--filename", help="the wheel's file name (default: the source's last segment)"
     )
-
-
-def source_to_uri(source: str, filename: str | None) -> tuple[str, str]:
-    """(uri, filename) for a path or a URI given on the command line."""
-    if "://" in source:
-        return source, filename or unquote(urlsplit(source).path.rstrip("/").rpartition("/")[2])
-    path = Path(source).expanduser().resolve()
-    return path.as_uri(), filename or path.name
+    parser.add_argument(
+        "--async", dest="use_async", action="store_true",
+        help="install through a running server's queue, showing progress until it finishes",
+    )  # fmt: skip
+    cli_jobs.add_install_async_arguments(parser)
 
 
 def _install(args: argparse.Namespace, pm: PackageManager) -> Any:
@@ -202,6 +198,8 @@ def add_package_commands(subparsers: Any) -> None:
 
 def _package_command(command: Command) -> Callable[[argparse.Namespace], int]:
     def func(args: argparse.Namespace) -> int:
+        if getattr(args, "use_async", False):
+            return cli_jobs.cmd_install_async(args)
         as_json = bool(getattr(args, "json", False))
         try:
             pm = PackageManager(load_config(getattr(args, "config", None)))
@@ -240,6 +238,7 @@ REGISTRARS: Final[tuple[Registrar, ...]] = (
     add_package_commands,
     cli_serve.add_arguments,
     cli_jobs.add_arguments,
+    cli_run.add_arguments,
 )
 
 

@@ -65,7 +65,8 @@ def add_arguments(subparsers: Any) -> None:
 def add_install_async_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `cmd_install_async` reads (`install --async` may reuse them)."""
     _config_option(parser)
-    parser.add_argument("--filename", help="the wheel's file name (default: from the source)")
+    if not any("--filename" in action.option_strings for action in parser._actions):
+        parser.add_argument("--filename", help="the wheel's file name (default: from the source)")
     if not any("--force" in action.option_strings for action in parser._actions):
         parser.add_argument("--force", action="store_true", help="replace an installed version")
     parser.add_argument(
@@ -159,12 +160,12 @@ class Client:
         return envelope.get("data") if isinstance(envelope, dict) else None
 
 
-def _source_to_uri(source: str) -> tuple[str, str]:
-    """(uri, filename) for a path or a URI."""
+def source_to_uri(source: str, filename: str | None = None) -> tuple[str, str]:
+    """(uri, filename) for a wheel path or a URI given on the command line."""
     if "://" in source:
-        return source, unquote(urlsplit(source).path.rstrip("/").rpartition("/")[2])
+        return source, filename or unquote(urlsplit(source).path.rstrip("/").rpartition("/")[2])
     path = Path(source).expanduser().resolve()
-    return path.as_uri(), path.name
+    return path.as_uri(), filename or path.name
 
 
 def _server_url(config: Config) -> str:
@@ -223,9 +224,9 @@ def cmd_install_async(args: argparse.Namespace) -> int:
     except HostError as exc:
         print(f"hiagent-host: {exc.code}: {exc.message}", file=err)
         return EXIT_USAGE
-    uri, filename = _source_to_uri(args.source)
+    uri, filename = source_to_uri(args.source, args.filename)
     client = Client(args.server or _server_url(config), _api_key(config))
-    body = {"uri": uri, "filename": args.filename or filename, "force": bool(args.force)}
+    body = {"uri": uri, "filename": filename, "force": bool(args.force)}
     try:
         job_id = client.call("InstallPackageAsync", body)["job_id"]
     except ApiError as exc:

@@ -30,6 +30,9 @@ PROCESS_TIME_HEADER: Final = b"x-process-time"
 ACCESS_FIELDS: Final = "hiagent.access"
 REQUEST_ID: Final = "hiagent.request_id"
 # A caller's request id is echoed only if it is a plain token of reasonable length.
+# Fields that lead the text access-log line; the rest follow as key=value.
+_HEAD: Final = frozenset({"method", "path", "status", "duration_s"})
+_CONTROL: Final = {c: "?" for c in [*range(32), 127]}
 # The status logged for a request whose client left before it was answered (nginx's choice).
 CLIENT_GONE: Final = 499
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
@@ -38,10 +41,6 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 def annotate(request: Request, **fields: str) -> None:
     """Add fields (e.g. pkg, plugin, tool) to this request's access-log line."""
     request.scope.setdefault(ACCESS_FIELDS, {}).update(fields)
-
-
-def request_id(request: Request) -> str:
-    return str(request.scope.get(REQUEST_ID, ""))
 
 
 class RequestContextMiddleware:
@@ -113,11 +112,11 @@ def _log_access(scope: Scope, status: int, elapsed: float, rid: str) -> None:
     if client:
         fields["client"] = f"{client[0]}:{client[1]}"
     fields.update(scope.get(ACCESS_FIELDS, {}))
-    extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in _HEAD)
+    extra = " ".join(f"{k}={_printable(v)}" for k, v in fields.items() if k not in _HEAD)
     access_log.info(
         "%s %s %s %.4fs %s",
         fields["method"],
-        fields["path"],
+        _printable(fields["path"]),
         status,
         elapsed,
         extra,
@@ -125,4 +124,6 @@ def _log_access(scope: Scope, status: int, elapsed: float, rid: str) -> None:
     )
 
 
-_HEAD: Final = frozenset({"method", "path", "status", "duration_s"})
+def _printable(value: object) -> str:
+    """Caller-supplied text on one line: control characters cannot forge log lines."""
+    return str(value).translate(_CONTROL)

@@ -21,12 +21,13 @@ from hiagent_host.api.endpoints import endpoint, raw_endpoint
 from hiagent_host.api.middleware import annotate
 from hiagent_host.api.services import Services
 from hiagent_host.api.sse import EventStream
-from hiagent_host.errors import PACKAGE_NOT_FOUND, HostError
+from hiagent_host.errors import INVALID_REQUEST, PACKAGE_NOT_FOUND, HostError
 
 CFG_HEADER: Final = "cfg"
 STREAM_KEY: Final = "stream"
 # Metrics label for calls naming no installed package (keeps label cardinality bounded).
 UNKNOWN_PACKAGE: Final = "<unknown>"
+UNKNOWN_OUTCOMES: Final = frozenset({PACKAGE_NOT_FOUND, INVALID_REQUEST})
 
 
 class ToolCall(msgspec.Struct, kw_only=True):
@@ -114,7 +115,7 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
     start = time.perf_counter()
 
     def outcome(result: str) -> None:
-        package = UNKNOWN_PACKAGE if result == PACKAGE_NOT_FOUND else label
+        package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else label
         s.metrics.observe_tool_call(package, result, time.perf_counter() - start)
 
     if stream:
