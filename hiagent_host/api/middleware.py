@@ -32,7 +32,7 @@ REQUEST_ID: Final = "hiagent.request_id"
 # A caller's request id is echoed only if it is a plain token of reasonable length.
 # Fields that lead the text access-log line; the rest follow as key=value.
 _HEAD: Final = frozenset({"method", "path", "status", "duration_s"})
-_CONTROL: Final = {c: "?" for c in [*range(32), 127]}
+_CONTROL: Final = dict.fromkeys([*range(32), 127], "?")
 # The status logged for a request whose client left before it was answered (nginx's choice).
 CLIENT_GONE: Final = 499
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
