@@ -11,10 +11,15 @@
 For a breakdown, (a) also drives the shim itself with the raw client (no pool, no `RpcPeer`):
 that is the floor any host side can reach with this shim.
 
+Every path moves the same bytes: the raw client sends the very `run_tool` request the pool
+sends (compact JSON) and the echo child answers with its input, as the plugin does. Each
+measurement is warmed up first; the rounds are interleaved (pool, raw, shim, pool, …) so that
+load from elsewhere hits them alike, and each figure is the median over the rounds.
+
 Targets: warm p50 ≤ 1.5 × raw; pipelined throughput ≥ 50 % of raw; cold start ≤ 1.5 × the
 bare SDK import.
 
-    .venv/bin/python bench/pool.py [--calls N] [--cold-runs N]
+    .venv/bin/python bench/pool.py [--calls N] [--rounds N] [--cold-runs N]
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
 ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "echo"
 ECHO_PKG: Final = "hiagent-plugin-echo"
 PAYLOAD: Final = {"text": "hello", "n": 42, "items": [1, 2, 3]}
+RUN_PARAMS: Final = {"plugin": "echo", "tool": "echo_async", "input": PAYLOAD, "cfg": None}
+WARM_UP_CALLS: Final = 200
 IN_FLIGHT: Final = 64
 RPC_ECHO: Final = ROOT / "bench" / "rpc_echo.py"
 
@@ -93,14 +100,14 @@ class RawClient:
         future = asyncio.get_running_loop().create_future()
         self._pending[self._next] = future
         request = {"jsonrpc": "2.0", "id": self._next, "method": method, "params": params}
-        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
         await self.proc.stdin.drain()
         return await future
 
 
 async def measure(call: Callable[[], Awaitable[Any]], n: int, in_flight: int) -> dict[str, float]:
     """p50/p99 latency (ms) and calls per second of `n` calls, `in_flight` at a time."""
-    for _ in range(min(200, n)):
+    for _ in range(min(WARM_UP_CALLS, n)):
         await call()  # warm up
     latencies: list[float] = []
     remaining = n
@@ -118,6 +125,14 @@ async def measure(call: Callable[[], Awaitable[Any]], n: int, in_flight: int) ->
     elapsed = time.perf_counter() - start
     p50, p99 = quantiles(latencies)
     return {"p50_ms": p50, "p99_ms": p99, "per_s": n / elapsed}
+
+
+def medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each figure of each row: its median over the rounds."""
+    return {
+        row: {key: statistics.median(r[row][key] for r in rounds) for key in rounds[0][row]}
+        for row in rounds[0]
+    }
 
 
 def config_for(root: Path, wheelhouse: Path) -> Config:
@@ -151,7 +166,7 @@ async def raw(python: str, calls: int) -> dict[str, dict[str, float]]:
     async with RawClient([python, str(RPC_ECHO)]) as echo:
         for in_flight in (1, IN_FLIGHT):
             results[f"raw x{in_flight}"] = await measure(
-                lambda: echo.call(PAYLOAD), calls, in_flight
+                lambda: echo.call(RUN_PARAMS, "run_tool"), calls, in_flight
             )
         results["rss"] = {"child_bytes": float(rss_bytes(echo.proc.pid) or 0)}
     return results
@@ -167,13 +182,12 @@ async def raw_shim(python: str, calls: int) -> dict[str, dict[str, float]]:
              "stream_window": 64},
             "initialize",
         )  # fmt: skip
-        params = {"plugin": "echo", "tool": "echo_async", "input": PAYLOAD, "cfg": None}
         for in_flight in (1, IN_FLIGHT):
             results[f"raw->shim ping x{in_flight}"] = await measure(
                 lambda: shim.call({}, "ping"), calls, in_flight
             )
             results[f"raw->shim tool x{in_flight}"] = await measure(
-                lambda: shim.call(params, "run_tool"), calls, in_flight
+                lambda: shim.call(RUN_PARAMS, "run_tool"), calls, in_flight
             )
     return results
 
@@ -195,6 +209,7 @@ def bare_import(python: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per warm measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument("--cold-runs", type=int, default=7, help="cold starts to take a median of")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
@@ -205,18 +220,28 @@ def main() -> None:
         record = manager.install(wheel.as_uri(), wheel.name, force=True)
         python = manager.venv_python(record)
 
-        pool_figures = asyncio.run(warm(config, record.version, args.calls))
-        raw_figures = asyncio.run(raw(str(python), args.calls))
-        shim_figures = asyncio.run(raw_shim(str(python), args.calls))
+        rounds: list[dict[str, dict[str, float]]] = []
+        for _ in range(args.rounds):
+            pool_figures = asyncio.run(warm(config, record.version, args.calls))
+            raw_figures = asyncio.run(raw(str(python), args.calls))
+            shim_figures = asyncio.run(raw_shim(str(python), args.calls))
+            rounds.append(
+                {f"pool {k}" if k == "rss" else k: v for k, v in pool_figures.items()}
+                | {f"raw {k}" if k == "rss" else k: v for k, v in raw_figures.items()}
+                | shim_figures
+            )
         colds, imports = [], []
         for _ in range(args.cold_runs):  # interleaved, so load changes hit both alike
             colds.append(asyncio.run(cold_start(config, record.version)))
             imports.append(bare_import(python))
 
-    print(f"(a) warm calls, {args.calls} each (latency ms, throughput calls/s)")
-    rows = {**{k: v for k, v in raw_figures.items() if k != "rss"}}
-    rows |= shim_figures
-    rows |= {k: v for k, v in pool_figures.items() if k != "rss"}
+    figures = medians(rounds)
+    print(
+        f"(a) warm calls, {args.calls} each, median of {args.rounds} rounds "
+        "(latency ms, throughput calls/s)"
+    )
+    order = ("raw x", "raw->shim", "pool ")
+    rows = {k: v for p in order for k, v in figures.items() if k.startswith(p) and "rss" not in k}
     for name, f in rows.items():
         print(f"    {name:<24} p50 {f['p50_ms']:7.3f}  p99 {f['p99_ms']:7.3f}  {f['per_s']:9.0f}/s")
     for tool in ("echo_async", "echo"):
@@ -246,8 +271,8 @@ def main() -> None:
     print(f"    pool {cold * 1e3:.0f} ms  vs  bare `import hiagent_plugin_sdk` {bare * 1e3:.0f} ms")
     print(f"    ratio {cold / bare:.2f}x (target <= 1.5x)")
     print("(c) idle resident memory")
-    print(f"    plugin child {pool_figures['rss']['child_bytes'] / 2**20:.1f} MiB")
-    print(f"    bare echo child {raw_figures['rss']['child_bytes'] / 2**20:.1f} MiB")
+    print(f"    plugin child {figures['pool rss']['child_bytes'] / 2**20:.1f} MiB")
+    print(f"    bare echo child {figures['raw rss']['child_bytes'] / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":

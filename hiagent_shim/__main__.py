@@ -10,6 +10,7 @@ import sys
 
 from hiagent_shim.describe import describe
 from hiagent_shim.lifecycle import flush_and_exit
+from hiagent_shim.report import say
 from hiagent_shim.server import run
 from hiagent_shim.wire import take_stdio
 
@@ -19,7 +20,7 @@ EXIT_USAGE = 2
 
 def main(argv: list[str]) -> int:
     if argv not in ([], ["--describe"]):
-        print(USAGE, file=sys.stderr)
+        say(USAGE)
         return EXIT_USAGE
     stdio = take_stdio()
     return describe(stdio) if argv else run(stdio)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 from typing import Any, Final
 
 import hiagent_shim
 from hiagent_shim.encode import dumps
 from hiagent_shim.plugins import PACKAGE_ENV, Package, ShimError, load_package
-from hiagent_shim.report import failure
+from hiagent_shim.report import failure, flush_streams
 from hiagent_shim.wire import Stdio
 
 EXIT_OK: Final = 0
@@ -39,8 +38,7 @@ def describe(stdio: Stdio) -> int:
         doc: dict[str, Any] = {"ok": True, "handshake": handshake(package), "metadata": metadata}
     except ShimError as exc:
         doc = {"ok": False, "error": {"code": exc.code, "message": exc.message, "data": exc.data}}
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_streams()
     data = dumps(doc) + b"\n"
     while data:
         data = data[os.write(stdio.wire_out, data) :]

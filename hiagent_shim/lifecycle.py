@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Final
 
-from hiagent_shim.report import note
+from hiagent_shim.report import flush_streams, note
 
 # A loop too wedged to run its own stop sequence (a plugin blocking it) is ended this much later.
 EXIT_WATCHDOG_S: Final = 2.0
@@ -32,22 +31,20 @@ def start_watchdog() -> None:
 
     def expire() -> None:
         threading.Event().wait(EXIT_WATCHDOG_S)
-        note(f"the event loop did not stop within {EXIT_WATCHDOG_S} s; exiting")
-        flush_and_exit(EXIT_WEDGED)
+        try:
+            note(f"the event loop did not stop within {EXIT_WATCHDOG_S} s; exiting")
+        finally:
+            flush_and_exit(EXIT_WEDGED)  # whatever happened above, the process ends here
 
     threading.Thread(target=expire, name="hiagent-exit-watchdog", daemon=True).start()
 
 
 def flush_and_exit(code: int) -> None:
     """Flush what plugins printed, then exit at once (abandoned tool threads are not joined)."""
-    for stream in (sys.stdout, sys.__stdout__, sys.stderr, sys.__stderr__):
-        if stream is None:
-            continue
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # nothing more can be said on a closed stream
-    os._exit(code)
+    try:
+        flush_streams()
+    finally:
+        os._exit(code)
 
 
 def on_stop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[str], None]) -> None:

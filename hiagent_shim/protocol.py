@@ -63,8 +63,10 @@ def application_error(error: ShimError) -> dict[str, Any]:
     return {"code": rpc_code, "message": error.message, "data": data}
 
 
-def cancelled() -> ShimError:
-    return ShimError(CANCELLED, "the call was cancelled", http_code=CANCELLED_HTTP)
+def cancelled(*, abandoned_thread: bool = False) -> ShimError:
+    """`Cancelled`; `data` says when the call's thread runs on, abandoned (it cannot be stopped)."""
+    data = {"abandoned_thread": True} if abandoned_thread else None
+    return ShimError(CANCELLED, "the call was cancelled", http_code=CANCELLED_HTTP, data=data)
 
 
 def too_large(size: int, limit: int, what: str = "result") -> ShimError:

@@ -1,10 +1,11 @@
 """Serve one package's plugins on the wire: dispatch requests, run calls, answer each once.
 
-The event loop runs every call as a task: async tools directly, sync tools (through the SDK)
-on the loop's default executor, a bounded thread pool. stdin is read by its own thread, so a
-plugin that blocks the loop cannot hide EOF. EOF, SIGTERM/SIGINT or `shutdown` cancel what is
-in flight (each call answers `Cancelled`) and the process exits; a watchdog ends it anyway
-`lifecycle.EXIT_WATCHDOG_S` later if the loop is wedged. Nothing here prints on the wire but frames.
+The event loop reads the wire and runs every call as a task: async tools directly, sync tools
+(through the SDK) on the loop's default executor, a bounded thread pool. EOF, SIGTERM/SIGINT or
+`shutdown` cancel what is in flight (each call answers `Cancelled`) and the process exits; a
+watchdog ends it anyway `lifecycle.EXIT_WATCHDOG_S` later if a plugin has wedged the loop (it is
+armed by the signal handler, or by a thread that sees the wire hang up, even then). Nothing here
+prints on the wire but frames.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,7 +25,8 @@ from hiagent_shim.plugins import PACKAGE_ENV, Package, ShimError, load_package, 
 from hiagent_shim.protocol import ProtocolFault
 from hiagent_shim.report import failure, note
 from hiagent_shim.streams import async_items, awaited, close_items
-from hiagent_shim.wire import LineReader, OversizeLine, Stdio, WireWriter
+from hiagent_shim.threads import CallThreads, ToolExecutor, track
+from hiagent_shim.wire import Line, OversizeLine, Stdio, WireReader, WireWriter
 
 DEFAULT_STREAM_WINDOW: Final = 64
 DEFAULT_THREAD_POOL_SIZE: Final = 32
@@ -37,15 +37,16 @@ SHUTTING_DOWN: Final = "ShuttingDown"
 _DONE: Final = object()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
-    """One request in flight; `acked` and `window` pace a stream."""
+    """One request in flight; `acked` and `window` pace a stream; `threads` its executor work."""
 
     id: int
     label: str
     task: asyncio.Task[None] | None = None
     acked: int = 0
-    window: asyncio.Event = field(default_factory=asyncio.Event)
+    window: asyncio.Event | None = None  # made when a stream first waits for an ack
+    threads: CallThreads = field(default_factory=CallThreads)
 
 
 class Server:
@@ -53,10 +54,12 @@ class Server:
 
     def __init__(self, stdio: Stdio, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._reader = LineReader(stdio.wire_in)
-        self._writer = WireWriter(stdio.wire_out)
+        self._reader = WireReader(
+            stdio.wire_in, loop, on_line=self._on_line, on_end=self.stop, on_hangup=start_watchdog
+        )
+        self._writer = WireWriter(stdio.wire_out, loop, on_error=self._wire_broken)
         self._package: Package | None = None
-        self._max_frame_bytes = self._reader.max_frame_bytes
+        self._max_frame_bytes = self._reader.splitter.max_frame_bytes
         self._stream_window = DEFAULT_STREAM_WINDOW
         self._calls: dict[int, Call] = {}
         self._stopping = asyncio.Event()
@@ -72,41 +75,30 @@ class Server:
 
     async def serve(self) -> int:
         """Serve until stdin closes, a signal arrives or `shutdown` is called."""
-        threading.Thread(target=self._read_forever, name="hiagent-wire-in", daemon=True).start()
+        self._reader.start()
         await self._stopping.wait()
         await self._cancel_all()
         for call_id in self._shutdown_ids:
             self._send(protocol.result_frame(call_id, None, self._max_frame_bytes))
+        self._writer.drain()
         return EXIT_OK
 
     def stop(self, reason: str) -> None:
         """Begin stopping (idempotent); the watchdog guarantees the exit."""
         if self._stopping.is_set():
             return
-        note(f"stopping: {reason}")
         start_watchdog()
         self._stopping.set()
+        note(f"stopping: {reason}")
+
+    def _wire_broken(self, exc: OSError) -> None:
+        self.stop(f"the wire is closed: {exc}")  # the host is gone: nobody is left to answer
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read_forever(self) -> None:
-        """The reader thread: hand each line to the loop; at EOF, stop."""
-        reason = "stdin closed"
-        try:
-            while (line := self._reader.read()) is not None:
-                self._loop.call_soon_threadsafe(self._on_line, line)
-        except OSError as exc:
-            reason = f"stdin failed: {exc}"
-        finally:
-            start_watchdog()
-            try:
-                self._loop.call_soon_threadsafe(self.stop, reason)
-            except RuntimeError:
-                pass  # the loop is already closed: the process is exiting
-
-    def _on_line(self, line: bytes | OversizeLine) -> None:
+    def _on_line(self, line: Line) -> None:
         if isinstance(line, OversizeLine):
-            limit = self._reader.max_frame_bytes
+            limit = self._reader.splitter.max_frame_bytes
             message = f"a request of {line.size} bytes exceeds max_frame_bytes ({limit})"
             detail = {"size": line.size, "limit": limit}
             self._fault(line.id, ProtocolFault(protocol.INVALID_REQUEST, message, detail))
@@ -161,14 +153,13 @@ class Server:
         if call is None:
             return  # the call has already been answered
         if method == protocol.CANCEL_REQUEST:
-            self._answer(call, self._error_frame(call.id, protocol.cancelled()))
-            if call.task is not None:
-                call.task.cancel()
+            self._cancel(call)
             return
         seq = params.get("seq")
         if isinstance(seq, int) and not isinstance(seq, bool):
             call.acked = max(call.acked, seq + 1)
-            call.window.set()
+            if call.window is not None:
+                call.window.set()
 
     # -- methods ---------------------------------------------------------------------------
 
@@ -194,11 +185,9 @@ class Server:
             self._send(self._error_frame(call_id, exc))
             return
         self._max_frame_bytes = max_frame_bytes
-        self._reader.max_frame_bytes = max_frame_bytes
+        self._reader.splitter.max_frame_bytes = max_frame_bytes
         self._stream_window = stream_window
-        self._loop.set_default_executor(
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hiagent-tool")
-        )
+        self._loop.set_default_executor(ToolExecutor(threads))
         self._package = package
         self._send(protocol.result_frame(call_id, handshake(package), max_frame_bytes))
 
@@ -260,10 +249,11 @@ class Server:
         call.task = self._loop.create_task(self._run(call, work))
 
     async def _run(self, call: Call, work: Callable[[Call], Awaitable[Any]]) -> None:
+        track(call.threads)  # this task's context: executor work it submits is the call's
         try:
             result = await work(call)
         except asyncio.CancelledError:
-            self._answer(call, self._error_frame(call.id, protocol.cancelled()))
+            self._answer(call, self._cancelled_frame(call))
             return
         except BaseException as exc:  # noqa: BLE001 - a tool's SystemExit is its call's error
             error = to_shim_error(exc)
@@ -282,6 +272,7 @@ class Server:
         try:
             while (item := await anext(items, _DONE)) is not _DONE:
                 while seq >= call.acked + self._stream_window:
+                    call.window = call.window or asyncio.Event()
                     call.window.clear()
                     await call.window.wait()
                 frame = protocol.stream_item_frame(call.id, seq, item, self._max_frame_bytes)
@@ -297,17 +288,27 @@ class Server:
             del self._calls[call.id]
             self._send(frame)
 
+    def _cancel(self, call: Call) -> None:
+        """Answer `call` Cancelled now, then cancel its task (a thread cannot be stopped)."""
+        self._answer(call, self._cancelled_frame(call))
+        if call.task is not None:
+            call.task.cancel()
+
     async def _cancel_all(self) -> None:
         calls = list(self._calls.values())
         for call in calls:
-            self._answer(call, self._error_frame(call.id, protocol.cancelled()))
-            if call.task is not None:
-                call.task.cancel()
+            self._cancel(call)
         tasks = [call.task for call in calls if call.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_UNWIND_S)
 
     # -- writing ---------------------------------------------------------------------------
+
+    def _cancelled_frame(self, call: Call) -> bytes:
+        abandoned = call.threads.busy()
+        if abandoned:
+            note(f"call {call.id} ({call.label}) cancelled: its tool thread is abandoned")
+        return self._error_frame(call.id, protocol.cancelled(abandoned_thread=abandoned))
 
     def _error_frame(self, call_id: int, error: ShimError) -> bytes:
         return protocol.error_frame(
@@ -320,10 +321,7 @@ class Server:
         self._send(protocol.error_frame(call_id, error, self._max_frame_bytes))
 
     def _send(self, frame: bytes) -> None:
-        try:
-            self._writer.write(frame)
-        except OSError as exc:  # the host is gone: nobody is left to answer
-            self.stop(f"the wire is closed: {exc}")
+        self._writer.write(frame)
 
 
 def _request_id(message: Any) -> int | None:
@@ -358,9 +356,7 @@ def run(stdio: Stdio) -> int:
     """Run the server on a fresh event loop in this (the main) thread; return the exit code."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.set_default_executor(
-        ThreadPoolExecutor(max_workers=DEFAULT_THREAD_POOL_SIZE, thread_name_prefix="hiagent-tool")
-    )
+    loop.set_default_executor(ToolExecutor(DEFAULT_THREAD_POOL_SIZE))
     server = Server(stdio, loop)
     on_stop_signals(loop, server.stop)
     return loop.run_until_complete(server.serve())

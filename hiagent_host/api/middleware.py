@@ -29,12 +29,13 @@ PROCESS_TIME_HEADER: Final = b"x-process-time"
 # Where handlers leave fields for the access log (package, plugin, tool of a tool call).
 ACCESS_FIELDS: Final = "hiagent.access"
 REQUEST_ID: Final = "hiagent.request_id"
-# A caller's request id is echoed only if it is a plain token of reasonable length.
 # Fields that lead the text access-log line; the rest follow as key=value.
 _HEAD: Final = frozenset({"method", "path", "status", "duration_s"})
+# Control characters in caller-supplied text become "?" in the text access log.
 _CONTROL: Final = dict.fromkeys([*range(32), 127], "?")
 # The status logged for a request whose client left before it was answered (nginx's choice).
 CLIENT_GONE: Final = 499
+# A caller's request id is echoed only if it is a plain token of reasonable length.
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 
 

@@ -154,11 +154,16 @@ class RawShim:
     stderr: Stderr
     frames: FrameReader
 
+    @property
+    def stdin(self) -> ByteSendStream:
+        assert self.process.stdin is not None
+        return self.process.stdin
+
     async def send_line(self, line: bytes) -> None:
-        await stdio(self.process)[0].send(line + b"\n")
+        await self.stdin.send(line + b"\n")
 
     async def close_stdin(self) -> None:
-        await stdio(self.process)[0].aclose()
+        await self.stdin.aclose()
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.send_line(json.dumps({"jsonrpc": "2.0", **message}).encode())

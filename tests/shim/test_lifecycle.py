@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
+import anyio
 import pytest
 
-from tests.shim.support import RawShim, raw_shim, running_shim
+from hiagent_host.rpc.framing import FrameReader
+from tests.shim.support import STEP_S, RawShim, Stderr, kill_group, raw_shim, running_shim, shim_env
 
 # A loop blocked by a plugin is ended by the shim's watchdog 2 s after stopping begins.
 EXIT_WEDGED = 70
@@ -93,3 +96,39 @@ async def test_a_plugin_ignoring_sigterm_keeps_serving_until_stdin_closes(
         assert await shim.run_tool("ignore_sigterm", "still_here") == "still here"
         await shim.peer.aclose()
         assert await shim.exit_status() == 0
+
+
+@pytest.mark.anyio
+async def test_a_shim_whose_stderr_is_broken_still_answers_and_exits_on_stdin_eof(
+    shim_python: Path, data_dir: Path
+) -> None:
+    """The host died: every diagnostic write fails with EPIPE, and none may stop the shim."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads stderr: each write there raises BrokenPipeError
+    try:
+        process = await anyio.open_process(
+            [str(shim_python), "-m", "hiagent_shim"],
+            env=shim_env("hiagent-plugin-exit-mid-call", data_dir),
+            stderr=write_end,
+            start_new_session=True,
+        )
+    finally:
+        os.close(write_end)
+    assert process.stdout is not None
+    shim = RawShim(process, Stderr(), FrameReader(process.stdout, 1 << 30))
+    try:
+        await shim.initialize()
+        slow = {"plugin": "exit_mid_call", "tool": "slow", "input": {"seconds": 3600}}
+        await shim.request(1, "run_tool", slow)
+        await shim.request(2, "run_tool", {"plugin": "exit_mid_call", "tool": "missing"})
+        missing = await shim.receive()  # its failure is noted on stderr first
+        await shim.close_stdin()
+        cancelled = await shim.receive()  # "stopping" is noted on stderr first
+        with anyio.fail_after(STEP_S):
+            assert await process.wait() == 0
+    finally:
+        kill_group(process)
+        with anyio.CancelScope(shield=True), anyio.fail_after(STEP_S):
+            await process.aclose()
+    assert (missing["id"], missing["error"]["data"]["code"]) == (2, "ToolNotFound")
+    assert (cancelled["id"], cancelled["error"]["data"]["code"]) == (1, "Cancelled")
