@@ -26,6 +26,8 @@ NOT_INITIALIZED: Final = -32002
 APPLICATION_ERROR: Final = -32000
 REQUEST_CANCELLED: Final = -32800
 CANCELLED_HTTP_STATUS: Final = 499
+# The key in a `Cancelled` error's details saying the call's thread could not be stopped.
+ABANDONED_THREAD: Final = "abandoned_thread"
 
 # Methods (host → child requests) and notifications (either direction).
 INITIALIZE: Final = "initialize"
@@ -120,6 +122,14 @@ class AppErrorData(msgspec.Struct, frozen=True):
     data: Any = None
 
 
+def abandoned_thread(error: ErrorObject) -> bool:
+    """Whether a `Cancelled` answer says the call's tool thread runs on, abandoned."""
+    if error.code != REQUEST_CANCELLED or not isinstance(error.data, dict):
+        return False
+    details = error.data.get("data")
+    return isinstance(details, dict) and details.get(ABANDONED_THREAD) is True
+
+
 def error_to_host(error: ErrorObject) -> HostError:
     """A child's error as a HostError: application errors keep their code, status and data."""
     try:
@@ -127,7 +137,10 @@ def error_to_host(error: ErrorObject) -> HostError:
     except msgspec.ValidationError:
         app = None
     if error.code == REQUEST_CANCELLED:
-        return HostError(error.message, code=CANCELLED, http_status=CANCELLED_HTTP_STATUS)
+        data = app.data if app is not None else None
+        return HostError(
+            error.message, code=CANCELLED, http_status=CANCELLED_HTTP_STATUS, data=data
+        )
     if error.code == APPLICATION_ERROR and app is not None:
         return HostError(error.message, code=app.code, http_status=app.http_code, data=app.data)
     detail = app.data if app is not None else error.data

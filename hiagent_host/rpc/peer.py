@@ -1,16 +1,19 @@
 """`RpcPeer`: many concurrent calls over one child's stdin/stdout, each with its own deadline.
 
-One task reads frames and hands each answer to the call waiting for its id; writers take
-turns under a lock and every frame is written whole. A call past its deadline sends
-`$/cancelRequest` and waits `cancel_grace_s` for the child to answer: `DeadlineExceeded`
-says whether it did (if not, the child is wedged and the pool stops it). A caller cancelled
-by its own scope sends `$/cancelRequest` too. EOF on the child's stdout fails every pending
-call at once with `PeerClosed`. Nothing here kills a process; the pool does.
+One task reads frames and hands each answer to the call waiting for its id. Callers queue
+their frames in one outbox: the first finds nobody writing and writes, taking along whatever
+others queue meanwhile, so a frame is always written whole and a burst of calls leaves in a few
+writes (see `FrameWriter`). A call past its deadline sends `$/cancelRequest` and waits
+`cancel_grace_s` for the child to answer: `DeadlineExceeded` says whether it did (if not, the
+child is wedged and the pool stops it). A caller cancelled by its own scope sends
+`$/cancelRequest` too. EOF on the child's stdout fails every pending call at once with
+`PeerClosed`. A child that reports a cancelled call's thread as abandoned is counted in
+`abandoned_threads` (the pool replaces it). Nothing here kills a process; the pool does.
 """
 
 from __future__ import annotations
 
-import copy
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -20,7 +23,6 @@ from typing import Any, Final, NoReturn
 import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from hiagent_host.config import PoolConfig
 from hiagent_host.errors import HostError
@@ -31,68 +33,18 @@ from hiagent_host.rpc.errors import (
     ProtocolViolation,
     ResultTooLarge,
 )
-from hiagent_host.rpc.framing import FrameEncoder, FrameReader, OversizeFrame
-from hiagent_host.rpc.messages import Incoming, Notification, Request, StreamItem
+from hiagent_host.rpc.framing import FrameReader, FrameWriter, OversizeFrame
+from hiagent_host.rpc.messages import ErrorObject, Incoming, Notification, Request, StreamItem
+from hiagent_host.rpc.pending import Pending, PendingStream, fresh, running_asyncio_loop
 
-# A frame the child does not take off its stdin for this long means it stopped reading:
-# the shim reads stdin on a thread of its own, so only a frozen or dying child gets here.
+# A frame the child does not take off its stdin for this long means it stopped reading: only a
+# frozen or dying child, or one whose loop a plugin blocks, gets here.
 SEND_STALL_S: Final = 30.0
 # A cancel notification (or closing stdin) is tiny; waiting longer means the child is gone.
 CANCEL_SEND_S: Final = 1.0
 
 logger = logging.getLogger(__name__)
-_Item = tuple[int, Any]
 _NOTHING: Final = object()
-
-
-class _Pending:
-    """One call waiting for its answer; the first outcome wins."""
-
-    def __init__(self, call_id: int, method: str) -> None:
-        self.id = call_id
-        self.method = method
-        self.done = anyio.Event()
-        self.result: Any = None
-        self.error: HostError | None = None
-        self.answered = False  # the child sent its final answer (else it may still be working)
-        self.cancel_sent = False
-
-    def resolve(self, result: Any) -> None:
-        if not self.done.is_set():
-            self.result = result
-            self._finish()
-
-    def fail(self, error: HostError) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self._finish()
-
-    def outcome(self) -> Any:
-        if self.error is not None:
-            raise _fresh(self.error)
-        return self.result
-
-    def _finish(self) -> None:
-        self.done.set()
-
-
-class _PendingStream(_Pending):
-    """A streaming call: its items queue up (at most `window` of them) until consumed."""
-
-    def __init__(self, call_id: int, method: str, window: int) -> None:
-        super().__init__(call_id, method)
-        self.received = 0
-        self.items: MemoryObjectSendStream[_Item]
-        self.queue: MemoryObjectReceiveStream[_Item]
-        self.items, self.queue = anyio.create_memory_object_stream[_Item](window)
-
-    def _finish(self) -> None:
-        super()._finish()
-        self.items.close()  # the consumer drains what came, then sees the end
-
-    def close(self) -> None:
-        self.items.close()
-        self.queue.close()
 
 
 class StreamCall:
@@ -103,7 +55,7 @@ class StreamCall:
     """
 
     def __init__(
-        self, peer: RpcPeer, pending: _PendingStream, deadline: float, timeout_s: float | None
+        self, peer: RpcPeer, pending: PendingStream, deadline: float, timeout_s: float | None
     ) -> None:
         self._peer = peer
         self._pending = pending
@@ -151,19 +103,18 @@ class RpcPeer:
         cancel_grace_s: float,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
-        self._send_stream = send_stream
         self._reader = FrameReader(receive_stream, max_frame_bytes)
-        self._encoder = FrameEncoder(max_frame_bytes)
+        self._writer = FrameWriter(send_stream, max_frame_bytes)
         self._decoder = msgspec.json.Decoder(Incoming)
         self.max_frame_bytes = max_frame_bytes
         self.stream_window = stream_window
         self.ack_every = max(1, stream_window // 2)  # well before the child's window closes
         self.cancel_grace_s = cancel_grace_s
         self._log = log or logger
-        # fast_acquire: an uncontended write takes no extra trip through the event loop (a
-        # measurable share of a warm call; see bench/pool.py).
-        self._write_lock = anyio.Lock(fast_acquire=True)
-        self._pending: dict[int, _Pending] = {}
+        self.abandoned_threads = 0  # cancelled calls whose tool thread the child could not stop
+        self._loop: asyncio.AbstractEventLoop | None = None  # see `pending`
+        self._loop_known = False
+        self._pending: dict[int, Pending] = {}
         self._next_id = 1
         self._close_error: HostError | None = None
         self.closed = anyio.Event()
@@ -208,43 +159,50 @@ class RpcPeer:
 
     async def call(self, method: str, params: Any = None, *, timeout_s: float | None) -> Any:
         """Send a request and return its result; the child's error is raised as a HostError."""
-        pending = _Pending(self._new_id(), method)
-        frame = self._open(pending, params)
+        pending = Pending(self._new_id(), method, self._running_loop())
+        deadline = pending.now() + _seconds(timeout_s)
+        self._open(pending, params)
         try:
-            with anyio.move_on_after(_seconds(timeout_s)):
-                await self._send(frame)
-                await pending.done.wait()
-            if not pending.done.is_set():
+            await self._flush()  # shielded and bounded on its own
+            if not await pending.wait_until(deadline):
                 await self._expire(pending, timeout_s)
             return pending.outcome()
         finally:
-            await self._forget(pending)
+            if not pending.answered:
+                await self._cancel(pending)
+            self._pending.pop(pending.id, None)
 
     @asynccontextmanager
     async def stream(
         self, method: str, params: Any = None, *, timeout_s: float | None
     ) -> AsyncIterator[StreamCall]:
         """A streaming request: yields a `StreamCall`; leaving early cancels the call."""
-        pending = _PendingStream(self._new_id(), method, self.stream_window)
+        pending = PendingStream(self._new_id(), method, self._running_loop(), self.stream_window)
         try:
-            frame = self._open(pending, params)
+            self._open(pending, params)
         except BaseException:
             pending.close()
             raise
         deadline = anyio.current_time() + _seconds(timeout_s)
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
-                await self._send(frame)
+                await self._flush()
             if scope.cancelled_caught:
                 await self._expire(pending, timeout_s)
             yield StreamCall(self, pending, deadline, timeout_s)
         finally:
-            await self._forget(pending)
+            await self._cancel(pending)
+            self._pending.pop(pending.id, None)
             pending.close()
 
     async def notify(self, method: str, params: Any = None) -> None:
         """Send a notification (no answer)."""
-        await self._send(self._encoder.encode(Notification(method=method, params=params or {})))
+        if self._close_error is not None:
+            raise fresh(self._close_error)
+        self._writer.queue(Notification(method=method, params=params or {}))
+        await self._flush()
+        if self._close_error is not None:
+            raise fresh(self._close_error)
 
     def fail_all(self, error: HostError) -> None:
         """Fail every pending call with `error` and refuse new ones; the reader keeps draining."""
@@ -263,7 +221,7 @@ class RpcPeer:
         self.fail_all(PeerClosed("the host closed the connection to the plugin process"))
         with anyio.move_on_after(CANCEL_SEND_S, shield=True):
             try:
-                await self._send_stream.aclose()
+                await self._writer.aclose()
             except (anyio.BrokenResourceError, OSError) as exc:
                 self._log.debug("closing the plugin process's stdin: %s", exc)
 
@@ -303,15 +261,26 @@ class RpcPeer:
             detail = message.error.message if message.error else "no id"
             self._log.warning("the plugin process reported an error on no call: %s", detail)
         elif (pending := self._pending.get(message.id)) is None:
+            if message.error is not None:
+                self._count_abandoned(message.error)  # a caller that left sent a cancel
             self._log.debug("ignoring a late answer to call %d", message.id)
         else:
             pending.answered = True
             if message.error is not None:
+                self._count_abandoned(message.error)
                 pending.fail(messages.error_to_host(message.error))
             elif message.result is msgspec.UNSET:
                 pending.fail(ProtocolViolation("the plugin process answered without a result"))
             else:
                 pending.resolve(message.result)
+
+    def _count_abandoned(self, error: ErrorObject) -> None:
+        if messages.abandoned_thread(error):
+            self.abandoned_threads += 1
+            self._log.warning(
+                "the plugin process abandoned a tool thread it could not stop (%d so far)",
+                self.abandoned_threads,
+            )
 
     def _notification(self, message: Incoming) -> None:
         if message.method != messages.STREAM_ITEM:
@@ -323,7 +292,7 @@ class RpcPeer:
             self._log.warning("ignoring a malformed stream item: %s", exc)
             return
         pending = self._pending.get(item.id)
-        if not isinstance(pending, _PendingStream) or pending.done.is_set():
+        if not isinstance(pending, PendingStream) or pending.finished:
             return  # a stream the host has left, or a late item
         if item.seq != pending.received:
             pending.fail(ProtocolViolation(f"stream item {item.seq} out of order"))
@@ -357,40 +326,37 @@ class RpcPeer:
 
     # -- mechanics -------------------------------------------------------------------------
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The asyncio loop the peer runs on, or None on another backend (asked once)."""
+        if not self._loop_known:
+            self._loop, self._loop_known = running_asyncio_loop(), True
+        return self._loop
+
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id - 1
 
-    def _open(self, pending: _Pending, params: Any) -> bytes:
-        """Encode (refusing an over-size request) and register a call; nothing is sent."""
+    def _open(self, pending: Pending, params: Any) -> None:
+        """Queue the request (refusing an over-size one) and register the call; `_flush` sends."""
         if self._close_error is not None:
-            raise _fresh(self._close_error)
-        request = Request(id=pending.id, method=pending.method, params=params or {})
-        frame = self._encoder.encode(request)
+            raise fresh(self._close_error)
+        self._writer.queue(Request(id=pending.id, method=pending.method, params=params or {}))
         self._pending[pending.id] = pending
-        return frame
 
-    async def _send(self, frame: bytes) -> None:
-        """Write one whole frame; a child that stops reading closes the peer."""
-        async with self._write_lock:
-            if self._close_error is not None:
-                raise _fresh(self._close_error)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(SEND_STALL_S) as stall:
-                try:
-                    await self._send_stream.send(frame)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    self.fail_all(PeerClosed(f"the plugin process closed its stdin: {exc}"))
-            if stall.cancelled_caught:
+    async def _flush(self) -> None:
+        """Write what is queued; a child that stops reading or closed its stdin closes the peer
+        (which fails every pending call, so callers learn of it from their answer)."""
+        try:
+            if not await self._writer.flush(SEND_STALL_S):
                 stalled = f"the plugin process stopped reading its stdin for {SEND_STALL_S} s"
                 self.fail_all(PeerClosed(stalled))
-        if self._close_error is not None:
-            raise _fresh(self._close_error)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self.fail_all(PeerClosed(f"the plugin process closed its stdin: {exc}"))
 
-    async def _expire(self, pending: _Pending, timeout_s: float | None) -> NoReturn:
+    async def _expire(self, pending: Pending, timeout_s: float | None) -> NoReturn:
         """The deadline passed: cancel in the child, give it `cancel_grace_s` to answer."""
         await self._cancel(pending)
-        with anyio.move_on_after(self.cancel_grace_s):
-            await pending.done.wait()
+        await pending.wait_until(pending.now() + self.cancel_grace_s)
         acknowledged = pending.answered  # the Cancelled error, or a result that came late
         raise DeadlineExceeded(
             f"{pending.method} did not finish within {timeout_s} s",
@@ -398,8 +364,8 @@ class RpcPeer:
             data={"timeout_s": timeout_s, "cancel_acknowledged": acknowledged},
         )
 
-    async def _cancel(self, pending: _Pending) -> None:
-        """Send `$/cancelRequest` for `pending` once, shielded and bounded."""
+    async def _cancel(self, pending: Pending) -> None:
+        """Send `$/cancelRequest` for `pending` once, shielded and bounded (unless answered)."""
         if pending.cancel_sent or pending.answered or self._close_error is not None:
             return
         pending.cancel_sent = True
@@ -409,18 +375,6 @@ class RpcPeer:
             except HostError as exc:
                 self._log.debug("could not cancel call %d: %s", pending.id, exc.message)
 
-    async def _forget(self, pending: _Pending) -> None:
-        """The caller is done with `pending`: cancel it in the child if it may still run."""
-        await self._cancel(pending)
-        self._pending.pop(pending.id, None)
-
 
 def _seconds(timeout_s: float | None) -> float:
     return math.inf if timeout_s is None else timeout_s
-
-
-def _fresh(error: HostError) -> HostError:
-    """A copy of a shared error, so each raise gets its own traceback."""
-    clone = copy.copy(error)
-    clone.__traceback__ = None
-    return clone

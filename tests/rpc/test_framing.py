@@ -1,4 +1,5 @@
-"""Framing: lines split anywhere, over-size lines discarded in bounded memory, ids sniffed."""
+"""Framing: lines split anywhere, over-size lines discarded in bounded memory, ids sniffed,
+frames queued while a write runs leave together."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from hiagent_host.errors import FRAME_TOO_LARGE
 from hiagent_host.rpc.errors import FrameTooLarge
 from hiagent_host.rpc.framing import (
     READ_CHUNK_BYTES,
-    FrameEncoder,
     FrameReader,
+    FrameWriter,
     OversizeFrame,
     sniff_call_id,
 )
@@ -132,19 +133,86 @@ def test_the_call_id_is_read_only_from_the_documented_prefixes(
     assert sniff_call_id(prefix) == expected
 
 
-def test_requests_are_encoded_with_the_id_first_so_the_child_can_sniff_it() -> None:
-    frame = FrameEncoder(1024).encode(Request(id=5, method="ping"))
+class Recorder(ByteSendStream):
+    """A byte stream that records each write; `gate`, while set, holds writes back."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.gate: anyio.Event | None = None
+
+    async def send(self, item: bytes) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.writes.append(bytes(item))
+
+    async def send_eof(self) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def written(*messages: object, limit: int = 1024) -> bytes:
+    """What a writer writes for `messages`."""
+    stream = Recorder()
+    writer = FrameWriter(stream, limit)
+    for message in messages:
+        writer.queue(message)
+    assert await writer.flush(stall_s=5.0)
+    return b"".join(stream.writes)
+
+
+@pytest.mark.anyio
+async def test_requests_are_encoded_with_the_id_first_so_the_child_can_sniff_it() -> None:
+    frame = await written(Request(id=5, method="ping"))
     assert frame == b'{"jsonrpc":"2.0","id":5,"method":"ping","params":{}}\n'
 
 
-def test_notifications_are_one_line_even_with_newlines_in_strings() -> None:
-    frame = FrameEncoder(1024).encode(Notification(method="m", params={"t": "a\nb"}))
+@pytest.mark.anyio
+async def test_notifications_are_one_line_even_with_newlines_in_strings() -> None:
+    frame = await written(Notification(method="m", params={"t": "a\nb"}))
     assert frame.count(b"\n") == 1
     assert frame.endswith(b"\n")
 
 
-def test_an_oversize_request_is_refused_before_anything_is_written() -> None:
+@pytest.mark.anyio
+async def test_an_oversize_request_is_refused_before_anything_is_written() -> None:
+    stream = Recorder()
+    writer = FrameWriter(stream, 1024)
+    writer.queue(Request(id=1, method="ping"))
     with pytest.raises(FrameTooLarge) as caught:
-        FrameEncoder(1024).encode(Request(id=1, method="run_tool", params={"x": "y" * 2000}))
+        writer.queue(Request(id=2, method="run_tool", params={"x": "y" * 2000}))
     assert caught.value.code == FRAME_TOO_LARGE
     assert caught.value.data["limit"] == 1024
+    assert await writer.flush(stall_s=5.0)
+    assert stream.writes == [b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{}}\n']
+
+
+@pytest.mark.anyio
+async def test_frames_queued_while_a_write_runs_leave_together_in_order_in_the_next() -> None:
+    stream = Recorder()
+    writer = FrameWriter(stream, 1024)
+    stream.gate = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        writer.queue(Request(id=1, method="a"))
+        tg.start_soon(writer.flush, 5.0)  # the writer: blocked in its first write
+        await anyio.wait_all_tasks_blocked()
+        for call_id in (2, 3):
+            writer.queue(Request(id=call_id, method="b"))
+            assert await writer.flush(stall_s=5.0)  # returns at once: the writer takes it
+        assert stream.writes == []
+        stream.gate.set()
+    assert [w.count(b"\n") for w in stream.writes] == [1, 2]
+    assert [line[22:23] for w in stream.writes for line in w.splitlines()] == [b"1", b"2", b"3"]
+
+
+@pytest.mark.anyio
+async def test_a_write_that_stalls_is_reported_and_its_frames_dropped() -> None:
+    stream = Recorder()
+    writer = FrameWriter(stream, 1024)
+    stream.gate = anyio.Event()  # never set: the reader of the stream is stuck
+    writer.queue(Request(id=1, method="a"))
+    assert await writer.flush(stall_s=0.05) is False
+    stream.gate = None
+    assert await writer.flush(stall_s=5.0)
+    assert stream.writes == []
