@@ -11,6 +11,7 @@ allow-listed environment: locale, home, proxies, certificates, and the installer
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import os
 import sys
@@ -93,12 +94,21 @@ def installer_env() -> dict[str, str]:
     return env
 
 
+@functools.cache
 def find_uv() -> str | None:
-    """The bundled uv binary, or None if this installation has none."""
-    try:
-        return str(find_uv_bin())
-    except FileNotFoundError:
-        return None
+    """The bundled uv binary, or None if this installation has none.
+
+    Looked up once per process and under a lock: `find_uv_bin` reads `sysconfig`, whose lazy
+    initialisation is not thread-safe, and concurrent first installs run in worker threads.
+    """
+    with _FIND_UV_LOCK:
+        try:
+            return str(find_uv_bin())
+        except FileNotFoundError:
+            return None
+
+
+_FIND_UV_LOCK = threading.Lock()
 
 
 class VenvBuilder:
