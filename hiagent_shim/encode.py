@@ -10,7 +10,7 @@ import enum
 import json
 import pathlib
 import uuid
-from typing import Any
+from typing import Any, Final
 
 
 def jsonable(obj: Any) -> Any:
@@ -38,12 +38,16 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+# One encoder for every frame (json.dumps with options builds a new one per call).
+_ENCODER: Final = json.JSONEncoder(
+    default=jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+)
+
+
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON on one line; ValueError for NaN, infinities, cycles, odd keys."""
     try:
-        text = json.dumps(
-            obj, default=jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
+        text = _ENCODER.encode(obj)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON-serialisable: {exc}") from exc
     return text.encode("utf-8", errors="replace")  # lone surrogates become "?"

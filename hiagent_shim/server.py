@@ -11,6 +11,7 @@ prints on the wire but frames.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ MIN_FRAME_BYTES: Final = 1024
 # Once stopping, cancelled calls get this long to unwind before the process exits anyway.
 STOP_UNWIND_S: Final = 1.0
 SHUTTING_DOWN: Final = "ShuttingDown"
+_decode: Final = json.JSONDecoder().decode  # one decoder for every frame
 _DONE: Final = object()
 
 
@@ -104,7 +106,7 @@ class Server:
             self._fault(line.id, ProtocolFault(protocol.INVALID_REQUEST, message, detail))
             return
         try:
-            message = json.loads(line)
+            message = _decode(line.decode())
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
             self._fault(None, ProtocolFault(protocol.PARSE_ERROR, f"not a JSON document: {exc}"))
             return
@@ -189,6 +191,9 @@ class Server:
         self._stream_window = stream_window
         self._loop.set_default_executor(ToolExecutor(threads))
         self._package = package
+        # What importing the plugins built lives as long as the process: leave it out of every
+        # garbage collection from now on (a full one walks all of pydantic and the SDK).
+        gc.freeze()
         self._send(protocol.result_frame(call_id, handshake(package), max_frame_bytes))
 
     def _ping(self, call_id: int, params: dict[str, Any]) -> None:
@@ -321,7 +326,7 @@ class Server:
         self._send(protocol.error_frame(call_id, error, self._max_frame_bytes))
 
     def _send(self, frame: bytes) -> None:
-        self._writer.write(frame)
+        self._writer.write(frame, now=not self._calls)  # else more answers are likely to join
 
 
 def _request_id(message: Any) -> int | None:

@@ -228,6 +228,9 @@ class WireReader:
 class WireWriter:
     """Queues whole frames and writes everything queued in one turn of the loop at once.
 
+    A frame that nothing else is likely to join (the server knows: no other call is in flight)
+    leaves at once instead.
+
     Frames are written from the loop's thread only. A wire fd that is (or became) non-blocking
     is waited on with the loop; a failed write reports to `on_error` once and drops the rest.
     """
@@ -243,15 +246,23 @@ class WireWriter:
         self._waiting = False  # the fd is full: the loop calls `_flush` once it is writable
         self._broken = False
 
-    def write(self, frame: bytes) -> None:
-        """Queue `frame` and its newline; it leaves whole, after every frame queued before."""
+    def write(self, frame: bytes, *, now: bool = False) -> None:
+        """Queue `frame` and its newline; it leaves whole, after every frame queued before.
+
+        With `now` (nothing else is about to be written) it leaves at once, without waiting
+        for the end of the loop's turn.
+        """
         if self._broken:
             return
         self._buffer += frame
         self._buffer += b"\n"
-        if not (self._scheduled or self._waiting):
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._scheduled or self._waiting:
+            return
+        if now:
+            self._flush()
+            return
+        self._scheduled = True
+        self._loop.call_soon(self._flush)
 
     def drain(self) -> None:
         """Write everything queued now, waiting for the fd if need be (the process is ending)."""

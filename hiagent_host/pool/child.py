@@ -73,6 +73,7 @@ class StopCause(enum.StrEnum):
     CRASHED = "crashed"  # it exited without being asked
     START_FAILED = "start failed"
     DEADLINE = "killed at a deadline"  # a call's cancel went unanswered
+    THREAD_ABANDONED = "replaced: a tool thread was abandoned"  # a cancelled sync tool runs on
     IDLE = "idle"
     EVICTED = "evicted"
     REPLACED = "replaced"
@@ -190,6 +191,12 @@ class Child:
     def usable(self) -> bool:
         """Whether new calls may be given to it."""
         return self.state in (ChildState.STARTING, ChildState.READY)
+
+    @property
+    def needs_replacement(self) -> bool:
+        """A cancelled call left a tool thread running in it (it holds a worker for good):
+        the pool drains it and starts a fresh one."""
+        return self._peer is not None and self._peer.abandoned_threads > 0
 
     @property
     def evictable(self) -> bool:

@@ -59,6 +59,8 @@ from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
 IDLE_SCAN_MAX_S: Final = 5.0
 # Record lookups cached by (name, version) as the caller spelt them; cleared when full.
 RECORD_CACHE_SIZE: Final = 1024
+# Ends that count as a restart of the slot, though not as a crash of the package.
+REPLACED_AFTER_A_CALL: Final = frozenset({StopCause.DEADLINE, StopCause.THREAD_ABANDONED})
 # A starting child answers its handshake within start_timeout_s; its death is reported
 # within the stop ladder after that. A waiter gives up this much later than the timeout.
 START_WAIT_MARGIN_S: Final = 10.0
@@ -355,6 +357,9 @@ class Pool:
         """The child to use now, or None to wait for a change (synchronous: no races)."""
         current = fingerprint(record)
         serving = self._serving.get(key, [])
+        for child in [c for c in serving if c.needs_replacement and c.usable]:
+            self._replace_worn(child)  # it learnt of its abandoned thread after its last call
+        serving = self._serving.get(key, [])
         stale = [c for c in serving if c.fingerprint != current]
         if stale:
             self._forget(key)
@@ -441,7 +446,7 @@ class Pool:
                 slot = self._slots.get((child.key, child.replica))
                 if slot is not None:
                     slot.last_exit_reason = status.reason
-                if status.cause in UNEXPECTED or status.cause is StopCause.DEADLINE:
+                if status.cause in UNEXPECTED or status.cause in REPLACED_AFTER_A_CALL:
                     if slot is not None:
                         slot.restarts += 1
                     if status.cause in UNEXPECTED:
@@ -451,8 +456,17 @@ class Pool:
 
     def _release(self, child: Child) -> None:
         child.release()
+        if child.needs_replacement and child.usable and not self._closing:
+            self._replace_worn(child)
         if child.in_flight == 0:
             self._notify()
+
+    def _replace_worn(self, child: Child) -> None:
+        """No new calls for a child that abandoned a tool thread: it drains and stops, and the
+        next call starts a fresh one."""
+        self._unserve(child)
+        child.begin_drain()
+        self._spawn_task(self._retire, child, StopCause.THREAD_ABANDONED)
 
     def _unserve(self, child: Child) -> None:
         serving = self._serving.get(child.key)

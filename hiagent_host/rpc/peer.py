@@ -37,8 +37,9 @@ from hiagent_host.rpc.framing import FrameReader, FrameWriter, OversizeFrame
 from hiagent_host.rpc.messages import ErrorObject, Incoming, Notification, Request, StreamItem
 from hiagent_host.rpc.pending import Pending, PendingStream, fresh, running_asyncio_loop
 
-# A frame the child does not take off its stdin for this long means it stopped reading: only a
-# frozen or dying child, or one whose loop a plugin blocks, gets here.
+# A write the child does not take off its stdin for this long means it stopped reading: a frozen
+# or dying child, or one whose event loop a plugin blocks (the shim reads on its loop) with a
+# pipe's worth of frames waiting. Deadlines, cancel grace and the pool's kill come first.
 SEND_STALL_S: Final = 30.0
 # A cancel notification (or closing stdin) is tiny; waiting longer means the child is gone.
 CANCEL_SEND_S: Final = 1.0

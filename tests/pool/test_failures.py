@@ -139,9 +139,8 @@ async def test_a_child_killed_by_a_signal_is_reported_with_that_signal(store: St
         assert error.data["exit_code"] is None
 
 
-@pytest.mark.parametrize("tool", ["sleep_sync", "sleep_async"])
-async def test_a_tool_past_its_deadline_times_out_and_its_child_keeps_serving(
-    store: Store, tool: str
+async def test_an_async_tool_past_its_deadline_times_out_and_its_child_keeps_serving(
+    store: Store,
 ) -> None:
     async with open_pool(store) as pool:
         assert await call(pool, store, "hang", "sleep_async", seconds=0) == "woke"
@@ -149,8 +148,9 @@ async def test_a_tool_past_its_deadline_times_out_and_its_child_keeps_serving(
         name = PACKAGES["hang"]
         with pytest.raises(HostError) as caught:
             await pool.run_tool(
-                name, store.versions[name], "hang", tool, {"seconds": 60}, None, timeout_s=0.3
-            )
+                name, store.versions[name], "hang", "sleep_async", {"seconds": 60}, None,
+                timeout_s=0.3,
+            )  # fmt: skip
         assert caught.value.code == TOOL_TIMEOUT
         assert caught.value.http_status == 504
         assert caught.value.data["cancel_acknowledged"] is True
@@ -158,6 +158,31 @@ async def test_a_tool_past_its_deadline_times_out_and_its_child_keeps_serving(
         assert await call(pool, store, "hang", "sleep_async", seconds=0) == "woke"
         assert [p.pid for p in pool.snapshot()] == [before.pid]
         assert pool.stats().timeouts == 1
+
+
+async def test_a_sync_tool_past_its_deadline_times_out_and_its_child_is_replaced(
+    store: Store,
+) -> None:
+    """sleep_sync's thread cannot be interrupted: the shim abandons it and says so, and the
+    pool stops that child (it keeps a worker thread for good) and starts a fresh one."""
+    async with open_pool(store) as pool:
+        assert await call(pool, store, "hang", "sleep_async", seconds=0) == "woke"
+        [before] = pool.snapshot()
+        name = PACKAGES["hang"]
+        with pytest.raises(HostError) as caught:
+            await pool.run_tool(
+                name, store.versions[name], "hang", "sleep_sync", {"seconds": 60}, None,
+                timeout_s=0.3,
+            )  # fmt: skip
+        assert caught.value.code == TOOL_TIMEOUT
+        assert caught.value.data["cancel_acknowledged"] is True
+        assert caught.value.data["killed"] is False
+        await wait_for_async(lambda: not is_running(before.pid or 0), "the old child to exit")
+        assert await call(pool, store, "hang", "sleep_async", seconds=0) == "woke"
+        [after] = pool.snapshot()
+        assert after.pid != before.pid
+        assert after.last_exit_reason == "replaced: a tool thread was abandoned: exit code 0"
+        assert pool.stats().crashes == 0
 
 
 async def test_a_child_that_cannot_answer_a_cancel_is_killed_and_replaced(store: Store) -> None:

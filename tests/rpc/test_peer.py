@@ -287,6 +287,47 @@ async def test_an_answer_without_result_or_error_is_a_protocol_error() -> None:
     assert caught.value.code == PROTOCOL_ERROR
 
 
+ABANDONED = {"code": "Cancelled", "http_code": 499, "data": {"abandoned_thread": True}}
+
+
+@pytest.mark.anyio
+async def test_cancel_answers_that_abandon_a_thread_are_counted_even_after_the_caller_left() -> (
+    None
+):
+    async with connected() as (peer, child), anyio.create_task_group() as tg:
+
+        async def abandon() -> None:
+            request = await child.receive()
+            assert (await child.receive())["method"] == "$/cancelRequest"
+            await child.fail(request["id"], REQUEST_CANCELLED, "cancelled", ABANDONED)
+
+        tg.start_soon(abandon)
+        with pytest.raises(DeadlineExceeded) as caught:
+            await peer.call("run_tool", {}, timeout_s=SHORT_S)
+        assert caught.value.cancel_acknowledged is True
+        assert peer.abandoned_threads == 1
+
+        scope = anyio.CancelScope()
+
+        async def caller() -> None:
+            with scope:
+                await peer.call("run_tool", {}, timeout_s=None)
+
+        tg.start_soon(caller)
+        request = await child.receive()
+        scope.cancel()
+        assert (await child.receive())["method"] == "$/cancelRequest"
+        await child.fail(request["id"], REQUEST_CANCELLED, "cancelled", ABANDONED)  # nobody waits
+        tg.start_soon(child_answers_pong, child)
+        assert await peer.call("ping", timeout_s=STEP_S) == "pong"  # read after that answer
+        assert peer.abandoned_threads == 2
+
+
+def test_a_cancelled_answer_keeps_its_details() -> None:
+    error = error_to_host(ErrorObject(code=REQUEST_CANCELLED, message="x", data=ABANDONED))
+    assert (error.code, error.data) == (CANCELLED, {"abandoned_thread": True})
+
+
 # -- streams ---------------------------------------------------------------------------------
 
 

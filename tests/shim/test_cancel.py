@@ -87,3 +87,23 @@ async def test_a_cancel_for_an_answered_or_unknown_call_is_ignored(
         await shim.send({"method": "$/cancelRequest", "params": {"id": "nonsense"}})
         await shim.request(2, "ping")
         assert await shim.receive() == {"jsonrpc": "2.0", "id": 2, "result": "pong"}
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_sync_tool_says_its_thread_is_abandoned(
+    shim_python: Path, data_dir: Path
+) -> None:
+    async with raw_shim(shim_python, "hiagent-plugin-hang", data_dir) as shim:
+        await shim.initialize()
+        params = {"plugin": "hang", "tool": "sleep_sync", "input": {"seconds": 3600}}
+        await shim.request(1, "run_tool", params)
+        await shim.stderr.wait_for("hang: sleep_sync started")
+        await shim.send({"method": "$/cancelRequest", "params": {"id": 1}})
+        answer = await shim.receive()
+        await shim.stderr.wait_for("its tool thread is abandoned")
+    assert answer["error"]["code"] == -32800
+    assert answer["error"]["data"] == {
+        "code": "Cancelled",
+        "http_code": 499,
+        "data": {"abandoned_thread": True},
+    }
