@@ -1,0 +1,160 @@
+"""runtime.toml loading: closed, typed, overridable from the environment, paths resolved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hiagent_host.config import Config, load_config, read_api_keys, redact_url
+from hiagent_host.errors import CONFIG_INVALID, ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "runtime.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_repository_runtime_toml_is_the_documented_default_configuration() -> None:
+    config = load_config(REPO / "runtime.toml", environ={})
+    defaults = load_config(use_lookup=False, environ={})
+    assert config.extensions_dir == REPO / "extensions"
+    assert config.venvs_dir == REPO / "venvs"
+    assert config.state_dir == REPO / ".state"
+    # every value the file sets agrees with the built-in default, except the state dir name
+    for section in ("server", "packages", "pool", "queue", "auth", "logging"):
+        assert getattr(config, section) == getattr(defaults, section), section
+
+
+def test_an_unknown_key_fails_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[server]\nprot = 8000\n"), environ={})
+    assert info.value.code == CONFIG_INVALID
+    assert "prot" in info.value.message
+    assert "$.server" in info.value.message
+
+
+def test_an_unknown_section_fails_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[sever]\nport = 1\n"), environ={})
+    assert "sever" in info.value.message
+
+
+def test_a_wrong_type_fails_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[pool]\nmax_subprocess = "many"\n'), environ={})
+    assert "$.pool.max_subprocess" in info.value.message
+
+
+def test_a_wrong_type_in_a_per_package_table_fails_naming_the_key(tmp_path: Path) -> None:
+    text = '[pool.packages."hiagent-plugin-x"]\nmemory_bytes = "lots"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert "memory_bytes" in info.value.message
+
+
+def test_values_out_of_range_are_all_reported_at_once(tmp_path: Path) -> None:
+    text = "[server]\nport = 70000\n[pool]\nmax_subprocess = 0\nreplicas = 0\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert len(info.value.data["problems"]) == 3
+
+
+def test_unreadable_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, "[server\n"), environ={})
+
+
+def test_a_missing_explicit_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_relative_paths_resolve_against_the_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    path = write(conf_dir, '[paths]\nvenvs_dir = "v"\n[packages]\nallowed_file_roots = ["w"]\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, environ={})
+    assert config.venvs_dir == conf_dir / "v"
+    assert config.packages.allowed_file_roots == [conf_dir / "w"]
+
+
+def test_environment_variables_override_every_kind_of_key(tmp_path: Path) -> None:
+    environ = {
+        "HIAGENT_POOL_MAX_SUBPROCESS": "4",
+        "HIAGENT_SERVER_HOST": "0.0.0.0",
+        "HIAGENT_POOL_ENV_ALLOW": '["LANG", "HTTPS_PROXY"]',
+        "HIAGENT_QUEUE_WITH_WORKER": "true",
+        "HIAGENT_PATHS_STATE_DIR": "st",
+        "HIAGENT_QUEUE_REDIS_URL": "redis://127.0.0.1:1/2",
+    }
+    config = load_config(write(tmp_path, "[pool]\nmax_subprocess = 8\n"), environ=environ)
+    assert config.pool.max_subprocess == 4
+    assert config.server.host == "0.0.0.0"
+    assert config.pool.env_allow == ["LANG", "HTTPS_PROXY"]
+    assert config.queue.with_worker is True
+    assert config.state_dir == tmp_path / "st"
+    assert config.queue.redis_url == "redis://127.0.0.1:1/2"
+
+
+def test_a_bad_environment_override_fails_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(use_lookup=False, environ={"HIAGENT_SERVER_PORT": "eighty"})
+    assert "$.server.port" in info.value.message
+
+
+def test_lookup_prefers_explicit_then_env_then_cwd_then_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    explicit = tmp_path / "a.toml"
+    explicit.write_text("[server]\nport = 1001\n")
+    env_file = tmp_path / "b.toml"
+    env_file.write_text("[server]\nport = 1002\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "runtime.toml").write_text("[server]\nport = 1003\n")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HIAGENT_CONFIG", str(env_file))
+    assert load_config(explicit).server.port == 1001
+    assert load_config().server.port == 1002
+    monkeypatch.delenv("HIAGENT_CONFIG")
+    assert load_config().server.port == 1003
+    monkeypatch.chdir(tmp_path)
+    defaults = load_config()
+    assert defaults.server.port == 8000
+    assert defaults.source == "<defaults>"
+    assert defaults.extensions_dir.name == "extensions"
+    assert "hiagent-host" in str(defaults.extensions_dir)
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(use_lookup=False, environ={})
+    with pytest.raises(AttributeError):
+        config.server.port = 1  # type: ignore[misc]
+    assert isinstance(config, Config)
+
+
+def test_secrets_never_appear_in_reprs() -> None:
+    environ = {
+        "HIAGENT_QUEUE_REDIS_URL": "redis://:hunter2@127.0.0.1:6379/0",
+        "HIAGENT_AUTH_API_KEYS": '["k-very-secret"]',
+    }
+    config = load_config(use_lookup=False, environ=environ)
+    text = repr(config)
+    assert "hunter2" not in text
+    assert "k-very-secret" not in text
+    assert redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact_url("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_api_keys_come_from_the_list_and_the_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# ops\nk-file\n\n", encoding="utf-8")
+    path = write(tmp_path, f'[auth]\napi_keys = ["k-inline"]\napi_keys_file = "{keys.name}"\n')
+    assert read_api_keys(load_config(path, environ={})) == {"k-inline", "k-file"}
