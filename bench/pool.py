@@ -209,7 +209,7 @@ def bare_import(python: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per warm measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians)")
     parser.add_argument("--cold-runs", type=int, default=7, help="cold starts to take a median of")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:

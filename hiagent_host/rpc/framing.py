@@ -59,7 +59,8 @@ def _oversize(prefix: bytes, size: int) -> OversizeFrame:
 
 
 class FrameReader:
-    """Reads frames from `stream`; `receive` raises `anyio.EndOfStream` at the end."""
+    """Reads frames from `stream`; `receive` and `receive_many` raise `anyio.EndOfStream` at
+    the end."""
 
     def __init__(self, stream: ByteReceiveStream, max_frame_bytes: int) -> None:
         self._stream = stream
@@ -83,6 +84,18 @@ class FrameReader:
             if self._eof:
                 return self._last()
             await self._fill()
+
+    async def receive_many(self) -> list[bytes | OversizeFrame]:
+        """The next frame, and every whole frame that came in with it (one read's worth)."""
+        frames = [await self.receive()]
+        last = self._buffer.rfind(b"\n")
+        if last >= 0:  # whole lines, so each one is in memory already: no discarding needed
+            for frame in bytes(self._buffer[:last]).split(b"\n"):
+                too_long = len(frame) > self.max_frame_bytes
+                frames.append(_oversize(frame[:SNIFF_BYTES], len(frame)) if too_long else frame)
+            del self._buffer[: last + 1]
+            self._scanned = 0
+        return frames
 
     async def aclose(self) -> None:
         """Close the underlying stream."""

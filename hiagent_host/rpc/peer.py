@@ -236,10 +236,11 @@ class RpcPeer:
         try:
             while True:
                 try:
-                    frame = await self._reader.receive()
+                    frames = await self._reader.receive_many()
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                     break
-                self._dispatch(frame)
+                for frame in frames:
+                    self._dispatch(frame)
         finally:
             self.fail_all(PeerClosed("the plugin process closed its stdout"))
             with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SEND_S):

@@ -63,6 +63,16 @@ async def test_several_frames_in_one_read_come_out_one_by_one() -> None:
 
 
 @pytest.mark.anyio
+async def test_receive_many_takes_every_whole_frame_of_a_read_oversize_ones_reported() -> None:
+    big = b'{"jsonrpc":"2.0","id":9,"result":"' + b"x" * 2000 + b'"}'
+    r = reader(b"1\n2\n" + big + b"\n3\n4", b"5\n", limit=1024)
+    assert await r.receive_many() == [b"1", b"2", OversizeFrame(id=9, size=len(big)), b"3"]
+    assert await r.receive_many() == [b"45"]
+    with pytest.raises(anyio.EndOfStream):
+        await r.receive_many()
+
+
+@pytest.mark.anyio
 async def test_a_last_frame_without_newline_is_still_a_frame() -> None:
     assert await frames(reader(b"1\n", b"2")) == [b"1", b"2"]
 
