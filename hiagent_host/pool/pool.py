@@ -121,6 +121,8 @@ class Pool:
         self._serving: dict[SlotKey, list[Child]] = {}  # children that take new calls
         self._slots: dict[tuple[SlotKey, int], _Slot] = {}
         self._records: dict[tuple[str, str], tuple[PackageRecord, Path, tuple[int, int, int]]] = {}
+        # Replicas per package name; the config is frozen, so this is looked up once per name.
+        self._replica_counts: dict[str, int] = {}
         self._changed: anyio.Event | None = None  # made only while someone waits
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -393,8 +395,12 @@ class Pool:
         return len(self._live) < self._pool.max_subprocess
 
     def _replicas(self, record: PackageRecord) -> int:
-        policy = launcher.package_policy(self._pool, record.name)
-        return policy.replicas if policy.replicas is not None else self._pool.replicas
+        count = self._replica_counts.get(record.name)
+        if count is None:
+            policy = launcher.package_policy(self._pool, record.name)
+            count = policy.replicas if policy.replicas is not None else self._pool.replicas
+            self._replica_counts[record.name] = count
+        return count
 
     def _start(self, key: SlotKey, record: PackageRecord) -> Child:
         """Register a new child and start its supervisor (it becomes ready later)."""
