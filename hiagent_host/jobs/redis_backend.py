@@ -149,6 +149,22 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def watch_and_derive(pipe: Any, queue_name: str, job_id: str) -> JobInfo:
+    """WATCH a job's keys in `pipe` (a transaction about to change them) and derive its state."""
+    job_key = keys.job(job_id)
+    await pipe.watch(job_key, keys.arq_in_progress(job_id), keys.arq_result(job_id))
+    stored = Stored(
+        job=await pipe.hgetall(job_key),
+        result=await pipe.get(keys.arq_result(job_id)),
+        in_progress=bool(await pipe.exists(keys.arq_in_progress(job_id))),
+        score=await pipe.zscore(queue_name, job_id),
+    )
+    info = derive(job_id, stored, now_ms=_now_ms())
+    if info is None:
+        raise job_not_found(job_id)
+    return info
+
+
 async def read_stored(redis: Commands, queue_name: str, job_id: str) -> Stored:
     """One consistent snapshot (MULTI/EXEC) of a job's keys."""
     async with redis.pipeline(transaction=True) as tr:
@@ -281,16 +297,7 @@ class RedisBackend:
         queue_name = self._queue.queue_name
         for _ in range(TX_ATTEMPTS):
             async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(job_key, keys.arq_in_progress(job_id), keys.arq_result(job_id))
-                stored = Stored(
-                    job=await pipe.hgetall(job_key),
-                    result=await pipe.get(keys.arq_result(job_id)),
-                    in_progress=bool(await pipe.exists(keys.arq_in_progress(job_id))),
-                    score=await pipe.zscore(queue_name, job_id),
-                )
-                info = derive(job_id, stored, now_ms=_now_ms())
-                if info is None:
-                    raise job_not_found(job_id)
+                info = await watch_and_derive(pipe, queue_name, job_id)
                 if info.status is JobStatus.STOPPED:
                     return False
                 if info.status.terminal:
@@ -343,17 +350,7 @@ class RedisBackend:
         async with self._guard():
             for _ in range(TX_ATTEMPTS):
                 async with self._redis.pipeline(transaction=True) as pipe:
-                    watched = (job_key, keys.arq_in_progress(job_id), keys.arq_result(job_id))
-                    await pipe.watch(*watched)
-                    stored = Stored(
-                        job=await pipe.hgetall(job_key),
-                        result=await pipe.get(keys.arq_result(job_id)),
-                        in_progress=bool(await pipe.exists(keys.arq_in_progress(job_id))),
-                        score=await pipe.zscore(queue_name, job_id),
-                    )
-                    info = derive(job_id, stored, now_ms=_now_ms())
-                    if info is None:
-                        raise job_not_found(job_id)
+                    info = await watch_and_derive(pipe, queue_name, job_id)
                     if info.status.active:
                         raise invalid_state(job_id, info.status, "retry")
                     spec = JobSpec(uri=info.uri, filename=info.filename, force=info.force)
