@@ -27,12 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:] = [*(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"), str(REPO)]
 
-import msgspec  # noqa: E402
 
-from hiagent_host.config import Config, load_config  # noqa: E402
 from hiagent_host.packages import PackageManager  # noqa: E402
 from hiagent_host.packages.bundled import ensure_bundled_wheels  # noqa: E402
 from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
+from tests.support.configs import offline_config  # noqa: E402
 from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
 
 PIP_TIMEOUT_S = 600
@@ -66,18 +65,6 @@ def make_wheel(root: Path, name: str, deps: list[str]) -> Path:
     return build_wheel(project, root / "wheels")
 
 
-def config_for(root: Path, wheelhouse: Path) -> Config:
-    base = load_config(use_lookup=False, environ={})
-    paths = msgspec.structs.replace(
-        base.paths,
-        extensions_dir=root / "extensions",
-        venvs_dir=root / "venvs",
-        state_dir=root / "state",
-    )
-    packages = msgspec.structs.replace(base.packages, no_index=True, find_links=[str(wheelhouse)])
-    return msgspec.structs.replace(base, paths=paths, packages=packages)
-
-
 def host_install(pm: PackageManager, wheel: Path) -> tuple[float, dict[str, float]]:
     marks: list[tuple[str, float]] = []
     started = time.perf_counter()
@@ -109,7 +96,7 @@ def main() -> None:
     wheelhouse = ensure_wheelhouse()
     with tempfile.TemporaryDirectory(prefix="hiagent-bench-") as tmp:
         root = Path(tmp)
-        pm = PackageManager(config_for(root / "host", wheelhouse))
+        pm = PackageManager(offline_config(root / "host", wheelhouse))
         cases = {
             "no dependencies": make_wheel(root, "bench-nodeps", []),
             "one dependency (six)": make_wheel(root, "bench-onedep", ["six"]),

@@ -41,13 +41,12 @@ import time  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any, Final  # noqa: E402
 
-import msgspec  # noqa: E402
-
-from hiagent_host.config import Config, load_config  # noqa: E402
+from hiagent_host.config import Config  # noqa: E402
 from hiagent_host.packages import PackageManager  # noqa: E402
 from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
 from hiagent_host.pool import Pool  # noqa: E402
 from hiagent_host.pool.procfs import rss_bytes  # noqa: E402
+from tests.support.configs import offline_config  # noqa: E402
 from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
 
 ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "echo"
@@ -135,18 +134,6 @@ def medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
     }
 
 
-def config_for(root: Path, wheelhouse: Path) -> Config:
-    base = load_config(use_lookup=False, environ={})
-    paths = msgspec.structs.replace(
-        base.paths,
-        extensions_dir=root / "extensions",
-        venvs_dir=root / "venvs",
-        state_dir=root / "state",
-    )
-    packages = msgspec.structs.replace(base.packages, no_index=True, find_links=[str(wheelhouse)])
-    return msgspec.structs.replace(base, paths=paths, packages=packages)
-
-
 async def warm(config: Config, version: str, calls: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     async with Pool(config, PackageManager(config)) as pool:
@@ -214,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
         root = Path(tmp)
-        config = config_for(root, ensure_wheelhouse())
+        config = offline_config(root, ensure_wheelhouse())
         manager = PackageManager(config)
         wheel = build_wheel(ECHO_FIXTURE, root / "wheels")
         record = manager.install(wheel.as_uri(), wheel.name, force=True)

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
-
-from hiagent_host.config import Config, load_config
 from hiagent_host.packages import PackageManager
 from hiagent_host.packages.wheelbuild import ZIP_EPOCH, build_wheel
+from tests.support.configs import PATH_KEYS, offline_config
 
 # Bounds for waits on probes (a file appearing, a process going away).
 WAIT_S: Final = 60.0
@@ -34,33 +32,18 @@ STALL_LIMIT_S: Final = 60.0
 SERVE_POLL_S: Final = 0.05
 
 
-def make_config(root: Path, wheelhouse: Path, **packages: Any) -> Config:
-    """Defaults, with every directory under `root` and installs offline from `wheelhouse`."""
-    base = load_config(use_lookup=False, environ={})
-    paths = msgspec.structs.replace(
-        base.paths, **{key: root / key.removesuffix("_dir") for key in PATH_KEYS}
-    )
-    settings: dict[str, Any] = {"no_index": True, "find_links": [str(wheelhouse)]} | packages
-    return msgspec.structs.replace(
-        base, paths=paths, packages=msgspec.structs.replace(base.packages, **settings)
-    )
-
-
 def make_manager(root: Path, wheelhouse: Path, **packages: Any) -> PackageManager:
-    return PackageManager(make_config(root, wheelhouse, **packages))
+    return PackageManager(offline_config(root, wheelhouse, **packages))
 
 
 def write_runtime_toml(path: Path, root: Path, wheelhouse: Path, **packages: Any) -> Path:
-    """A runtime.toml like `make_config`'s; `packages` adds or overrides [packages] keys."""
+    """A runtime.toml like `offline_config`'s; `packages` adds or overrides [packages] keys."""
     settings: dict[str, Any] = {"no_index": True, "find_links": [str(wheelhouse)]} | packages
     lines = ["[paths]"]
     lines += [f"{k} = {json.dumps(str(root / k.removesuffix('_dir')))}" for k in PATH_KEYS]
     lines += ["[packages]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-PATH_KEYS: Final = ("extensions_dir", "venvs_dir", "state_dir")
 
 
 PLUGIN_MODULE: Final = '''

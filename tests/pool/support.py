@@ -13,10 +13,11 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from hiagent_host.config import Config, PackagePolicy, PoolConfig, load_config
+from hiagent_host.config import Config, PackagePolicy, PoolConfig
 from hiagent_host.packages import PackageManager
 from hiagent_host.pool import Pool
 from hiagent_host.pool.procfs import is_running
+from tests.support.configs import offline_config
 
 # Every wait on a probe in these tests is bounded by this (a start imports pydantic: ~0.5 s).
 WAIT_S: Final = 30.0
@@ -54,20 +55,11 @@ class Store:
     versions: dict[str, str]  # distribution name → installed version
 
     def config(self, *, packages: dict[str, PackagePolicy] | None = None, **pool: Any) -> Config:
-        base = load_config(use_lookup=False, environ={})
-        paths = msgspec.structs.replace(
-            base.paths,
-            extensions_dir=self.root / "extensions",
-            venvs_dir=self.root / "venvs",
-            state_dir=self.root / "state",
-        )
-        settings = msgspec.structs.replace(
-            base.packages, no_index=True, find_links=[str(self.wheelhouse)]
-        )
         pool_config = msgspec.structs.replace(
             PoolConfig(), **(TEST_POOL | pool), packages=packages or {}
         )
-        return msgspec.structs.replace(base, paths=paths, packages=settings, pool=pool_config)
+        base = offline_config(self.root, self.wheelhouse)
+        return msgspec.structs.replace(base, pool=pool_config)
 
     def manager(self, config: Config | None = None) -> PackageManager:
         return PackageManager(config or self.config())
