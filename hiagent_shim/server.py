@@ -326,7 +326,7 @@ class Server:
         self._send(protocol.error_frame(call_id, error, self._max_frame_bytes))
 
     def _send(self, frame: bytes) -> None:
-        self._writer.write(frame, now=not self._calls)  # else more answers are likely to join
+        self._writer.write(frame)
 
 
 def _request_id(message: Any) -> int | None:

@@ -1,11 +1,12 @@
-"""The shim's end of the wire: private stdio fds, newline framing on the event loop, batched writes.
+"""The shim's end of the wire: private stdio fds, newline framing on the event loop, writes.
 
 `take_stdio()` runs before any plugin code is imported. It keeps private duplicates of fd 0
 and fd 1 for the wire, points fd 1 (and `sys.stdout`) at stderr and fd 0 (and `sys.stdin`) at
 /dev/null, so nothing a plugin, its libraries or its subprocesses print or read can touch a
 frame. Frames are one JSON object per line, read on the event loop itself; a line longer than
 the frame limit is discarded in bounded memory and reported with the id sniffed from its first
-bytes. Frames written during one turn of the loop leave in one `os.write`.
+bytes. Each frame leaves in one `os.write` as soon as it is made (frames queue only behind a
+full pipe).
 """
 
 from __future__ import annotations
@@ -226,10 +227,12 @@ class WireReader:
 
 
 class WireWriter:
-    """Queues whole frames and writes everything queued in one turn of the loop at once.
+    """Writes each frame whole, in order, as soon as it is queued.
 
-    A frame that nothing else is likely to join (the server knows: no other call is in flight)
-    leaves at once instead.
+    A frame leaves at once (one `os.write`), not at the end of the loop's turn: the host then
+    starts on the first answers of a burst while the shim still works on the rest, so the two
+    processes overlap instead of taking turns (bench/pool.py, 64 calls in flight). Only while
+    the pipe is full do frames queue up; they leave together once it drains.
 
     Frames are written from the loop's thread only. A wire fd that is (or became) non-blocking
     is waited on with the loop; a failed write reports to `on_error` once and drops the rest.
@@ -242,27 +245,18 @@ class WireWriter:
         self._loop = loop
         self._on_error = on_error
         self._buffer = bytearray()
-        self._scheduled = False  # a flush is queued on the loop
         self._waiting = False  # the fd is full: the loop calls `_flush` once it is writable
         self._broken = False
 
-    def write(self, frame: bytes, *, now: bool = False) -> None:
-        """Queue `frame` and its newline; it leaves whole, after every frame queued before.
-
-        With `now` (nothing else is about to be written) it leaves at once, without waiting
-        for the end of the loop's turn.
-        """
+    def write(self, frame: bytes) -> None:
+        """Write `frame` and its newline now; it leaves whole, after every frame written before
+        (behind them when the pipe is full)."""
         if self._broken:
             return
         self._buffer += frame
         self._buffer += b"\n"
-        if self._scheduled or self._waiting:
-            return
-        if now:
+        if not self._waiting:
             self._flush()
-            return
-        self._scheduled = True
-        self._loop.call_soon(self._flush)
 
     def drain(self) -> None:
         """Write everything queued now, waiting for the fd if need be (the process is ending)."""
@@ -277,7 +271,6 @@ class WireWriter:
                 select.select([], [self._fd], [])
 
     def _flush(self) -> None:
-        self._scheduled = False
         try:
             while self._buffer:
                 written = os.write(self._fd, self._buffer)

@@ -97,7 +97,7 @@ def test_the_reader_hands_lines_to_the_loop_and_reports_the_end_and_the_hangup(
     assert lines == [b"one", b"two", b"three"]
 
 
-def test_frames_queued_in_one_turn_leave_whole_and_in_order_even_on_a_full_pipe(
+def test_frames_leave_whole_and_in_order_even_on_a_full_pipe(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     read_fd, write_fd = os.pipe()
