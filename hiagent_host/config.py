@@ -61,6 +61,7 @@ class PackagesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     install_idle_timeout_s: float = 120.0
     install_timeout_s: float = 900.0
     probe_timeout_s: float = 60.0
+    base_venv_max_age_s: float = 86400.0
 
 
 class PackagePolicy(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

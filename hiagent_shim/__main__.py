@@ -1,4 +1,4 @@
-"""`python -m hiagent_shim [--describe]`: serve a package's plugins on stdio, or describe them.
+"""`python -m hiagent_shim [--describe [--wait]]`: serve a package's plugins, or describe them.
 
 The package is named by the environment variable HIAGENT_PACKAGE_NAME. The wire fds are
 taken before any plugin code is imported; see docs/protocol.md.
@@ -14,16 +14,16 @@ from hiagent_shim.report import say
 from hiagent_shim.server import run
 from hiagent_shim.wire import take_stdio
 
-USAGE = "usage: python -m hiagent_shim [--describe]"
+USAGE = "usage: python -m hiagent_shim [--describe [--wait]]"
 EXIT_USAGE = 2
 
 
 def main(argv: list[str]) -> int:
-    if argv not in ([], ["--describe"]):
+    if argv not in ([], ["--describe"], ["--describe", "--wait"]):
         say(USAGE)
         return EXIT_USAGE
     stdio = take_stdio()
-    return describe(stdio) if argv else run(stdio)
+    return describe(stdio, wait="--wait" in argv) if argv else run(stdio)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Build one new venv for a validated wheel beside the current one, probe it, commit it.
 
-The venv is created at its final real path `venvs/<dir>/.<version>-<build>/`, filled in one
-resolver call, seeded with compiled bytecode, and probed. Only then is its record written
-(the commit point) and the version's link pointed at it. Until the commit, any failure,
-cancellation or kill leaves the previous build current; the new one is removed here, or
-by the next tidy-up if the process died.
+The venv is created at its final real path `venvs/<dir>/.<version>-<build>/`, given the base
+venv's files (`base.py`), filled in one resolver call, seeded with compiled bytecode, and
+probed; the probe starts before the resolver call, so that its start-up overlaps it. Only
+then is its record written (the commit point) and the version's link pointed at it. Until
+the commit, any failure, cancellation or kill leaves the previous build current; the new one
+is removed here, or by the next tidy-up if the process died.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Final
 
 from hiagent_host.config import Config
+from hiagent_host.packages.base import Linked, clone, locked_base
 from hiagent_host.packages.bundle import extract_bundle, strip_bundle
-from hiagent_host.packages.bundled import ensure_bundled_wheels
+from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels
 from hiagent_host.packages.bytecode import seed_bytecode
-from hiagent_host.packages.errors import Cancelled
+from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.fetch import FetchedWheel
 from hiagent_host.packages.layout import Layout, new_build_name
-from hiagent_host.packages.probe import probe, probe_env
+from hiagent_host.packages.probe import probe, probe_env, start_probe
 from hiagent_host.packages.records import PackageRecord, now_rfc3339, write_record
 from hiagent_host.packages.recovery import point_link, remove_tree, scratch_dir
 from hiagent_host.packages.venv import Sources, VenvBuilder, disk_size, python_version
@@ -99,28 +101,46 @@ def _build(
     report(CREATING_VENV)
     bundled = ensure_bundled_wheels(layout.wheelhouse_dir, cfg.sdk_path)
     builder = VenvBuilder(cfg, cancel=cancel, cwd=scratch)
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    builder.create(build_dir, prompt=f"{contents.name}-{contents.version}")
-    _check(cancel)
-    report(INSTALLING)
     plugin_wheel, sources = _plugin_source(config, request, scratch)
-    builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
-    if donor is not None:
-        seed_bytecode(donor, build_dir)
-    _check(cancel)
-    report(PROBING)
     probe_data = scratch / "data"
     probe_data.mkdir()
-    with ThreadPoolExecutor(1, thread_name_prefix="hiagent-list-deps") as pool:
-        dependencies = pool.submit(builder.dependencies, build_dir)
-        result = probe(
-            build_dir,
-            env=probe_env(config.pool, contents.name, probe_data),
-            expected_plugins=contents.plugins,
-            timeout_s=cfg.probe_timeout_s,
-            cancel=cancel,
-            cwd=probe_data,
-        )
+    env = probe_env(config.pool, contents.name, probe_data)
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    linked = _create(
+        layout, builder, bundled, sources, build_dir, request, build, cfg.base_venv_max_age_s
+    )
+    _check(cancel)
+    # The probe starts now and imports the SDK while the installer runs.
+    started = start_probe(build_dir, env=env, cwd=probe_data) if linked else None
+    try:
+        report(INSTALLING)
+        builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
+        if donor is not None:
+            seed_bytecode(donor, build_dir)
+        _check(cancel)
+        report(PROBING)
+        if started is not None and linked is not None and not linked.intact():
+            # The install replaced some of what it may have imported, or added a `.pth`.
+            started.abandon()
+            started = None
+        with ThreadPoolExecutor(1, thread_name_prefix="hiagent-list-deps") as pool:
+            dependencies = pool.submit(builder.dependencies, build_dir)
+            if started is not None:
+                result = started.result(
+                    expected_plugins=contents.plugins, timeout_s=cfg.probe_timeout_s, cancel=cancel
+                )
+            else:
+                result = probe(
+                    build_dir,
+                    env=env,
+                    expected_plugins=contents.plugins,
+                    timeout_s=cfg.probe_timeout_s,
+                    cancel=cancel,
+                    cwd=probe_data,
+                )
+    finally:
+        if started is not None:
+            started.abandon()
     record = PackageRecord(
         name=contents.name,
         version=contents.version,
@@ -143,6 +163,33 @@ def _build(
     )
     _check(cancel)
     return record
+
+
+def _create(
+    layout: Layout,
+    builder: VenvBuilder,
+    bundled: BundledWheels,
+    sources: Sources,
+    build_dir: Path,
+    request: Request,
+    build: str,
+    base_max_age_s: float,
+) -> Linked | None:
+    """Create the venv, holding the base venv's files when there is one (and not a bundle)."""
+    prompt = f"{request.contents.name}-{request.contents.version}"
+    # An offline bundle's wheels are its only source: nothing may come from elsewhere.
+    max_age_s = 0.0 if request.contents.bundled_wheels else base_max_age_s
+    with locked_base(layout, builder, bundled, sources, max_age_s=max_age_s) as base:
+        builder.create(build_dir, prompt=prompt)
+        if base is None:
+            return None
+        try:
+            return clone(base, build_dir)
+        except (OSError, InstallFailed) as exc:  # e.g. another file system: no hard links
+            log.warning("cannot link the base venv into %s (%s); installing without it", build, exc)
+    remove_tree(build_dir)
+    builder.create(build_dir, prompt=prompt)
+    return None
 
 
 def _plugin_source(config: Config, request: Request, scratch: Path) -> tuple[Path, Sources]:

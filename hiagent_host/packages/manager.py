@@ -23,6 +23,7 @@ from packaging.version import Version
 from hiagent_host.config import Config
 from hiagent_host.errors import INTERNAL_ERROR, HostError
 from hiagent_host.packages import names
+from hiagent_host.packages.base import clean_base
 from hiagent_host.packages.build import (
     DOWNLOADING,
     VALIDATING,
@@ -234,6 +235,7 @@ class PackageManager:
         self.layout.ensure_roots()
         removed = clean_partials(self.layout.cache_dir)
         removed += clean_scratch(self.layout.tmp_dir)
+        removed += clean_base(self.layout)
         dirs = set(package_dirs(self.layout.extensions_dir))
         dirs |= set(package_dirs(self.layout.venvs_dir))
         for dir_name in sorted(dirs):

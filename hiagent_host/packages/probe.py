@@ -5,6 +5,11 @@
 `{"ok": false, "error": {"code", "message", "data"}}` and exits 1 when a plugin cannot be
 loaded. The probe runs with the environment the plugin processes will get, a scratch data
 directory, and `packages.probe_timeout_s`; only a venv that answers it becomes current.
+
+`start_probe` starts the same probe (`--describe --wait`) before the plugin is installed, so
+that the interpreter start-up and the SDK import overlap the installer; `StartedProbe.result`
+then tells it to go, `abandon` kills it (and a fresh `probe` is run) when the install changed
+anything it may already have imported.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from packaging.utils import canonicalize_name
 
 from hiagent_host.config import PoolConfig
 from hiagent_host.packages.errors import Cancelled, InstallFailed
-from hiagent_host.packages.runner import Completed, Outcome, run
+from hiagent_host.packages.runner import Completed, Outcome, Watched, run, start
 from hiagent_host.packages.venv import venv_python
 
 
@@ -66,6 +71,39 @@ def probe(
         cancel=cancel,
         capture_stdout=True,
     )
+    return _interpret(done, expected_plugins, timeout_s)
+
+
+class StartedProbe:
+    """A probe started ahead of the install it checks, waiting to be told to go."""
+
+    def __init__(self, child: Watched) -> None:
+        self._child = child
+
+    def result(
+        self, *, expected_plugins: list[str], timeout_s: float, cancel: threading.Event
+    ) -> ProbeResult:
+        """Tell it the venv is complete and read its description, as `probe` does."""
+        self._child.send(b"go\n")  # if it died already, `finish` reports how
+        return _interpret(self._child.finish(timeout_s, cancel=cancel), expected_plugins, timeout_s)
+
+    def abandon(self) -> None:
+        self._child.abandon()
+
+
+def start_probe(venv: Path, *, env: Mapping[str, str], cwd: Path) -> StartedProbe:
+    """Start the probe of `venv` now; it imports the SDK, then waits for `result`."""
+    child = start(
+        [venv_python(venv), "-m", "hiagent_shim", "--describe", "--wait"],
+        env=env,
+        cwd=cwd,
+        capture_stdout=True,
+        stdin_pipe=True,
+    )
+    return StartedProbe(child)
+
+
+def _interpret(done: Completed, expected_plugins: list[str], timeout_s: float) -> ProbeResult:
     if done.outcome is Outcome.CANCELLED:
         raise Cancelled("install cancelled while probing the new venv")
     if done.outcome is not Outcome.EXITED:

@@ -1,7 +1,8 @@
 """Run one installer or probe subprocess under watch: output tail, timeouts, cancellation.
 
 The child starts in its own session (so the whole tree it spawns can be killed as one process
-group) with the environment it is given and stdin closed. Its output is read as it comes;
+group) with the environment it is given and stdin closed (or, for a child started ahead of
+its input, a pipe that `send` writes once and closes). Its output is read as it comes;
 no output for `idle_timeout_s`, a run longer than `timeout_s`, or `cancel` being set kills
 the group with SIGKILL. The result is a typed outcome, never an exception: the caller maps
 it to the error that fits its phase.
@@ -65,34 +66,100 @@ def run(
     max_stdout_bytes: int = 64 * 1024 * 1024,
 ) -> Completed:
     """Run `argv` to completion or until a limit; `capture_stdout` keeps stdout apart."""
+    child = start(
+        argv, env=env, cwd=cwd, capture_stdout=capture_stdout, max_stdout_bytes=max_stdout_bytes
+    )
+    return child.finish(timeout_s, idle_timeout_s, cancel)
+
+
+def start(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    capture_stdout: bool = False,
+    max_stdout_bytes: int = 64 * 1024 * 1024,
+    stdin_pipe: bool = False,
+) -> Watched:
+    """Start `argv` now and follow it later; `stdin_pipe` keeps its stdin open for `send`."""
     proc = subprocess.Popen(
         [os.fspath(a) for a in argv],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
     )
-    watch = _Watch(proc, capture_stdout, max_stdout_bytes)
-    try:
-        outcome = watch.follow(timeout_s, idle_timeout_s, cancel)
-    except BaseException:
-        _kill_group(proc)
+    return Watched(proc, capture_stdout, max_stdout_bytes)
+
+
+class Watched:
+    """A started child: `send` it its input, then `finish` following its output, or `abandon`.
+
+    The limits of `finish` count from the start, or from `send`: a child that waited for its
+    input is not late for it.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], capture: bool, max_stdout: int) -> None:
+        self.proc = proc
+        self.started = time.monotonic()
+        self._watch = _Watch(proc, capture, max_stdout)
+        self._finished = False
+
+    def send(self, data: bytes) -> bool:
+        """Write `data` to its stdin and close it; False if it is gone already."""
+        stdin = self.proc.stdin
+        if stdin is None:
+            return False
+        self.started = time.monotonic()
+        try:
+            with stdin:
+                stdin.write(data)
+        except (BrokenPipeError, ValueError):
+            return False
+        return True
+
+    def finish(
+        self,
+        timeout_s: float,
+        idle_timeout_s: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Completed:
+        """Follow it to completion or until a limit; whatever it leaves is killed."""
+        proc, watch = self.proc, self._watch
+        self._finished = True
+        try:
+            outcome = watch.follow(self.started, timeout_s, idle_timeout_s, cancel)
+        except BaseException:
+            _kill_group(proc)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=REAP_TIMEOUT_S)
+            raise
+        finally:
+            watch.close()
+        if outcome is not Outcome.EXITED:
+            _kill_group(proc)
+        try:
+            returncode = proc.wait(timeout=REAP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # it closed its pipes but keeps running
+            _kill_group(proc)
+            returncode = proc.wait()
+        _kill_group(proc)  # anything it left behind in its group
+        return Completed(outcome, returncode, bytes(watch.stdout), watch.tail_text())
+
+    def abandon(self) -> None:
+        """Kill its group and reap it, without reading what it said; nothing after `finish`."""
+        if self._finished:
+            return
+        self._finished = True
+        _kill_group(self.proc)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=REAP_TIMEOUT_S)
-        raise
-    finally:
-        watch.close()
-    if outcome is not Outcome.EXITED:
-        _kill_group(proc)
-    try:
-        returncode = proc.wait(timeout=REAP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:  # it closed its pipes but keeps running
-        _kill_group(proc)
-        returncode = proc.wait()
-    _kill_group(proc)  # anything it left behind in its group
-    return Completed(outcome, returncode, bytes(watch.stdout), watch.tail_text())
+            self.proc.wait(timeout=REAP_TIMEOUT_S)
+        self._watch.close()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
 
 
 class _Watch:
@@ -108,9 +175,13 @@ class _Watch:
                 self.selector.register(stream, selectors.EVENT_READ)
 
     def follow(
-        self, timeout_s: float, idle_timeout_s: float | None, cancel: threading.Event | None
+        self,
+        start: float,
+        timeout_s: float,
+        idle_timeout_s: float | None,
+        cancel: threading.Event | None,
     ) -> Outcome:
-        start = last_output = time.monotonic()
+        last_output = time.monotonic()
         while self.selector.get_map():
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
@@ -146,6 +217,7 @@ class _Watch:
         return self.tail.decode("utf-8", "replace")
 
     def close(self) -> None:
+        """Idempotent: `abandon` may follow `finish`."""
         self.selector.close()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:

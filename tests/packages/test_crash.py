@@ -14,6 +14,7 @@ from hiagent_host.packages import PackageManager
 from tests.packages.support import (
     WAIT_S,
     Loopback,
+    Route,
     build_plugin,
     describe,
     make_manager,
@@ -27,7 +28,8 @@ from tests.packages.support import (
 
 @pytest.fixture
 def stalled_index() -> Iterator[Loopback]:
-    yield from serve(Loopback(stall_all=True))
+    """An index that knows nothing (404) and stalls on the one project only it could have."""
+    yield from serve(Loopback(routes={"/simple/hiagent-test-absent/": Route(404, stall=True)}))
 
 
 def test_a_kill_during_a_forced_install_leaves_the_old_version_serving_and_recover_cleans_up(

@@ -25,6 +25,7 @@ from hiagent_host.packages import (
     PackageManager,
     PackageRecord,
 )
+from hiagent_host.packages.base import BASE_DIR, MANIFEST
 from tests.packages.support import (
     Loopback,
     build_plugin,
@@ -60,9 +61,21 @@ def pm(tmp_path: Path, wheelhouse: Path) -> PackageManager:
 
 
 def leftovers(pm: PackageManager) -> list[Path]:
-    """Everything under venvs/, extensions/ and state/tmp/ (should be empty after a failure)."""
+    """Everything under venvs/, extensions/ and state/tmp/ (should be empty after a failure),
+    but for a complete base venv (shared by every install, kept whatever the outcome)."""
     roots = (pm.config.paths.venvs_dir, pm.config.paths.extensions_dir, pm.layout.tmp_dir)
-    return sorted(p for root in roots if root.exists() for p in root.rglob("*"))
+    bases = pm.config.paths.venvs_dir / BASE_DIR
+    found = [p for root in roots if root.exists() for p in root.rglob("*")]
+    return sorted(p for p in found if not _in_complete_base(p, bases))
+
+
+def _in_complete_base(path: Path, bases: Path) -> bool:
+    if path == bases:
+        return True
+    if not path.is_relative_to(bases):
+        return False
+    key = bases / path.relative_to(bases).parts[0]
+    return (key / MANIFEST).is_file()
 
 
 def run_python(python: Path, code: str) -> str:

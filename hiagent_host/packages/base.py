@@ -1,0 +1,271 @@
+"""The base venv: the shim, the SDK and their dependencies, installed once, linked into each venv.
+
+Every plugin venv holds the same shim, SDK and pydantic; installing and first importing them
+is most of a warm install. So they are installed once per key (the interpreter, the shim and
+SDK wheels, the sources, the installer) into `venvs/.base/<key>/`, their bytecode compiled
+there by importing them. A new venv is created as usual, then its site-packages receives
+hard links of the base's files (real directories, linked files) and its `bin/` copies of the
+base's console scripts with the base's path rewritten. The installer, given the same
+requirements as ever, finds the shim and SDK satisfied and adds only the plugin and what it
+needs beyond them.
+
+A hard link shares a file, not a name: an installer that upgrades or removes a distribution
+in one venv unlinks its files there and leaves the base and every other venv alone, exactly
+as with uv's cache, which links its files into every venv. Editing a file in place edits it
+everywhere (docs/operations.md says how to patch a venv).
+
+A base appears by an atomic rename, so it is complete whenever it exists. It is rebuilt when
+older than `packages.base_venv_max_age_s`, so new releases of the SDK's dependencies reach new
+venvs, and every other base is removed then. Building, cloning and pruning hold one
+cross-process lock, so no clone ever reads a base being removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from hiagent_host.packages.bundled import BundledWheels
+from hiagent_host.packages.bytecode import site_packages
+from hiagent_host.packages.errors import InstallFailed
+from hiagent_host.packages.layout import Layout
+from hiagent_host.packages.recovery import remove_tree
+from hiagent_host.packages.runner import run
+from hiagent_host.packages.venv import Dependency, Installer, Sources, VenvBuilder, venv_python
+from hiagent_host.storage import FileLock, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+BASE_DIR: Final = ".base"
+MANIFEST: Final = "base.json"
+BUILDING_PREFIX: Final = ".building-"
+# Building a base is one warm install (well under a second); a lock held longer than this
+# belongs to a peer installing from a slow index, and this install goes without a base.
+BASE_LOCK_TIMEOUT_S: Final = 120.0
+# Importing what a plugin process imports first compiles its bytecode in the base.
+WARM_IMPORTS: Final = "import hiagent_plugin_sdk, hiagent_shim.server, hiagent_shim.describe"
+WARM_TIMEOUT_S: Final = 60.0
+# Files whose mere presence changes what an interpreter does at start-up.
+STARTUP_HOOKS: Final = ("sitecustomize.py", "usercustomize.py")
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a base holds; `built_at` is the path its scripts name (it was built there)."""
+
+    key: str
+    created_at: float
+    built_at: str
+    distributions: list[Dependency]
+    scripts: list[str]
+
+
+@dataclass(frozen=True)
+class Base:
+    path: Path
+    manifest: Manifest
+
+
+@dataclass
+class Linked:
+    """What `clone` put into a venv: the links, to tell later whether they are untouched."""
+
+    venv: Path
+    files: list[tuple[Path, int, int]] = field(default_factory=list)  # (path, st_dev, st_ino)
+    startup_files: frozenset[str] = frozenset()
+
+    def intact(self) -> bool:
+        """No linked file was replaced or removed, and no start-up hook (`.pth`) was added."""
+        for path, dev, ino in self.files:
+            try:
+                st = path.lstat()
+            except OSError:
+                return False
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                return False
+        return _startup_files(self.venv) == self.startup_files
+
+
+def base_key(builder: VenvBuilder, bundled: BundledWheels, sources: Sources) -> str:
+    """What the contents of a base depend on, hashed."""
+    parts = {
+        "python": os.path.realpath(builder.python),
+        "installer": str(builder.installer),
+        "shim": str(bundled.shim),  # their directory is keyed by the sources' hash
+        "sdk": str(bundled.sdk),
+        "sources": sources.args(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def locked_base(
+    layout: Layout,
+    builder: VenvBuilder,
+    bundled: BundledWheels,
+    sources: Sources,
+    *,
+    max_age_s: float,
+) -> Iterator[Base | None]:
+    """A fresh base for this install, built if need be and kept (locked) for the block.
+
+    None when there can be none: disabled, pip, a peer holding the lock too long, or a file
+    system refusing the base directory (logged; the install then does everything itself).
+    A base the installer cannot build fails the install: the same shim and SDK are part of it.
+    """
+    if max_age_s <= 0 or builder.installer is not Installer.UV:
+        yield None
+        return
+    lock = FileLock(layout.locks_dir / f"{BASE_DIR}.lock")
+    if not lock.acquire(timeout_s=BASE_LOCK_TIMEOUT_S):
+        log.warning("the base venv stayed locked for %s s; going without", BASE_LOCK_TIMEOUT_S)
+        yield None
+        return
+    try:
+        key = base_key(builder, bundled, sources)
+        try:
+            base = find_base(layout, key, max_age_s) or _build(
+                layout, builder, bundled, sources, key
+            )
+        except OSError as exc:
+            log.warning("cannot build the base venv (%s); installing without it", exc)
+            base = None
+        yield base
+    finally:
+        lock.release()
+
+
+def clean_base(layout: Layout) -> list[Path]:
+    """Remove what interrupted base builds left behind, unless a build is running now."""
+    lock = FileLock(layout.locks_dir / f"{BASE_DIR}.lock")
+    if not lock.acquire(timeout_s=0):
+        return []
+    try:
+        stale = [e for e in _entries(layout.venvs_dir / BASE_DIR) if e.name.startswith(".")]
+        return [e for e in stale if remove_tree(e)]
+    finally:
+        lock.release()
+
+
+def find_base(layout: Layout, key: str, max_age_s: float) -> Base | None:
+    """The base for `key` if it exists and is younger than `max_age_s`."""
+    path = layout.venvs_dir / BASE_DIR / key
+    try:
+        manifest = msgspec.json.decode((path / MANIFEST).read_bytes(), type=Manifest)
+    except (OSError, msgspec.MsgspecError):
+        return None
+    if manifest.key != key or time.time() - manifest.created_at > max_age_s:
+        return None
+    return Base(path, manifest)
+
+
+def clone(base: Base, venv: Path) -> Linked:
+    """Link the base's site-packages into the fresh venv `venv`; copy its scripts over."""
+    linked = Linked(venv)
+    for source_site in site_packages(base.path):
+        target_site = venv / source_site.relative_to(base.path)
+        if not target_site.is_dir():
+            raise InstallFailed(f"the base venv {base.path} does not match the new venv {venv}")
+        _link_tree(source_site, target_site, linked.files)
+    old, new = base.manifest.built_at.encode(), str(venv).encode()
+    for name in base.manifest.scripts:
+        script = venv / "bin" / name
+        script.write_bytes((base.path / "bin" / name).read_bytes().replace(old, new))
+        script.chmod(0o755)
+    linked.startup_files = _startup_files(venv)
+    return linked
+
+
+def _link_tree(source: Path, target: Path, files: list[tuple[Path, int, int]]) -> None:
+    for dirpath, dirnames, filenames in os.walk(source):
+        here = target / Path(dirpath).relative_to(source)
+        for name in [*filenames, *(d for d in dirnames if Path(dirpath, d).is_symlink())]:
+            src, dst = Path(dirpath, name), here / name
+            if dst.exists() or dst.is_symlink():
+                continue  # made by the venv's creation (`_virtualenv.pth`): keep its own
+            os.link(src, dst, follow_symlinks=False)
+            st = dst.lstat()
+            files.append((dst, st.st_dev, st.st_ino))
+        for name in dirnames:
+            if not Path(dirpath, name).is_symlink():
+                (here / name).mkdir(exist_ok=True)
+
+
+def _startup_files(venv: Path) -> frozenset[str]:
+    """The `.pth` files and start-up hooks at the top of the venv's site-packages."""
+    found: set[str] = set()
+    for site in site_packages(venv):
+        try:
+            names = [p.name for p in site.iterdir()]
+        except OSError:
+            continue
+        found.update(n for n in names if n.endswith(".pth") or n in STARTUP_HOOKS)
+    return frozenset(found)
+
+
+def _build(
+    layout: Layout, builder: VenvBuilder, bundled: BundledWheels, sources: Sources, key: str
+) -> Base:
+    root = layout.venvs_dir / BASE_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    building = root / f"{BUILDING_PREFIX}{secrets.token_hex(4)}"
+    try:
+        builder.create(building, prompt="hiagent-base")
+        fresh_bin = _names(building / "bin")
+        builder.install(building, [bundled.shim, bundled.sdk], sources)
+        _warm_bytecode(builder, building)
+        manifest = Manifest(
+            key=key,
+            created_at=time.time(),
+            built_at=str(building),
+            distributions=builder.dependencies(building),
+            scripts=sorted(_names(building / "bin") - fresh_bin),
+        )
+        atomic_write_bytes(building / MANIFEST, msgspec.json.encode(manifest))
+        remove_tree(root / key)  # an expired base of the same key
+        building.rename(root / key)
+    except BaseException:
+        remove_tree(building)
+        raise
+    _prune(root, keep=key)
+    return Base(root / key, manifest)
+
+
+def _names(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir()}
+
+
+def _warm_bytecode(builder: VenvBuilder, venv: Path) -> None:
+    done = run(
+        [venv_python(venv), "-c", WARM_IMPORTS],
+        env=builder.env,
+        cwd=builder.cwd,
+        timeout_s=WARM_TIMEOUT_S,
+        cancel=builder.cancel,
+    )
+    if not done.ok:
+        raise InstallFailed("the base venv cannot import the SDK", data={"output_tail": done.tail})
+
+
+def _prune(root: Path, *, keep: str) -> None:
+    """Remove every other base (and what an interrupted build left); they are unused now."""
+    for entry in _entries(root):
+        if entry.name != keep:
+            remove_tree(entry)
+
+
+def _entries(root: Path) -> Sequence[Path]:
+    try:
+        return sorted(root.iterdir())
+    except OSError:
+        return []
