@@ -26,7 +26,7 @@ from hiagent_shim.plugins import PACKAGE_ENV, Package, ShimError, load_package, 
 from hiagent_shim.protocol import ProtocolFault
 from hiagent_shim.report import failure, note
 from hiagent_shim.streams import async_items, awaited, close_items
-from hiagent_shim.threads import CallThreads, ToolExecutor, track
+from hiagent_shim.threads import CallThreads, ToolExecutor, ToolLoop, track
 from hiagent_shim.wire import Line, OversizeLine, Stdio, WireReader, WireWriter
 
 DEFAULT_STREAM_WINDOW: Final = 64
@@ -359,7 +359,7 @@ def _int_param(params: dict[str, Any], key: str, minimum: int) -> int:
 
 def run(stdio: Stdio) -> int:
     """Run the server on a fresh event loop in this (the main) thread; return the exit code."""
-    loop = asyncio.new_event_loop()
+    loop = ToolLoop()
     asyncio.set_event_loop(loop)
     loop.set_default_executor(ToolExecutor(DEFAULT_THREAD_POOL_SIZE))
     server = Server(stdio, loop)
