@@ -10,6 +10,7 @@ writes everything queued in one go.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -143,6 +144,12 @@ class FrameWriter:
     writing already: that task takes every frame queued meanwhile along before it returns, so a
     caller never waits behind a lock and a burst of calls leaves in a few writes. A write runs
     shielded, so a cancelled writer never leaves half a frame (or other callers' frames) behind.
+
+    On asyncio, where a child's stdin is anyio's wrapper of an asyncio `StreamWriter`, the
+    outbox goes straight to the pipe's transport, without an await: the transport takes the
+    whole write at once (what the pipe does not take now it keeps, in order). Only when the
+    child stops keeping up (the transport holds more than its high-water mark) does `flush`
+    wait, as on every other stream, for the pipe to drain, bounded by `stall_s`.
     """
 
     def __init__(self, stream: ByteSendStream, max_frame_bytes: int) -> None:
@@ -151,6 +158,13 @@ class FrameWriter:
         self._encoder = msgspec.json.Encoder()
         self._outbox = bytearray()
         self._writing = False
+        self._transport = asyncio_transport(stream)
+        self._closed = False
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames go straight to an asyncio transport (else through `stream.send`)."""
+        return self._transport is not None
 
     def queue(self, message: object) -> None:
         """Add `message` as a frame; FrameTooLarge, with nothing queued, if its JSON is too long."""
@@ -175,13 +189,17 @@ class FrameWriter:
         longer than `stall_s`. Errors of the stream (it closed, it broke) are raised."""
         if self._writing or not self._outbox:
             return True
+        if self._transport is not None and self._write_direct(self._transport):
+            return True
         self._writing = True
         try:
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + stall_s) as scope:
-                while self._outbox:
+                while True:  # once at least: a direct write may have left the pipe backed up
                     data = bytes(self._outbox)  # the outbox is reused: frames queue on meanwhile
                     self._outbox.clear()
-                    await self._stream.send(data)
+                    await self._stream.send(data)  # b"": waits for the pipe to drain
+                    if not self._outbox:
+                        break
         except BaseException:
             self._outbox.clear()
             raise
@@ -192,7 +210,35 @@ class FrameWriter:
             return False
         return True
 
+    def _write_direct(self, transport: asyncio.WriteTransport) -> bool:
+        """Hand the outbox to the transport; whether the pipe keeps up (else wait for it)."""
+        if transport.is_closing():
+            self._outbox.clear()
+            raise anyio.ClosedResourceError if self._closed else anyio.BrokenResourceError
+        data = bytes(self._outbox)
+        self._outbox.clear()
+        transport.write(data)
+        if transport.is_closing():  # the write failed: the child closed its stdin
+            raise anyio.BrokenResourceError
+        return transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
+
     async def aclose(self) -> None:
         """Close the underlying stream (what is still queued is dropped)."""
         self._outbox.clear()
+        self._closed = True
         await self._stream.aclose()
+
+
+def asyncio_transport(stream: ByteSendStream) -> asyncio.WriteTransport | None:
+    """The asyncio transport under `stream` when it is anyio's wrapper of an asyncio
+    `StreamWriter` (a child's stdin from `anyio.open_process` on asyncio), else None.
+
+    anyio keeps the writer in the wrapper's `_stream`; should that change, every write simply
+    goes through `stream.send` again (tests/rpc checks that a child's stdin still takes the
+    direct path).
+    """
+    writer = getattr(stream, "_stream", None)
+    if not isinstance(writer, asyncio.StreamWriter):
+        return None
+    transport = writer.transport
+    return transport if isinstance(transport, asyncio.WriteTransport) else None

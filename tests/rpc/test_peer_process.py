@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from anyio.abc import Process
 
 from hiagent_host.errors import PLUGIN_CRASHED, HostError
 from hiagent_host.rpc import RpcPeer
+from hiagent_host.rpc.framing import FrameWriter
+from hiagent_host.rpc.messages import Request
 
 CHILD = Path(__file__).with_name("child.py")
 
@@ -71,3 +74,55 @@ async def test_a_child_that_dies_fails_every_pending_call_promptly() -> None:
             assert await process.wait() == 3
             assert peer.closed.is_set()
     assert errors == [PLUGIN_CRASHED] * 4
+
+
+@pytest.mark.anyio
+async def test_frames_to_a_child_on_asyncio_go_straight_to_its_pipe_in_order() -> None:
+    with anyio.fail_after(STEP_S):
+        async with await anyio.open_process([sys.executable, str(CHILD), "1"]) as process:
+            assert process.stdin is not None
+            writer = FrameWriter(process.stdin, 1 << 20)
+            assert writer.direct  # anyio still wraps an asyncio StreamWriter
+            for n in range(3):
+                writer.queue(Request(id=n, method="echo", params={"n": n}))
+            assert await writer.flush(stall_s=STEP_S)
+            await writer.aclose()
+            assert process.stdout is not None
+            answers = b""
+            async for chunk in process.stdout:
+                answers += chunk
+    assert [msgspec.json.decode(line)["id"] for line in answers.splitlines()] == [0, 1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_child_that_stops_reading_stalls_a_direct_write_which_is_reported() -> None:
+    never_reads = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with anyio.fail_after(STEP_S):
+        async with await anyio.open_process(never_reads) as process:
+            assert process.stdin is not None
+            writer = FrameWriter(process.stdin, 1 << 20)
+            writer.queue(Request(id=1, method="echo", params={"pad": "x" * 400_000}))
+            assert await writer.flush(stall_s=0.2) is False  # more than the pipe takes
+            process.kill()
+
+
+@pytest.mark.anyio
+async def test_a_direct_write_to_a_child_that_has_exited_raises_broken() -> None:
+    with anyio.fail_after(STEP_S):
+        async with await anyio.open_process([sys.executable, "-c", "pass"]) as process:
+            assert process.stdin is not None
+            writer = FrameWriter(process.stdin, 1 << 20)
+            assert await process.wait() == 0
+            with pytest.raises(anyio.BrokenResourceError):
+                await write_until_refused(writer)
+            await writer.aclose()
+            with pytest.raises(anyio.ClosedResourceError):
+                await write_until_refused(writer)
+
+
+async def write_until_refused(writer: FrameWriter) -> None:
+    """Write frames until the stream refuses one (the first may still reach a pipe's buffer)."""
+    for n in range(100):
+        writer.queue(Request(id=n, method="echo"))
+        await writer.flush(stall_s=STEP_S)
+        await anyio.sleep(0.01)  # the loop notices the closed pipe
