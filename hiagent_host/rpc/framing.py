@@ -147,9 +147,12 @@ class FrameWriter:
 
     On asyncio, where a child's stdin is anyio's wrapper of an asyncio `StreamWriter`, the
     outbox goes straight to the pipe's transport, without an await: the transport takes the
-    whole write at once (what the pipe does not take now it keeps, in order). Only when the
-    child stops keeping up (the transport holds more than its high-water mark) does `flush`
-    wait, as on every other stream, for the pipe to drain, bounded by `stall_s`.
+    whole write at once (what the pipe does not take now it keeps, in order). The first frame
+    of a turn of the loop leaves at once; frames queued after it in the same turn leave
+    together at the start of the next one (a burst of calls wakes the child once or twice, not
+    once per call). Only when the child stops keeping up (the transport holds more than its
+    high-water mark) does `flush` wait, as on every other stream, for the pipe to drain,
+    bounded by `stall_s`.
     """
 
     def __init__(self, stream: ByteSendStream, max_frame_bytes: int) -> None:
@@ -159,6 +162,8 @@ class FrameWriter:
         self._outbox = bytearray()
         self._writing = False
         self._transport = asyncio_transport(stream)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._later = False  # a direct write is due at the start of the loop's next turn
         self._closed = False
 
     @property
@@ -189,8 +194,14 @@ class FrameWriter:
         longer than `stall_s`. Errors of the stream (it closed, it broke) are raised."""
         if self._writing or not self._outbox:
             return True
-        if self._transport is not None and self._write_direct(self._transport):
-            return True
+        if self._transport is not None:
+            if self._later:
+                return True  # it leaves with the frames of this turn, at the start of the next
+            if self._write_direct(self._transport):
+                self._loop = self._loop or asyncio.get_running_loop()
+                self._later = True
+                self._loop.call_soon(self._write_later)
+                return True
         self._writing = True
         try:
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + stall_s) as scope:
@@ -221,6 +232,16 @@ class FrameWriter:
         if transport.is_closing():  # the write failed: the child closed its stdin
             raise anyio.BrokenResourceError
         return transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
+
+    def _write_later(self) -> None:
+        """The frames queued in the last turn of the loop, written together (see the class)."""
+        self._later = False
+        if self._writing or not self._outbox or self._transport is None:
+            return
+        try:
+            self._write_direct(self._transport)  # a backlog makes the next flush wait
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the child's stdin is gone: its calls fail when its stdout ends
 
     async def aclose(self) -> None:
         """Close the underlying stream (what is still queued is dropped)."""
