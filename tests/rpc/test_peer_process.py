@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
+import struct
 import sys
+import termios
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from anyio.abc import Process
 
 from hiagent_host.errors import PLUGIN_CRASHED, HostError
 from hiagent_host.rpc import RpcPeer
-from hiagent_host.rpc.framing import FrameWriter
+from hiagent_host.rpc.framing import FrameWriter, asyncio_transport
 from hiagent_host.rpc.messages import Request
 
 CHILD = Path(__file__).with_name("child.py")
@@ -126,3 +130,32 @@ async def write_until_refused(writer: FrameWriter) -> None:
         writer.queue(Request(id=n, method="echo"))
         await writer.flush(stall_s=STEP_S)
         await anyio.sleep(0.01)  # the loop notices the closed pipe
+
+
+@pytest.mark.anyio
+async def test_frames_queued_after_the_first_of_a_turn_leave_together_at_the_next_turn() -> None:
+    never_reads = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with anyio.fail_after(STEP_S):
+        async with await anyio.open_process(never_reads) as process:
+            assert process.stdin is not None
+            writer = FrameWriter(process.stdin, 1 << 20)
+            transport = asyncio_transport(process.stdin)
+            assert transport is not None
+            pipe_fd = transport.get_extra_info("pipe").fileno()
+            frames = [Request(id=n, method="echo") for n in range(3)]
+            sizes = [len(msgspec.json.encode(f)) + 1 for f in frames]
+            writer.queue(frames[0])
+            assert await writer.flush(stall_s=STEP_S)
+            assert unread(pipe_fd) == sizes[0]  # the first frame of the turn: at once
+            for frame in frames[1:]:
+                writer.queue(frame)
+                assert await writer.flush(stall_s=STEP_S)
+            assert unread(pipe_fd) == sizes[0]  # the others wait for the end of the turn
+            await anyio.lowlevel.checkpoint()  # one turn of the loop
+            assert unread(pipe_fd) == sum(sizes)
+            process.kill()
+
+
+def unread(fd: int) -> int:
+    """Bytes written to a pipe and not read yet."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
