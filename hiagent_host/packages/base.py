@@ -14,10 +14,12 @@ in one venv unlinks its files there and leaves the base and every other venv alo
 as with uv's cache, which links its files into every venv. Editing a file in place edits it
 everywhere (docs/operations.md says how to patch a venv).
 
-A base appears by an atomic rename, so it is complete whenever it exists. It is rebuilt when
-older than `packages.base_venv_max_age_s`, so new releases of the SDK's dependencies reach new
-venvs, and every other base is removed then. Building, cloning and pruning hold one
-cross-process lock, so no clone ever reads a base being removed.
+A base is built in `.building-<pid>-<random>/` without any lock (a slow index delays only the
+installs waiting for it) and appears under its key by an atomic rename, so it is complete
+whenever it exists. It is rebuilt when older than `packages.base_venv_max_age_s`, so new
+releases of the SDK's dependencies reach new venvs, and every other base is removed then.
+Publishing, pruning and cloning hold one cross-process lock, so no clone ever reads a base
+being removed.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import msgspec
 from hiagent_host.packages.bundled import BundledWheels
 from hiagent_host.packages.bytecode import site_packages
 from hiagent_host.packages.errors import InstallFailed
-from hiagent_host.packages.layout import Layout
-from hiagent_host.packages.recovery import remove_tree
+from hiagent_host.packages.layout import TRASH_PREFIX, Layout
+from hiagent_host.packages.recovery import pid_alive, remove_tree
 from hiagent_host.packages.runner import run
 from hiagent_host.packages.venv import Dependency, Installer, Sources, VenvBuilder, venv_python
 from hiagent_host.storage import FileLock, atomic_write_bytes
@@ -117,44 +119,50 @@ def locked_base(
     *,
     max_age_s: float,
 ) -> Iterator[Base | None]:
-    """A fresh base for this install, built if need be and kept (locked) for the block.
+    """A fresh base for this install, built if need be, and locked (never pruned) for the block.
 
     None when there can be none: disabled, pip, a peer holding the lock too long, or a file
     system refusing the base directory (logged; the install then does everything itself).
     A base the installer cannot build fails the install: the same shim and SDK are part of it.
+    The build runs without the lock, so a slow index delays only the installs that need it.
     """
     if max_age_s <= 0 or builder.installer is not Installer.UV:
         yield None
         return
-    lock = FileLock(layout.locks_dir / f"{BASE_DIR}.lock")
-    if not lock.acquire(timeout_s=BASE_LOCK_TIMEOUT_S):
-        log.warning("the base venv stayed locked for %s s; going without", BASE_LOCK_TIMEOUT_S)
-        yield None
-        return
-    try:
-        key = base_key(builder, bundled, sources)
+    key = base_key(builder, bundled, sources)
+    if find_base(layout, key, max_age_s) is None:
         try:
-            base = find_base(layout, key, max_age_s) or _build(
-                layout, builder, bundled, sources, key
-            )
+            _build(layout, builder, bundled, sources, key, max_age_s)
         except OSError as exc:
             log.warning("cannot build the base venv (%s); installing without it", exc)
-            base = None
-        yield base
+            yield None
+            return
+    with _locked(layout) as held:
+        yield find_base(layout, key, max_age_s) if held else None
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout, timeout_s: float = BASE_LOCK_TIMEOUT_S) -> Iterator[bool]:
+    lock = FileLock(layout.locks_dir / f"{BASE_DIR}.lock")
+    if not lock.acquire(timeout_s=timeout_s):
+        if timeout_s:
+            log.warning("the base venv stayed locked for %s s; going without", timeout_s)
+        yield False
+        return
+    try:
+        yield True
     finally:
         lock.release()
 
 
 def clean_base(layout: Layout) -> list[Path]:
-    """Remove what interrupted base builds left behind, unless a build is running now."""
-    lock = FileLock(layout.locks_dir / f"{BASE_DIR}.lock")
-    if not lock.acquire(timeout_s=0):
-        return []
-    try:
-        stale = [e for e in _entries(layout.venvs_dir / BASE_DIR) if e.name.startswith(".")]
-        return [e for e in stale if remove_tree(e)]
-    finally:
-        lock.release()
+    """Remove what interrupted base builds left behind (but not a build running now)."""
+    removed: list[Path] = []
+    with _locked(layout, timeout_s=0) as held:
+        for entry in _entries(layout.venvs_dir / BASE_DIR) if held else ():
+            if entry.name.startswith(TRASH_PREFIX) or _abandoned_build(entry):
+                removed += [entry] if remove_tree(entry) else []
+    return removed
 
 
 def find_base(layout: Layout, key: str, max_age_s: float) -> Base | None:
@@ -214,11 +222,17 @@ def _startup_files(venv: Path) -> frozenset[str]:
 
 
 def _build(
-    layout: Layout, builder: VenvBuilder, bundled: BundledWheels, sources: Sources, key: str
-) -> Base:
+    layout: Layout,
+    builder: VenvBuilder,
+    bundled: BundledWheels,
+    sources: Sources,
+    key: str,
+    max_age_s: float,
+) -> None:
+    """Build a base beside the others and publish it, unless a peer published one first."""
     root = layout.venvs_dir / BASE_DIR
     root.mkdir(parents=True, exist_ok=True)
-    building = root / f"{BUILDING_PREFIX}{secrets.token_hex(4)}"
+    building = root / f"{BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         builder.create(building, prompt="hiagent-base")
         fresh_bin = _names(building / "bin")
@@ -232,13 +246,21 @@ def _build(
             scripts=sorted(_names(building / "bin") - fresh_bin),
         )
         atomic_write_bytes(building / MANIFEST, msgspec.json.encode(manifest))
-        remove_tree(root / key)  # an expired base of the same key
-        building.rename(root / key)
-    except BaseException:
-        remove_tree(building)
-        raise
-    _prune(root, keep=key)
-    return Base(root / key, manifest)
+        with _locked(layout) as held:
+            if held and find_base(layout, key, max_age_s) is None:
+                remove_tree(root / key)  # an expired base of the same key
+                building.rename(root / key)
+                _prune(root, keep=key)
+    finally:
+        remove_tree(building)  # unless it was published
+
+
+def _abandoned_build(entry: Path) -> bool:
+    """A `.building-<pid>-…` directory whose process is gone."""
+    if not entry.name.startswith(BUILDING_PREFIX):
+        return False
+    pid = entry.name[len(BUILDING_PREFIX) :].partition("-")[0]
+    return not (pid.isdigit() and pid_alive(int(pid)))
 
 
 def _names(directory: Path) -> set[str]:
@@ -258,9 +280,9 @@ def _warm_bytecode(builder: VenvBuilder, venv: Path) -> None:
 
 
 def _prune(root: Path, *, keep: str) -> None:
-    """Remove every other base (and what an interrupted build left); they are unused now."""
+    """Remove every other base: no clone can be reading one (the lock is held)."""
     for entry in _entries(root):
-        if entry.name != keep:
+        if entry.name != keep and not entry.name.startswith(BUILDING_PREFIX):
             remove_tree(entry)
 
 

@@ -106,14 +106,17 @@ def _build(
     probe_data.mkdir()
     env = probe_env(config.pool, contents.name, probe_data)
     build_dir.parent.mkdir(parents=True, exist_ok=True)
-    linked = _create(
-        layout, builder, bundled, sources, build_dir, request, build, cfg.base_venv_max_age_s
-    )
+    prompt = f"{contents.name}-{contents.version}"
+    builder.create(build_dir, prompt=prompt)
+    _check(cancel)
+    report(INSTALLING)
+    # An offline bundle's wheels are its only source: nothing may come from a base.
+    base_max_age_s = 0.0 if contents.bundled_wheels else cfg.base_venv_max_age_s
+    linked = _link_base(layout, builder, bundled, sources, build_dir, prompt, base_max_age_s)
     _check(cancel)
     # The probe starts now and imports the SDK while the installer runs.
     started = start_probe(build_dir, env=env, cwd=probe_data) if linked else None
     try:
-        report(INSTALLING)
         builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
         if donor is not None:
             seed_bytecode(donor, build_dir)
@@ -165,29 +168,24 @@ def _build(
     return record
 
 
-def _create(
+def _link_base(
     layout: Layout,
     builder: VenvBuilder,
     bundled: BundledWheels,
     sources: Sources,
     build_dir: Path,
-    request: Request,
-    build: str,
-    base_max_age_s: float,
+    prompt: str,
+    max_age_s: float,
 ) -> Linked | None:
-    """Create the venv, holding the base venv's files when there is one (and not a bundle)."""
-    prompt = f"{request.contents.name}-{request.contents.version}"
-    # An offline bundle's wheels are its only source: nothing may come from elsewhere.
-    max_age_s = 0.0 if request.contents.bundled_wheels else base_max_age_s
+    """Give the fresh venv the base venv's files, if there is a base; what was linked."""
     with locked_base(layout, builder, bundled, sources, max_age_s=max_age_s) as base:
-        builder.create(build_dir, prompt=prompt)
         if base is None:
             return None
         try:
             return clone(base, build_dir)
         except (OSError, InstallFailed) as exc:  # e.g. another file system: no hard links
-            log.warning("cannot link the base venv into %s (%s); installing without it", build, exc)
-    remove_tree(build_dir)
+            log.warning("cannot link the base venv into %s (%s); going without", build_dir, exc)
+    remove_tree(build_dir)  # half linked: start again from an empty venv
     builder.create(build_dir, prompt=prompt)
     return None
 

@@ -171,8 +171,12 @@ def test_recover_removes_what_an_interrupted_base_build_left(
     wheel = build_plugin(tmp_path, "pkg-base-recover", "1.0")
     pm.install(wheel.as_uri(), wheel.name, force=False)
     base = only_base(pm)
-    partial = base.parent / ".building-0123abcd"
-    (partial / "lib").mkdir(parents=True)
-    assert partial in pm.recover()
+    partial = base.parent / ".building-999999999-0123abcd"  # no such process
+    running = base.parent / f".building-{os.getpid()}-4567cdef"  # this one is alive
+    for build in (partial, running):
+        (build / "lib").mkdir(parents=True)
+    removed = pm.recover()
+    assert partial in removed
     assert not partial.exists()
-    assert only_base(pm) == base
+    assert running.is_dir()
+    assert sorted(p.name for p in base.parent.iterdir()) == sorted([base.name, running.name])
