@@ -130,6 +130,10 @@ class Metrics:
         )
         self.queue_depth: int | None = None
         self._pool_stats: Callable[[], Any] = lambda: None
+        # The labelled children, looked up once per label set: `labels()` locks and
+        # validates on every call, which costs a tool call more than the count itself.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._tool_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def watch_pool(self, stats: Callable[[], Any]) -> None:
         """Report `stats()` (a PoolStats) at every scrape."""
@@ -140,12 +144,25 @@ class Metrics:
         return self._pool_stats()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route, method).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route, method),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_tool_call(self, package: str, outcome: str, seconds: float) -> None:
-        self.tool_calls.labels(package, outcome).inc()
-        self.tool_seconds.labels(package).observe(seconds)
+        key = (package, outcome)
+        children = self._tool_children.get(key)
+        if children is None:
+            children = (self.tool_calls.labels(package, outcome), self.tool_seconds.labels(package))
+            self._tool_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_install(self, outcome: str, seconds: float) -> None:
         self.install_seconds.labels(outcome).observe(seconds)

@@ -6,6 +6,7 @@ the call and scrubbed from any error that comes back.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -154,6 +155,7 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
     return responses.ok(result)
 
 
+@functools.lru_cache(maxsize=1024)
 def _package_label(pkg: str) -> str:
     return str(canonicalize_name(pkg))
 
