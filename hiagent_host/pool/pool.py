@@ -320,14 +320,17 @@ class Pool:
     async def _acquire(self, record: PackageRecord) -> Child:
         """A child of `record` with one call reserved on it, started if need be."""
         key: SlotKey = (record.dir_name, record.version_dir)
-        deadline = time.monotonic() + self._pool.acquire_timeout_s
+        deadline: float | None = None
         while True:
             if self._closing:
                 raise ShuttingDown("the host is shutting down")
             child = self._pick(key, record)
             if child is not None:
                 break
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self._pool.acquire_timeout_s
+            remaining = deadline - now
             if remaining <= 0:
                 retry = retry_after_s(self._pool.acquire_timeout_s)
                 raise PoolExhausted(
@@ -358,8 +361,10 @@ class Pool:
     def _pick(self, key: SlotKey, record: PackageRecord) -> Child | None:
         """The child to use now, or None to wait for a change (synchronous: no races)."""
         current = fingerprint(record)
-        serving = self._serving.get(key, [])
-        for child in [c for c in serving if c.needs_replacement and c.usable]:
+        serving = self._serving.get(key)
+        if serving and not any(_worn_or_stale(c, record, current) for c in serving):
+            return self._choose(key, record, serving)  # the usual case: nothing to retire
+        for child in [c for c in serving or () if c.needs_replacement and c.usable]:
             self._replace_worn(child)  # it learnt of its abandoned thread after its last call
         serving = self._serving.get(key, [])
         stale = [c for c in serving if c.fingerprint != current]
@@ -370,10 +375,7 @@ class Pool:
                 self._spawn_task(self._retire, child, StopCause.REPLACED)
             serving = self._serving.get(key, [])
         if serving:
-            best = min(serving, key=lambda c: c.in_flight)
-            if best.in_flight == 0 or len(serving) >= self._replicas(record):
-                return best
-            return self._start(key, record) if self._has_room() else best
+            return self._choose(key, record, serving)
         blocked = self._policy.blocked_for(key, time.monotonic())
         if blocked is not None:
             raise PluginUnavailable(
@@ -390,6 +392,17 @@ class Pool:
             self._unserve(victim)
             victim.request_stop(StopCause.EVICTED)
         return None
+
+    def _choose(self, key: SlotKey, record: PackageRecord, serving: list[Child]) -> Child:
+        """Among the serving children of `key`: an idle one, else a new replica while there is
+        room, else the one with the fewest calls in flight."""
+        best = serving[0]
+        for child in serving:
+            if child.in_flight < best.in_flight:
+                best = child
+        if best.in_flight == 0 or len(serving) >= self._replicas(record):
+            return best
+        return self._start(key, record) if self._has_room() else best
 
     def _has_room(self) -> bool:
         return len(self._live) < self._pool.max_subprocess
@@ -550,6 +563,13 @@ class Pool:
             timeouts=self._timeouts,
             idle_stops=self._idle_stops,
         )
+
+
+def _worn_or_stale(child: Child, record: PackageRecord, current: tuple[str, str, str]) -> bool:
+    """Whether `child` must be retired before a call picks among its slot's children."""
+    if child.record is not record and child.fingerprint != current:
+        return True
+    return child.needs_replacement and child.usable
 
 
 def _same(record: PackageRecord, name: str, version: str) -> bool:

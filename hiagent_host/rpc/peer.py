@@ -35,7 +35,13 @@ from hiagent_host.rpc.errors import (
 )
 from hiagent_host.rpc.framing import FrameReader, FrameWriter, OversizeFrame
 from hiagent_host.rpc.messages import ErrorObject, Incoming, Notification, Request, StreamItem
-from hiagent_host.rpc.pending import Pending, PendingStream, fresh, running_asyncio_loop
+from hiagent_host.rpc.pending import (
+    Deadlines,
+    Pending,
+    PendingStream,
+    fresh,
+    running_asyncio_loop,
+)
 
 # A write the child does not take off its stdin for this long means it stopped reading: a frozen
 # or dying child, or one whose event loop a plugin blocks (the shim reads on its loop) with a
@@ -115,6 +121,7 @@ class RpcPeer:
         self.abandoned_threads = 0  # cancelled calls whose tool thread the child could not stop
         self._loop: asyncio.AbstractEventLoop | None = None  # see `pending`
         self._loop_known = False
+        self._deadlines: Deadlines | None = None  # the calls' deadlines, on asyncio
         self._pending: dict[int, Pending] = {}
         self._next_id = 1
         self._close_error: HostError | None = None
@@ -161,14 +168,23 @@ class RpcPeer:
     async def call(self, method: str, params: Any = None, *, timeout_s: float | None) -> Any:
         """Send a request and return its result; the child's error is raised as a HostError."""
         pending = Pending(self._new_id(), method, self._running_loop())
-        deadline = pending.now() + _seconds(timeout_s)
+        deadlines = self._deadlines if timeout_s is not None else None
+        deadline = 0.0 if deadlines is not None else pending.now() + _seconds(timeout_s)
         self._open(pending, params)
+        if deadlines is not None:
+            deadlines.add(pending, _seconds(timeout_s))  # counts from here, as `deadline` does
         try:
             await self._flush()  # shielded and bounded on its own
-            if not await pending.wait_until(deadline):
+            if deadlines is not None:
+                in_time = await pending.wait()
+            else:
+                in_time = await pending.wait_until(deadline)
+            if not in_time:
                 await self._expire(pending, timeout_s)
             return pending.outcome()
         finally:
+            if deadlines is not None:
+                deadlines.remove(pending, _seconds(timeout_s))
             if not pending.answered:
                 await self._cancel(pending)
             self._pending.pop(pending.id, None)
@@ -332,6 +348,8 @@ class RpcPeer:
         """The asyncio loop the peer runs on, or None on another backend (asked once)."""
         if not self._loop_known:
             self._loop, self._loop_known = running_asyncio_loop(), True
+            if self._loop is not None:
+                self._deadlines = Deadlines(self._loop)
         return self._loop
 
     def _new_id(self) -> int:

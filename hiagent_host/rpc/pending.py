@@ -1,10 +1,10 @@
 """One call in flight on the host's end of the wire: its outcome, and how its caller waits for it.
 
 The first outcome wins (the child's answer, a failure of the wire). A caller waits until then
-or until its deadline. On asyncio (what the host runs on) that wait is a bare future and a
-loop timer: anyio's Event and cancel scope cost several times as much, and a warm call is
-mostly this bookkeeping (see bench/pool.py). Other anyio backends wait on an anyio Event in a
-cancel scope.
+or until its deadline. On asyncio (what the host runs on) that wait is a bare future, and the
+deadlines of all of a peer's calls share one loop timer (`Deadlines`): anyio's Event and
+cancel scope, or even a loop timer per call, cost a good part of a warm call (see
+bench/pool.py). Other anyio backends wait on an anyio Event in a cancel scope.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class Pending:
     def __init__(self, call_id: int, method: str, loop: asyncio.AbstractEventLoop | None) -> None:
         self.id = call_id
         self.method = method
+        self.deadline = math.inf  # when its `Deadlines` lets it expire
+        self.expired = False  # its deadline passed (it may still get an outcome later)
         self.finished = False
         self.result: Any = None
         self.error: HostError | None = None
@@ -84,12 +86,90 @@ class Pending:
                 timer.cancel()
         return self.finished
 
+    async def wait(self) -> bool:
+        """Until the call has an outcome or its deadline passed (`expire`); whether it has an
+        outcome. Asyncio only: the deadline is kept by a `Deadlines`."""
+        if self.finished or self.expired:
+            return self.finished
+        if self._loop is None:
+            raise RuntimeError("Pending.wait needs an asyncio loop; use wait_until")
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        return self.finished
+
+    def expire(self) -> None:
+        """The deadline passed: wake the caller of `wait` (it finds no outcome)."""
+        self.expired = True
+        if self._waiter is not None:
+            _wake(self._waiter)
+
     def _finish(self) -> None:
         self.finished = True
         if self._waiter is not None:
             _wake(self._waiter)
         if self._event is not None:
             self._event.set()
+
+
+class Deadlines:
+    """The deadlines of one peer's calls, on one loop timer armed for the earliest of them.
+
+    Calls are kept in lanes by timeout; a lane is in order of deadline, as calls join it as they
+    start and the loop's clock only moves on. So the earliest deadline of a lane is its first
+    call's, a call that ends leaves its lane in O(1), and with one timeout for every call (the
+    usual case) a call costs no timer of its own: the timer fires about once per timeout
+    period (at the deadline of the oldest call it was armed for) and is armed again for the
+    call that is now the oldest.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lanes: dict[float, dict[int, Pending]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def add(self, pending: Pending, timeout_s: float) -> None:
+        """Give `pending` its deadline, `timeout_s` from now; it expires then unless removed."""
+        pending.deadline = self._loop.time() + timeout_s
+        lane = self._lanes.get(timeout_s)
+        if lane is None:
+            lane = self._lanes[timeout_s] = {}
+        lane[pending.id] = pending
+        if pending.deadline < self._timer_at:
+            self._arm(pending.deadline)
+
+    def remove(self, pending: Pending, timeout_s: float) -> None:
+        """`pending` no longer needs its deadline (it ended, or it expired already)."""
+        lane = self._lanes.get(timeout_s)
+        if lane is not None and lane.pop(pending.id, None) is not None and not lane:
+            del self._lanes[timeout_s]
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._fire)
+        self._timer_at = when
+
+    def _fire(self) -> None:
+        """Expire every call whose deadline has passed; arm the timer for the next one."""
+        self._timer, self._timer_at = None, math.inf
+        now = self._loop.time()
+        earliest = math.inf
+        for timeout_s, lane in list(self._lanes.items()):
+            while lane:
+                first = lane[next(iter(lane))]
+                if first.deadline > now:
+                    earliest = min(earliest, first.deadline)
+                    break
+                del lane[first.id]
+                first.expire()
+            if not lane:
+                del self._lanes[timeout_s]
+        if earliest < math.inf:
+            self._arm(earliest)
 
 
 class PendingStream(Pending):

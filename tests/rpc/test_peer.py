@@ -160,6 +160,52 @@ async def test_a_deadline_without_acknowledgement_says_so_after_the_grace_period
         assert await peer.call("ping", timeout_s=STEP_S) == "pong"
 
 
+@pytest.mark.anyio
+async def test_a_short_deadline_expires_on_time_behind_a_call_with_a_longer_one() -> None:
+    async with connected() as (peer, child), anyio.create_task_group() as tg:
+        long_result: list[Any] = []
+
+        async def long_call() -> None:
+            long_result.append(await peer.call("run_tool", {"n": 1}, timeout_s=STEP_S * 10))
+
+        tg.start_soon(long_call)
+        first = await child.receive()
+        tg.start_soon(acknowledge_cancels, child, 1)
+        started = anyio.current_time()
+        with pytest.raises(DeadlineExceeded) as caught:
+            await peer.call("run_tool", {"n": 2}, timeout_s=SHORT_S)
+        elapsed = anyio.current_time() - started
+        await child.answer(first["id"], "long one")
+    assert caught.value.cancel_acknowledged is True
+    assert SHORT_S <= elapsed < STEP_S / 2  # its own deadline, not the long call's
+    assert long_result == ["long one"]
+
+
+@pytest.mark.anyio
+async def test_calls_with_one_timeout_expire_each_at_its_own_deadline_never_early() -> None:
+    timeout_s = 0.2
+    async with connected() as (peer, child), anyio.create_task_group() as tg:
+        tg.start_soon(child_answers_pong, child)
+        assert await peer.call("ping", timeout_s=timeout_s) == "pong"  # armed the timer, left
+        await anyio.sleep(timeout_s / 2)  # the next call's deadline is after that timer
+        tg.start_soon(acknowledge_cancels, child, 1)
+        started = anyio.current_time()
+        with pytest.raises(DeadlineExceeded):
+            await peer.call("run_tool", {}, timeout_s=timeout_s)
+        elapsed = anyio.current_time() - started
+    assert timeout_s <= elapsed < STEP_S / 2
+
+
+async def acknowledge_cancels(child: ScriptedChild, calls: int) -> None:
+    """Take `calls` requests; answer each one's `$/cancelRequest` with `Cancelled`."""
+    for _ in range(calls):
+        request = await child.receive()
+        if request.get("method") != "$/cancelRequest":
+            request = await child.receive()
+        data = {"code": "Cancelled", "http_code": 499, "data": None}
+        await child.fail(request["params"]["id"], REQUEST_CANCELLED, "cancelled", data)
+
+
 async def child_answers_pong(child: ScriptedChild) -> None:
     request = await child.receive()
     await child.answer(request["id"], "pong")
