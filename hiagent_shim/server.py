@@ -54,7 +54,7 @@ class Call:
 class Server:
     """The request loop of one shim process."""
 
-    def __init__(self, stdio: Stdio, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, stdio: Stdio, loop: ToolLoop) -> None:
         self._loop = loop
         self._reader = WireReader(
             stdio.wire_in, loop, on_line=self._on_line, on_end=self.stop, on_hangup=start_watchdog
@@ -251,7 +251,7 @@ class Server:
     def _start(self, call_id: int, label: str, work: Callable[[Call], Awaitable[Any]]) -> None:
         call = Call(call_id, label)
         self._calls[call_id] = call
-        call.task = self._loop.create_task(self._run(call, work))
+        call.task = self._loop.start_task(self._run(call, work))
 
     async def _run(self, call: Call, work: Callable[[Call], Awaitable[Any]]) -> None:
         track(call.threads)  # this task's context: executor work it submits is the call's

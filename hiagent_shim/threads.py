@@ -16,10 +16,12 @@ cancelled before a worker took it never runs (as with `ThreadPoolExecutor`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
+import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from queue import SimpleQueue
@@ -29,6 +31,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 # dropped once this many are held.
 PRUNE_AT: Final = 16
 THREAD_NAME_PREFIX: Final = "hiagent-tool"
+EAGER_TASKS: Final = sys.version_info >= (3, 12)  # asyncio.Task(..., eager_start=True)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -239,7 +242,8 @@ class ToolExecutor(ThreadPoolExecutor):
 
 
 class ToolLoop(asyncio.SelectorEventLoop):
-    """The shim's event loop: `run_in_executor` on its `ToolExecutor` skips `concurrent.futures`.
+    """The shim's event loop: `run_in_executor` on its `ToolExecutor` skips `concurrent.futures`,
+    and `start_task` runs a task's first step at once.
 
     Workers hand results back through `deliver`, which wakes the loop once for every result
     that finished before it got round to them.
@@ -250,6 +254,27 @@ class ToolLoop(asyncio.SelectorEventLoop):
         self._tools: ToolExecutor | None = None
         self._finished: deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = deque()
         self._wake_sent = False
+
+    def start_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task for `coro` whose first step runs now, inside this call, not at the loop's
+        next turn: a call that needs no await (an async tool) is answered without one more
+        trip through the loop. On Python 3.12+ that is an eager task. Before, the task is made
+        as usual and, when no other task is running (the shim starts calls from the wire's
+        reader callback), its first step, the handle it just queued (recognised by the task's
+        own context), is taken off the queue and run here; otherwise it stays queued.
+        """
+        if EAGER_TASKS:
+            return asyncio.Task(coro, loop=self, eager_start=True)  # type: ignore[call-arg, unused-ignore]
+        context = contextvars.copy_context()
+        task = self.create_task(coro, context=context)
+        ready: deque[asyncio.Handle] = self._ready  # type: ignore[attr-defined]
+        if (
+            ready
+            and getattr(ready[-1], "_context", None) is context
+            and asyncio.current_task(self) is None
+        ):
+            ready.pop()._run()
+        return task
 
     def set_default_executor(self, executor: Any) -> None:
         super().set_default_executor(executor)

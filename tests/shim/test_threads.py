@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -236,3 +237,70 @@ def test_another_executor_passed_explicitly_is_used_as_is(loop: ToolLoop) -> Non
         assert run(loop, ToolExecutor(1), main).startswith("other")
     finally:
         other.shutdown()
+
+
+def test_start_task_runs_the_first_step_at_once_inside_the_task(loop: ToolLoop) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[object] = []
+    started: list[asyncio.Task[str]] = []
+
+    async def answers_at_once() -> str:
+        seen.append(asyncio.current_task())
+        var.set("the task's own")
+        return "done"
+
+    def from_a_callback() -> None:  # as the shim starts calls: from the wire's reader
+        task = loop.start_task(answers_at_once())
+        assert task.done()  # no turn of the loop in between
+        started.append(task)
+
+    async def main() -> None:
+        loop.call_soon(from_a_callback)
+        while not started:  # noqa: ASYNC110 - a plain callback sets it
+            await asyncio.sleep(0)
+
+    run(loop, ToolExecutor(1), main)
+    assert seen == started  # it ran as its task: asyncio.timeout, anyio work inside it
+    assert started[0].result() == "done"
+    assert var.get() == "unset"  # what it set stays in its own context
+
+
+def test_a_task_started_at_once_that_awaits_goes_on_on_the_loop_and_can_be_cancelled(
+    loop: ToolLoop,
+) -> None:
+    steps: list[str] = []
+    started: list[asyncio.Task[None]] = []
+
+    async def awaits() -> None:
+        steps.append("first")
+        await asyncio.sleep(0)
+        steps.append("second")
+        await asyncio.sleep(STEP_S)
+        steps.append("never")
+
+    def from_a_callback() -> None:
+        started.append(loop.start_task(awaits()))
+        assert steps == ["first"]
+
+    async def main() -> None:
+        loop.call_soon(from_a_callback)
+        while len(steps) < 2:  # noqa: ASYNC110 - the started task appends it
+            await asyncio.sleep(0)
+        started[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await started[0]
+
+    run(loop, ToolExecutor(1), main)
+    assert steps == ["first", "second"]
+
+
+def test_start_task_from_inside_another_task_starts_it_at_the_next_turn(loop: ToolLoop) -> None:
+    async def child() -> str:
+        return "child"
+
+    async def main() -> str:
+        task = loop.start_task(child())
+        assert not task.done() or sys.version_info >= (3, 12)  # eager tasks nest on 3.12+
+        return await task
+
+    assert run(loop, ToolExecutor(1), main) == "child"
