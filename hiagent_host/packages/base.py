@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -58,18 +59,32 @@ BASE_LOCK_TIMEOUT_S: Final = 120.0
 # Importing what a plugin process imports first compiles its bytecode in the base.
 WARM_IMPORTS: Final = "import hiagent_plugin_sdk, hiagent_shim.server, hiagent_shim.describe"
 WARM_TIMEOUT_S: Final = 60.0
+# The prompt a base is made with, replaced by each venv's own in the files `uv venv` writes.
+BASE_PROMPT: Final = b"hiagent-base-prompt"
+# Paths and prompts that every activate script and `#!` line spells the same, unquoted: a
+# base is only used when both the venv's path and its prompt are made of these.
+_SAFE_PATH: Final = re.compile(r"[A-Za-z0-9_./+@%,:=-]+")
+_SAFE_PROMPT: Final = re.compile(r"[A-Za-z0-9_.+!-]+")
 # Files whose mere presence changes what an interpreter does at start-up.
 STARTUP_HOOKS: Final = ("sitecustomize.py", "usercustomize.py")
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
-    """What a base holds; `built_at` is the path its scripts name (it was built there)."""
+    """What a base holds; `built_at` is the path its scripts name (it was built there).
+
+    `skeleton` is everything but site-packages' contents, as `(path, kind, link target)`,
+    kind "dir", "link" or "file" (a file is copied with the base's path and prompt replaced).
+    `dirs` and `files` (with their inode numbers) list its site-packages, relative to the
+    base, so that a clone neither walks nor stats it.
+    """
 
     key: str
     created_at: float
     built_at: str
     distributions: list[Dependency]
-    scripts: list[str]
+    skeleton: list[tuple[str, str, str]]
+    dirs: list[str]
+    files: list[tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -83,17 +98,18 @@ class Linked:
     """What `clone` put into a venv: the links, to tell later whether they are untouched."""
 
     venv: Path
-    files: list[tuple[Path, int, int]] = field(default_factory=list)  # (path, st_dev, st_ino)
+    dev: int
+    files: list[tuple[str, int]] = field(default_factory=list)  # (path, st_ino)
     startup_files: frozenset[str] = frozenset()
 
     def intact(self) -> bool:
         """No linked file was replaced or removed, and no start-up hook (`.pth`) was added."""
-        for path, dev, ino in self.files:
+        for path, ino in self.files:
             try:
-                st = path.lstat()
+                st = os.lstat(path)
             except OSError:
                 return False
-            if (st.st_dev, st.st_ino) != (dev, ino):
+            if st.st_ino != ino or st.st_dev != self.dev:
                 return False
         return _startup_files(self.venv) == self.startup_files
 
@@ -110,6 +126,37 @@ def base_key(builder: VenvBuilder, bundled: BundledWheels, sources: Sources) -> 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def wanted(builder: VenvBuilder, venv: Path, prompt: str, max_age_s: float) -> bool:
+    """Whether this venv can come from a base: on, uv, and names that need no quoting."""
+    return (
+        max_age_s > 0
+        and builder.installer is Installer.UV
+        and _SAFE_PATH.fullmatch(str(venv)) is not None
+        and _SAFE_PROMPT.fullmatch(prompt) is not None
+    )
+
+
+def prepare_base(
+    layout: Layout,
+    builder: VenvBuilder,
+    bundled: BundledWheels,
+    sources: Sources,
+    *,
+    max_age_s: float,
+) -> None:
+    """Build the base for this install unless a fresh one exists; without any lock held.
+
+    A base the installer cannot build fails the install (the same shim and SDK are part of
+    it); a file system refusing the base directory is logged and the install goes without.
+    """
+    key = base_key(builder, bundled, sources)
+    if find_base(layout, key, max_age_s) is None:
+        try:
+            _build(layout, builder, bundled, sources, key, max_age_s)
+        except OSError as exc:
+            log.warning("cannot build the base venv (%s); installing without it", exc)
+
+
 @contextlib.contextmanager
 def locked_base(
     layout: Layout,
@@ -119,24 +166,11 @@ def locked_base(
     *,
     max_age_s: float,
 ) -> Iterator[Base | None]:
-    """A fresh base for this install, built if need be, and locked (never pruned) for the block.
-
-    None when there can be none: disabled, pip, a peer holding the lock too long, or a file
-    system refusing the base directory (logged; the install then does everything itself).
-    A base the installer cannot build fails the install: the same shim and SDK are part of it.
-    The build runs without the lock, so a slow index delays only the installs that need it.
-    """
-    if max_age_s <= 0 or builder.installer is not Installer.UV:
-        yield None
-        return
+    """The fresh base for this install if there is one, locked (never pruned) for the block."""
     key = base_key(builder, bundled, sources)
     if find_base(layout, key, max_age_s) is None:
-        try:
-            _build(layout, builder, bundled, sources, key, max_age_s)
-        except OSError as exc:
-            log.warning("cannot build the base venv (%s); installing without it", exc)
-            yield None
-            return
+        yield None
+        return
     with _locked(layout) as held:
         yield find_base(layout, key, max_age_s) if held else None
 
@@ -177,36 +211,72 @@ def find_base(layout: Layout, key: str, max_age_s: float) -> Base | None:
     return Base(path, manifest)
 
 
-def clone(base: Base, venv: Path) -> Linked:
-    """Link the base's site-packages into the fresh venv `venv`; copy its scripts over."""
-    linked = Linked(venv)
-    for source_site in site_packages(base.path):
-        target_site = venv / source_site.relative_to(base.path)
-        if not target_site.is_dir():
-            raise InstallFailed(f"the base venv {base.path} does not match the new venv {venv}")
-        _link_tree(source_site, target_site, linked.files)
-    old, new = base.manifest.built_at.encode(), str(venv).encode()
-    for name in base.manifest.scripts:
-        script = venv / "bin" / name
-        script.write_bytes((base.path / "bin" / name).read_bytes().replace(old, new))
-        script.chmod(0o755)
+def clone(base: Base, venv: Path, prompt: str) -> Linked:
+    """Make `venv` from the base: what it lacks of the skeleton, then site-packages' links.
+
+    `venv` may be missing (it is then made entirely from the base, as `uv venv` would have
+    made it) or fresh from `uv venv` (it then keeps its own files and gains the scripts).
+    """
+    manifest = base.manifest
+    source, target = f"{base.path}/", f"{venv}/"
+    replacements = (
+        (manifest.built_at.encode(), str(venv).encode()),
+        (BASE_PROMPT, prompt.encode()),
+    )
+    venv.mkdir(exist_ok=True)
+    for relative, kind, link in manifest.skeleton:
+        path = venv / relative
+        if kind == "dir":
+            path.mkdir(exist_ok=True)
+        elif path.exists() or path.is_symlink():
+            continue
+        elif kind == "link":
+            path.symlink_to(link)
+        else:
+            data = (base.path / relative).read_bytes()
+            for old, new in replacements:
+                data = data.replace(old, new)
+            path.write_bytes(data)
+            path.chmod((base.path / relative).stat().st_mode & 0o777)
+    for directory in manifest.dirs:
+        (venv / directory).mkdir(exist_ok=True)
+    linked = Linked(venv, dev=base.path.stat().st_dev)
+    for relative, ino in manifest.files:
+        path_str = target + relative
+        try:
+            os.link(source + relative, path_str, follow_symlinks=False)
+        except FileExistsError:
+            continue  # made by the venv's creation: it keeps its own
+        linked.files.append((path_str, ino))
     linked.startup_files = _startup_files(venv)
     return linked
 
 
-def _link_tree(source: Path, target: Path, files: list[tuple[Path, int, int]]) -> None:
-    for dirpath, dirnames, filenames in os.walk(source):
-        here = target / Path(dirpath).relative_to(source)
-        for name in [*filenames, *(d for d in dirnames if Path(dirpath, d).is_symlink())]:
-            src, dst = Path(dirpath, name), here / name
-            if dst.exists() or dst.is_symlink():
-                continue  # made by the venv's creation (`_virtualenv.pth`): keep its own
-            os.link(src, dst, follow_symlinks=False)
-            st = dst.lstat()
-            files.append((dst, st.st_dev, st.st_ino))
-        for name in dirnames:
-            if not Path(dirpath, name).is_symlink():
-                (here / name).mkdir(exist_ok=True)
+def _listing(
+    venv: Path,
+) -> tuple[list[tuple[str, str, str]], list[str], list[tuple[str, int]]]:
+    """The skeleton, and the directories and files (with inodes) of site-packages, relative."""
+    sites = set(site_packages(venv))
+    skeleton: list[tuple[str, str, str]] = []
+    dirs: list[str] = []
+    names: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(venv):
+        here = Path(dirpath)
+        inside = any(here == site or site in here.parents for site in sites)
+        for name in [*dirnames, *filenames]:
+            path = here / name
+            relative = str(path.relative_to(venv))
+            if inside and (path.is_symlink() or not path.is_dir()):
+                names.append(relative)  # a link to a directory is linked itself, like a file
+            elif inside:
+                dirs.append(relative)
+            elif path.is_symlink():
+                skeleton.append((relative, "link", str(path.readlink())))
+            else:
+                skeleton.append((relative, "dir" if path.is_dir() else "file", ""))
+        dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+    skeleton = [entry for entry in skeleton if entry[0] != MANIFEST]
+    return skeleton, dirs, [(name, (venv / name).lstat().st_ino) for name in names]
 
 
 def _startup_files(venv: Path) -> frozenset[str]:
@@ -234,16 +304,18 @@ def _build(
     root.mkdir(parents=True, exist_ok=True)
     building = root / f"{BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        builder.create(building, prompt="hiagent-base")
-        fresh_bin = _names(building / "bin")
+        builder.create(building, prompt=BASE_PROMPT.decode())
         builder.install(building, [bundled.shim, bundled.sdk], sources)
         _warm_bytecode(builder, building)
+        skeleton, dirs, files = _listing(building)
         manifest = Manifest(
             key=key,
             created_at=time.time(),
             built_at=str(building),
             distributions=builder.dependencies(building),
-            scripts=sorted(_names(building / "bin") - fresh_bin),
+            skeleton=skeleton,
+            dirs=dirs,
+            files=files,
         )
         atomic_write_bytes(building / MANIFEST, msgspec.json.encode(manifest))
         with _locked(layout) as held:
@@ -261,10 +333,6 @@ def _abandoned_build(entry: Path) -> bool:
         return False
     pid = entry.name[len(BUILDING_PREFIX) :].partition("-")[0]
     return not (pid.isdigit() and pid_alive(int(pid)))
-
-
-def _names(directory: Path) -> set[str]:
-    return {p.name for p in directory.iterdir()}
 
 
 def _warm_bytecode(builder: VenvBuilder, venv: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from hiagent_host.config import Config
-from hiagent_host.packages.base import Linked, clone, locked_base
+from hiagent_host.packages.base import Linked, clone, locked_base, prepare_base, wanted
 from hiagent_host.packages.bundle import extract_bundle, strip_bundle
 from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels
 from hiagent_host.packages.bytecode import seed_bytecode
@@ -107,12 +107,19 @@ def _build(
     env = probe_env(config.pool, contents.name, probe_data)
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     prompt = f"{contents.name}-{contents.version}"
-    builder.create(build_dir, prompt=prompt)
-    _check(cancel)
-    report(INSTALLING)
     # An offline bundle's wheels are its only source: nothing may come from a base.
     base_max_age_s = 0.0 if contents.bundled_wheels else cfg.base_venv_max_age_s
-    linked = _link_base(layout, builder, bundled, sources, build_dir, prompt, base_max_age_s)
+    use_base = wanted(builder, build_dir, prompt, base_max_age_s)
+    base_args = (layout, builder, bundled, sources, build_dir, prompt, base_max_age_s)
+    # The whole venv from an existing base (as `uv venv` made it), or a new one from uv.
+    linked = _from_base(*base_args) if use_base else None
+    if linked is None:
+        builder.create(build_dir, prompt=prompt)
+    _check(cancel)
+    report(INSTALLING)
+    if use_base and linked is None:  # the first install for this base builds it
+        prepare_base(layout, builder, bundled, sources, max_age_s=base_max_age_s)
+        linked = _from_base(*base_args)
     _check(cancel)
     # The probe starts now and imports the SDK while the installer runs.
     started = start_probe(build_dir, env=env, cwd=probe_data) if linked else None
@@ -168,7 +175,7 @@ def _build(
     return record
 
 
-def _link_base(
+def _from_base(
     layout: Layout,
     builder: VenvBuilder,
     bundled: BundledWheels,
@@ -177,16 +184,18 @@ def _link_base(
     prompt: str,
     max_age_s: float,
 ) -> Linked | None:
-    """Give the fresh venv the base venv's files, if there is a base; what was linked."""
+    """Make or complete the venv from the base, if there is one; what was linked."""
+    existed = build_dir.exists()
     with locked_base(layout, builder, bundled, sources, max_age_s=max_age_s) as base:
         if base is None:
             return None
         try:
-            return clone(base, build_dir)
+            return clone(base, build_dir, prompt)
         except (OSError, InstallFailed) as exc:  # e.g. another file system: no hard links
-            log.warning("cannot link the base venv into %s (%s); going without", build_dir, exc)
-    remove_tree(build_dir)  # half linked: start again from an empty venv
-    builder.create(build_dir, prompt=prompt)
+            log.warning("cannot make %s from the base venv (%s); going without", build_dir, exc)
+    remove_tree(build_dir)  # half made: start again from nothing, or from an empty venv
+    if existed:
+        builder.create(build_dir, prompt=prompt)
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from hiagent_host.packages.bytecode import site_packages
 from hiagent_host.packages.venv import VenvBuilder
 from hiagent_host.packages.wheelbuild import build_wheel
 from tests.packages.support import build_plugin, describe, make_manager
+
+RUN_TIMEOUT_S = 30
 
 
 def only_base(pm: PackageManager) -> Path:
@@ -48,11 +51,19 @@ def test_new_venvs_share_the_base_files_and_stay_usable_on_their_own(
 
     for relative in ("pydantic/main.py", "hiagent_plugin_sdk/__init__.py"):
         assert all(same_file(module_file(v, relative), module_file(base, relative)) for v in venvs)
-    # The SDK's console script names each venv's own interpreter, not the base's.
-    for venv in venvs:
+    # The first venv came from `uv venv` (the base was built meanwhile), the second entirely
+    # from the base: either way the scripts, activate and pyvenv.cfg name the venv itself.
+    for venv, prompt in zip(venvs, ("pkg-base-one-1.0", "pkg-base-two-1.0"), strict=True):
         script = (venv / "bin" / "hiagent-gen-metadata").read_text()
         assert script.startswith(f"#!{venv}/bin/python"), script.splitlines()[0]
         assert os.access(venv / "bin" / "hiagent-gen-metadata", os.X_OK)
+        assert f"prompt = {prompt}" in (venv / "pyvenv.cfg").read_text()
+        activated = subprocess.run(
+            ["bash", "-c", f'source "{venv}/bin/activate" && echo "$VIRTUAL_ENV_PROMPT" '
+             '&& python -c "import sys, hiagent_plugin_sdk; print(sys.prefix)"'],
+            capture_output=True, text=True, check=True, timeout=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        assert activated.stdout.split() == [prompt, str(venv)]
     assert "hiagent-plugin-sdk" in {d.name for d in first.dependencies}
 
     pm.delete("pkg-base-one", "1.0")
@@ -113,7 +124,7 @@ def test_a_clone_tells_when_the_install_replaced_what_it_linked(
         VenvBuilder(pm.config.packages, cancel=threading.Event(), cwd=tmp_path).create(
             venv, prompt=name
         )
-        return venv, clone(base, venv)
+        return venv, clone(base, venv, name)
 
     venv, linked = fresh_clone("replaced")
     assert linked.intact()
