@@ -133,8 +133,10 @@ def _build(
             # The install replaced some of what it may have imported, or added a `.pth`.
             started.abandon()
             started = None
-        with ThreadPoolExecutor(1, thread_name_prefix="hiagent-list-deps") as pool:
+        with ThreadPoolExecutor(2, thread_name_prefix="hiagent-describe-venv") as pool:
+            # What the record says about the venv is gathered while the probe runs.
             dependencies = pool.submit(builder.dependencies, build_dir)
+            size = pool.submit(disk_size, build_dir)
             if started is not None:
                 result = started.result(
                     expected_plugins=contents.plugins, timeout_s=cfg.probe_timeout_s, cancel=cancel
@@ -166,7 +168,7 @@ def _build(
         metadata=result.metadata,
         dependencies=dependencies.result(),
         venv_path=str(layout.venv_link(request.dir_name, request.version_dir)),
-        disk_size_bytes=disk_size(build_dir),
+        disk_size_bytes=size.result(),
         python_version=python_version(build_dir),
         installer=str(builder.installer),
         offline_bundle=bool(contents.bundled_wheels),
