@@ -47,6 +47,7 @@ class PluginSpec:
         self.metadata = metadata
         self.config = config  # None: the class takes no config
         self._inputs: dict[str, InputModel] = dict(inputs or {})
+        self._calls: dict[str, ToolCall] = {}
 
     def tool(self, name: str) -> ToolMetadata:
         """The metadata of tool `name`, or `ToolNotFound`."""
@@ -66,6 +67,33 @@ class PluginSpec:
         built, _ = method_models(self.cls, func_name)
         self._inputs[func_name] = built
         return built
+
+    def tool_call(self, tool: str) -> ToolCall:
+        """How `run_plugin_tool` runs `tool`, found and checked on its first call, then kept
+        (the metadata and the class do not change while the plugin runs)."""
+        call = self._calls.get(tool)
+        if call is None:
+            func_name = self.tool(tool).func_name or tool
+            model = self.method_input(tool, func_name)
+            method = inspect.getattr_static(self.cls, func_name, None)
+            if isinstance(method, staticmethod | classmethod):
+                method = method.__func__
+            call = ToolCall(func_name, model, method, inspect.iscoroutinefunction(method))
+            self._calls[tool] = call
+        return call
+
+
+class ToolCall:
+    """A tool's method name and input model, and whether the method (`function`, as the class
+    defines it) is a coroutine function."""
+
+    __slots__ = ("function", "is_async", "model", "name")
+
+    def __init__(self, name: str, model: InputModel, function: Any, is_async: bool) -> None:
+        self.name = name
+        self.model = model
+        self.function = function
+        self.is_async = is_async
 
 
 def plugin_spec(cls: type) -> PluginSpec:

@@ -65,12 +65,20 @@ class BasePlugin:
     async def run_plugin_tool(cls, tool: str, input: Any = None, cfg: Any = None) -> Any:
         """Check, then run tool `tool` with `**input` on an instance built from `cfg`."""
         spec = plugin_spec(cls)
-        func_name = spec.tool(tool).func_name or tool
-        model = spec.method_input(tool, func_name)
+        call = spec.tool_call(tool)
         config = _checked_config(spec, cfg)
-        kwargs = _checked_input(tool, model, input)
+        kwargs = _checked_input(tool, call.model, input)
         instance = _construct(spec, config)
-        return await run_maybe_async(getattr(instance, func_name), **kwargs)
+        method = getattr(instance, call.name)
+        if getattr(method, "__func__", method) is not call.function:
+            return await run_maybe_async(method, **kwargs)  # the instance has its own
+        if call.is_async:
+            result = await method(**kwargs)
+        else:
+            result = await asyncio.to_thread(method, **kwargs)
+        if inspect.isawaitable(result):  # a sync wrapper that returned a coroutine
+            result = await result
+        return result
 
     @classmethod
     def run_plugin_tool_stream(
@@ -123,7 +131,7 @@ def _problems(model: InputModel | None, raw: Any) -> list[errors.ErrorItem]:
     if not isinstance(raw, dict):
         return [{"loc": [], "msg": "Input should be a JSON object", "type": "dict_type"}]
     if model is None:
-        return errors.extra_items(raw, ())
+        return errors.extra_items(raw, ()) if raw else []
     items: list[errors.ErrorItem] = []
     try:
         model.model.model_validate(raw)

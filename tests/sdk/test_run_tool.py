@@ -195,3 +195,47 @@ def test_http_exception_carries_its_fields_and_reads_well() -> None:
 
 def test_ping_is_pong() -> None:
     assert WeatherPlugin.ping() == "pong"
+
+
+@pytest.mark.anyio
+async def test_every_call_is_checked_even_once_the_tool_is_known() -> None:
+    good = {"city": "Paris", "days": 2}
+    await WeatherPlugin.run_plugin_tool("forecast", good, WEATHER_CFG)  # the tool is known now
+    with pytest.raises(HttpException) as caught:
+        await WeatherPlugin.run_plugin_tool("forecast", {"city": 3}, WEATHER_CFG)
+    assert caught.value.code == "InvalidToolInput"
+    with pytest.raises(HttpException) as caught:
+        await WeatherPlugin.run_plugin_tool("forecast", good, {"bogus": 1})
+    assert caught.value.code == "InvalidConfig"
+
+
+class Overridden(BasePlugin):
+    """A plugin whose instances replace a tool method with a callable of their own."""
+
+    hiagent_tools = ("greet",)
+
+    def __init__(self, mode: str = "class") -> None:
+        if mode == "async":
+            self.__dict__["greet"] = self._greet_async
+        elif mode == "sync":
+            self.__dict__["greet"] = self._greet_sync
+
+    async def greet(self, name: str) -> str:
+        return f"hello {name}"
+
+    async def _greet_async(self, name: str) -> str:
+        return f"async hello {name}"
+
+    def _greet_sync(self, name: str) -> str:
+        return f"sync hello {name} from {threading.current_thread().name}"
+
+
+@pytest.mark.anyio
+async def test_a_method_an_instance_replaces_is_run_as_the_instance_has_it() -> None:
+    assert await Overridden.run_plugin_tool("greet", {"name": "a"}, None) == "hello a"
+    assert await Overridden.run_plugin_tool("greet", {"name": "b"}, {"mode": "async"}) == (
+        "async hello b"
+    )
+    sync = await Overridden.run_plugin_tool("greet", {"name": "c"}, {"mode": "sync"})
+    assert sync.startswith("sync hello c from ")
+    assert sync != f"sync hello c from {threading.current_thread().name}"  # a worker thread
