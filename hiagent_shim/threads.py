@@ -32,6 +32,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 PRUNE_AT: Final = 16
 THREAD_NAME_PREFIX: Final = "hiagent-tool"
 EAGER_TASKS: Final = sys.version_info >= (3, 12)  # asyncio.Task(..., eager_start=True)
+TASK_CONTEXTS: Final = sys.version_info >= (3, 11)  # loop.create_task(..., context=...)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -265,6 +266,8 @@ class ToolLoop(asyncio.SelectorEventLoop):
         """
         if EAGER_TASKS:
             return asyncio.Task(coro, loop=self, eager_start=True)  # type: ignore[call-arg, unused-ignore]
+        if not TASK_CONTEXTS:
+            return self.create_task(coro)
         context = contextvars.copy_context()
         task = self.create_task(coro, context=context)
         ready: deque[asyncio.Handle] = self._ready  # type: ignore[attr-defined]
