@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -59,81 +60,101 @@ def _oversize(prefix: bytes, size: int) -> OversizeFrame:
     return OversizeFrame(id=call_id, size=size, stream_item=stream_item)
 
 
+class FrameSplitter:
+    """Cuts bytes into frames as they arrive, holding at most the limit plus what was fed.
+
+    `feed` returns the frames its bytes completed; `end` (at EOF) the last frame without its
+    newline, if any. A line over the limit is dropped as it streams by, reported once its
+    newline (or EOF) comes as an `OversizeFrame` with the call id sniffed from its start.
+    """
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()  # never holds a newline between calls
+        self._dropping: bytes | None = None  # the start of an over-size line being dropped
+        self._dropped = 0
+
+    def feed(self, data: bytes) -> list[bytes | OversizeFrame]:
+        frames: list[bytes | OversizeFrame] = []
+        if self._dropping is not None:
+            end = data.find(b"\n")
+            if end < 0:
+                self._dropped += len(data)
+                return frames
+            frames.append(_oversize(self._dropping, self._dropped + end))
+            self._dropping = None
+            data = data[end + 1 :]
+        buffer = self._buffer
+        buffer += data
+        last = buffer.rfind(b"\n")
+        if last >= 0:
+            limit = self.max_frame_bytes
+            for line in bytes(buffer[:last]).split(b"\n"):
+                frames.append(
+                    line if len(line) <= limit else _oversize(line[:SNIFF_BYTES], len(line))
+                )
+            del buffer[: last + 1]
+        if len(buffer) > self.max_frame_bytes:
+            self._dropping, self._dropped = bytes(buffer[:SNIFF_BYTES]), len(buffer)
+            buffer.clear()
+        return frames
+
+    def end(self) -> list[bytes | OversizeFrame]:
+        if self._dropping is not None:
+            frame: bytes | OversizeFrame = _oversize(self._dropping, self._dropped)
+            self._dropping = None
+            return [frame]
+        if not self._buffer:
+            return []
+        last = bytes(self._buffer)
+        self._buffer.clear()
+        return [last]
+
+
 class FrameReader:
     """Reads frames from `stream`; `receive` and `receive_many` raise `anyio.EndOfStream` at
     the end."""
 
     def __init__(self, stream: ByteReceiveStream, max_frame_bytes: int) -> None:
-        self._stream = stream
-        self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
-        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self.stream = stream
+        self.splitter = FrameSplitter(max_frame_bytes)
+        self._ready: deque[bytes | OversizeFrame] = deque()
         self._eof = False
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self.splitter.max_frame_bytes
 
     async def receive(self) -> bytes | OversizeFrame:
         """The next frame without its newline, or a report of a discarded over-size one."""
-        while True:
-            end = self._buffer.find(b"\n", self._scanned)
-            if 0 <= end <= self.max_frame_bytes:
-                frame = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                self._scanned = 0
-                return frame
-            if end > self.max_frame_bytes or len(self._buffer) > self.max_frame_bytes:
-                return await self._discard()
-            self._scanned = len(self._buffer)
+        while not self._ready:
             if self._eof:
-                return self._last()
-            await self._fill()
+                raise anyio.EndOfStream
+            try:
+                data = await self.stream.receive(READ_CHUNK_BYTES)
+            except anyio.EndOfStream:
+                self._eof = True
+                self._ready.extend(self.splitter.end())
+            else:
+                self._ready.extend(self.splitter.feed(data))
+        return self._ready.popleft()
 
     async def receive_many(self) -> list[bytes | OversizeFrame]:
         """The next frame, and every whole frame that came in with it (one read's worth)."""
         frames = [await self.receive()]
-        last = self._buffer.rfind(b"\n")
-        if last >= 0:  # whole lines, so each one is in memory already: no discarding needed
-            for frame in bytes(self._buffer[:last]).split(b"\n"):
-                too_long = len(frame) > self.max_frame_bytes
-                frames.append(_oversize(frame[:SNIFF_BYTES], len(frame)) if too_long else frame)
-            del self._buffer[: last + 1]
-            self._scanned = 0
+        frames += self._ready
+        self._ready.clear()
+        return frames
+
+    def take_ready(self) -> list[bytes | OversizeFrame]:
+        """The frames read already and not yet received (for a reader that takes over)."""
+        frames = list(self._ready)
+        self._ready.clear()
         return frames
 
     async def aclose(self) -> None:
         """Close the underlying stream."""
-        await self._stream.aclose()
-
-    def _last(self) -> bytes:
-        """At EOF: a final frame without its newline, or the end of the stream."""
-        if not self._buffer:
-            raise anyio.EndOfStream
-        frame = bytes(self._buffer)
-        self._buffer.clear()
-        self._scanned = 0
-        return frame
-
-    async def _fill(self) -> None:
-        try:
-            self._buffer += await self._stream.receive(READ_CHUNK_BYTES)
-        except anyio.EndOfStream:
-            self._eof = True
-
-    async def _discard(self) -> OversizeFrame:
-        """Drop the current frame up to its newline, keeping only its first bytes."""
-        prefix = bytes(self._buffer[:SNIFF_BYTES])
-        size = 0
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                size += end
-                del self._buffer[: end + 1]
-                self._scanned = 0
-                return _oversize(prefix, size)
-            size += len(self._buffer)
-            self._buffer.clear()
-            if self._eof:
-                self._scanned = 0
-                return _oversize(prefix, size)
-            await self._fill()
+        await self.stream.aclose()
 
 
 class FrameWriter:
@@ -263,3 +284,18 @@ def asyncio_transport(stream: ByteSendStream) -> asyncio.WriteTransport | None:
         return None
     transport = writer.transport
     return transport if isinstance(transport, asyncio.WriteTransport) else None
+
+
+def asyncio_stream_reader(stream: ByteReceiveStream) -> asyncio.StreamReader | None:
+    """The asyncio `StreamReader` under `stream` when it is anyio's wrapper of one (a child's
+    stdout from `anyio.open_process` on asyncio), else None.
+
+    Like `asyncio_transport`, this reads anyio's `_stream`; should that change, frames are
+    simply received through `stream.receive` again (tests/rpc checks that a child's stdout
+    is still read the direct way).
+    """
+    reader = getattr(stream, "_stream", None)
+    if not isinstance(reader, asyncio.StreamReader):
+        return None
+    buffer = getattr(reader, "_buffer", None)
+    return reader if isinstance(buffer, bytearray) else None

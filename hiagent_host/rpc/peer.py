@@ -14,6 +14,7 @@ child is wedged and the pool stops it). A caller cancelled by its own scope send
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -33,7 +34,12 @@ from hiagent_host.rpc.errors import (
     ProtocolViolation,
     ResultTooLarge,
 )
-from hiagent_host.rpc.framing import FrameReader, FrameWriter, OversizeFrame
+from hiagent_host.rpc.framing import (
+    FrameReader,
+    FrameWriter,
+    OversizeFrame,
+    asyncio_stream_reader,
+)
 from hiagent_host.rpc.messages import ErrorObject, Incoming, Notification, Request, StreamItem
 from hiagent_host.rpc.pending import (
     Deadlines,
@@ -119,6 +125,7 @@ class RpcPeer:
         self.cancel_grace_s = cancel_grace_s
         self._log = log or logger
         self.abandoned_threads = 0  # cancelled calls whose tool thread the child could not stop
+        self.reading_pushed = False  # frames are dispatched from the pipe's callback (asyncio)
         self._loop: asyncio.AbstractEventLoop | None = None  # see `pending`
         self._loop_known = False
         self._deadlines: Deadlines | None = None  # the calls' deadlines, on asyncio
@@ -250,17 +257,75 @@ class RpcPeer:
         Returns at EOF; cancel it to stop reading. Either way the receive stream is closed.
         """
         try:
-            while True:
-                try:
-                    frames = await self._reader.receive_many()
-                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    break
-                for frame in frames:
-                    self._dispatch(frame)
+            source = asyncio_stream_reader(self._reader.stream)
+            if source is not None:
+                await self._run_pushed(source)
+            else:
+                await self._run_pulled()
         finally:
             self.fail_all(PeerClosed("the plugin process closed its stdout"))
             with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SEND_S):
                 await self._reader.aclose()
+
+    async def _run_pulled(self) -> None:
+        while True:
+            try:
+                frames = await self._reader.receive_many()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            for frame in frames:
+                self._dispatch(frame)
+
+    async def _run_pushed(self, source: asyncio.StreamReader) -> None:
+        """Dispatch frames in the pipe's own callback, as the bytes arrive: an answer reaches
+        its caller without a turn of the event loop for a reader task in between.
+
+        The child's `StreamReader` is told to hand its data here instead of buffering it, until
+        EOF (or a read error) or until this is cancelled; then it is restored.
+        """
+        splitter = self._reader.splitter
+        ended = anyio.Event()
+        self.reading_pushed = True
+
+        def feed_data(data: bytes) -> None:
+            for frame in splitter.feed(data):
+                self._dispatch_safely(frame)
+
+        def feed_eof() -> None:
+            ended.set()
+
+        def set_exception(exc: BaseException) -> None:
+            self._log.warning("reading from the plugin process failed: %s", exc)
+            ended.set()
+
+        for frame in self._reader.take_ready():
+            self._dispatch_safely(frame)
+        pending_bytes: bytearray = source._buffer  # type: ignore[attr-defined]
+        buffered = bytes(pending_bytes)  # what came before this took over
+        pending_bytes.clear()
+        source.feed_data = feed_data  # type: ignore[method-assign, assignment]
+        source.feed_eof = feed_eof  # type: ignore[method-assign]
+        source.set_exception = set_exception  # type: ignore[method-assign]
+        try:
+            feed_data(buffered)
+            if source.at_eof() or source.exception() is not None:
+                ended.set()
+            with contextlib.suppress(AttributeError):  # it paused the pipe while full
+                source._maybe_resume_transport()  # type: ignore[attr-defined]
+            await ended.wait()
+            for frame in splitter.end():
+                self._dispatch_safely(frame)
+        finally:
+            for name in ("feed_data", "feed_eof", "set_exception"):
+                with contextlib.suppress(AttributeError):
+                    delattr(source, name)
+
+    def _dispatch_safely(self, frame: bytes | OversizeFrame) -> None:
+        """`_dispatch`, in a callback of the pipe: a bug here must not close the pipe."""
+        try:
+            self._dispatch(frame)
+        except Exception:  # noqa: BLE001 - logged; the pipe and the other calls go on
+            self._log.exception("dispatching a frame from the plugin process failed")
 
     def _dispatch(self, frame: bytes | OversizeFrame) -> None:
         if isinstance(frame, OversizeFrame):

@@ -17,7 +17,7 @@ from anyio.abc import Process
 
 from hiagent_host.errors import PLUGIN_CRASHED, HostError
 from hiagent_host.rpc import RpcPeer
-from hiagent_host.rpc.framing import FrameWriter, asyncio_transport
+from hiagent_host.rpc.framing import FrameWriter, asyncio_stream_reader, asyncio_transport
 from hiagent_host.rpc.messages import Request
 
 CHILD = Path(__file__).with_name("child.py")
@@ -159,3 +159,27 @@ async def test_frames_queued_after_the_first_of_a_turn_leave_together_at_the_nex
 def unread(fd: int) -> int:
     """Bytes written to a pipe and not read yet."""
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.anyio
+async def test_answers_from_a_child_on_asyncio_are_dispatched_from_its_pipe_callback() -> None:
+    """No reader task between the pipe and the caller; the StreamReader is restored after."""
+    with anyio.fail_after(STEP_S):
+        async with await anyio.open_process([sys.executable, str(CHILD), "3"]) as process:
+            source = asyncio_stream_reader(process.stdout)  # type: ignore[arg-type]
+            assert source is not None  # anyio still wraps an asyncio StreamReader
+            async with peer_of(process) as peer:
+                answers: dict[int, Any] = {}
+
+                async def call(n: int) -> None:
+                    answers[n] = await peer.call("echo", {"n": n}, timeout_s=STEP_S)
+
+                async with anyio.create_task_group() as tg:
+                    for n in range(3):  # one batch: three answers in one read, out of order
+                        tg.start_soon(call, n)
+                assert answers == {n: {"n": n} for n in range(3)}
+                assert peer.reading_pushed
+                assert "feed_data" in vars(source)
+                await peer.aclose()
+                await process.wait()
+            assert not {"feed_data", "feed_eof", "set_exception"} & set(vars(source))
