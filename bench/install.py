@@ -1,9 +1,11 @@
 """Benchmark: installing a plugin with the host vs. the historic `pip install --target`.
 
 Builds two plugin wheels (no dependencies; one small dependency, six), then installs each
-with a warm cache, several times, via the host's PackageManager (a fresh venv with uv, the
-shim and SDK, the plugin, and the probe: ready to serve) and via the historic method (pip
-installing the wheel into a target directory). Prints medians and ratios; asserts nothing.
+with a warm cache, several times, via the host's PackageManager (a fresh venv made from the
+base venv, the shim and SDK, the plugin, and the probe: ready to serve) and via the historic
+method (pip installing the wheel into a target directory). Before each timed run the previous
+install is removed, untimed, on both sides (the host deletes the package, pip's target
+directory is removed). Prints medians and ratios; asserts nothing.
 
     .venv/bin/python bench/install.py [--runs N]
 
@@ -66,10 +68,13 @@ def make_wheel(root: Path, name: str, deps: list[str]) -> Path:
 
 
 def host_install(pm: PackageManager, wheel: Path) -> tuple[float, dict[str, float]]:
+    """One fresh install (the previous one is deleted first, untimed, as pip's target is)."""
+    for record in pm.list():
+        pm.delete(record.name, record.version)
     marks: list[tuple[str, float]] = []
     started = time.perf_counter()
     pm.install(
-        wheel.as_uri(), wheel.name, force=True,
+        wheel.as_uri(), wheel.name, force=False,
         progress=lambda phase: marks.append((phase, time.perf_counter())),
     )  # fmt: skip
     total = time.perf_counter() - started
