@@ -3,11 +3,13 @@
 Every plugin venv holds the same shim, SDK and pydantic; installing and first importing them
 is most of a warm install. So they are installed once per key (the interpreter, the shim and
 SDK wheels, the sources, the installer) into `venvs/.base/<key>/`, their bytecode compiled
-there by importing them. A new venv is created as usual, then its site-packages receives
-hard links of the base's files (real directories, linked files) and its `bin/` copies of the
-base's console scripts with the base's path rewritten. The installer, given the same
-requirements as ever, finds the shim and SDK satisfied and adds only the plugin and what it
-needs beyond them.
+there by importing them. A new venv is made from the base (`clone`): the skeleton `uv venv`
+and the installer wrote (`pyvenv.cfg`, `bin/` with the interpreter links, activate and
+console scripts) is copied with the base's path and prompt replaced by the venv's own, and
+site-packages receives hard links of the base's files (real directories, linked files). The
+first venv of a base is made by `uv venv` instead and only gains what it lacks. The installer,
+given the same requirements as ever, finds the shim and SDK satisfied and adds only the
+plugin and what it needs beyond them.
 
 A hard link shares a file, not a name: an installer that upgrades or removes a distribution
 in one venv unlinks its files there and leaves the base and every other venv alone, exactly
@@ -168,9 +170,6 @@ def locked_base(
 ) -> Iterator[Base | None]:
     """The fresh base for this install if there is one, locked (never pruned) for the block."""
     key = base_key(builder, bundled, sources)
-    if find_base(layout, key, max_age_s) is None:
-        yield None
-        return
     with _locked(layout) as held:
         yield find_base(layout, key, max_age_s) if held else None
 
@@ -194,8 +193,9 @@ def clean_base(layout: Layout) -> list[Path]:
     removed: list[Path] = []
     with _locked(layout, timeout_s=0) as held:
         for entry in _entries(layout.venvs_dir / BASE_DIR) if held else ():
-            if entry.name.startswith(TRASH_PREFIX) or _abandoned_build(entry):
-                removed += [entry] if remove_tree(entry) else []
+            stale = entry.name.startswith(TRASH_PREFIX) or _abandoned_build(entry)
+            if stale and remove_tree(entry):
+                removed.append(entry)
     return removed
 
 
@@ -275,7 +275,6 @@ def _listing(
             else:
                 skeleton.append((relative, "dir" if path.is_dir() else "file", ""))
         dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
-    skeleton = [entry for entry in skeleton if entry[0] != MANIFEST]
     return skeleton, dirs, [(name, (venv / name).lstat().st_ino) for name in names]
 
 

@@ -132,9 +132,7 @@ class Watched:
         try:
             outcome = watch.follow(self.started, timeout_s, idle_timeout_s, cancel)
         except BaseException:
-            _kill_group(proc)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=REAP_TIMEOUT_S)
+            _kill_and_reap(proc)
             raise
         finally:
             watch.close()
@@ -153,9 +151,7 @@ class Watched:
         if self._finished:
             return
         self._finished = True
-        _kill_group(self.proc)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=REAP_TIMEOUT_S)
+        _kill_and_reap(self.proc)
         self._watch.close()
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
@@ -222,6 +218,13 @@ class _Watch:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill its group and wait (bounded) for it to be reaped."""
+    _kill_group(proc)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=REAP_TIMEOUT_S)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
