@@ -23,6 +23,8 @@ ENV_PREFIX: Final = "HIAGENT_"
 CONFIG_ENV: Final = "HIAGENT_CONFIG"
 DEFAULT_FILE: Final = "runtime.toml"
 APP_NAME: Final = "hiagent-host"
+# Busy polling longer than this (10 ms) would only burn CPU: such calls are not quick.
+MAX_BUSY_POLL_US: Final = 10_000
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -90,6 +92,7 @@ class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     thread_pool_size: int = 32
     max_frame_bytes: int = 32 * 1024 * 1024
     stream_window: int = 64
+    busy_poll_us: int = 200
     env_allow: list[str] = msgspec.field(
         default_factory=lambda: ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"]
     )
@@ -226,6 +229,8 @@ def _check(config: Config) -> None:
         problems.append("pool.call_timeout_s: must not exceed pool.max_call_timeout_s")
     if config.pool.max_frame_bytes < 1024:
         problems.append("pool.max_frame_bytes: must be at least 1024")
+    if not 0 <= config.pool.busy_poll_us <= MAX_BUSY_POLL_US:
+        problems.append(f"pool.busy_poll_us: must be within 0..{MAX_BUSY_POLL_US}")
     if problems:
         raise ConfigError(f"{config.source}: " + "; ".join(problems), data={"problems": problems})
 

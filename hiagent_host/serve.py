@@ -26,6 +26,7 @@ from hiagent_host import logs
 from hiagent_host.app import WITH_WORKER_ENV, ExtraRoutes, create_app, open_services
 from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
 from hiagent_host.errors import HostError
+from hiagent_host.rpc.busypoll import loop_factory
 
 log = logging.getLogger("hiagent_host.serve")
 
@@ -90,7 +91,8 @@ def serve(
         log.error("cannot serve on %s: %s", hc.bind[0], exc)
         return EXIT_START_FAILED
     try:
-        asyncio.run(_serve_one(config, hc, sockets, with_worker, extra_routes))
+        with asyncio.Runner(loop_factory=loop_factory(config.pool.busy_poll_us)) as runner:
+            runner.run(_serve_one(config, hc, sockets, with_worker, extra_routes))
     except HostError as exc:
         log.error("cannot serve on %s: %s: %s", hc.bind[0], exc.code, exc.message)
         return EXIT_START_FAILED

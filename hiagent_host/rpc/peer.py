@@ -28,6 +28,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, TaskGroup
 from hiagent_host.config import PoolConfig
 from hiagent_host.errors import HostError
 from hiagent_host.rpc import messages
+from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.errors import (
     DeadlineExceeded,
     PeerClosed,
@@ -129,6 +130,8 @@ class RpcPeer:
         self._loop: asyncio.AbstractEventLoop | None = None  # see `pending`
         self._loop_known = False
         self._deadlines: Deadlines | None = None  # the calls' deadlines, on asyncio
+        self._busy: BusyPollLoop | None = None  # the loop, if it busy-polls (see busypoll.py)
+        self._answers_quick = True  # the last answer came within the busy-poll budget
         self._pending: dict[int, Pending] = {}
         self._next_id = 1
         self._close_error: HostError | None = None
@@ -182,12 +185,19 @@ class RpcPeer:
             deadlines.add(pending, _seconds(timeout_s))  # counts from here, as `deadline` does
         try:
             await self._flush()  # shielded and bounded on its own
+            busy = self._busy
+            if busy is not None:
+                if self._answers_quick:
+                    busy.expect_answer()
+                sent = busy.time()
             if deadlines is not None:
                 in_time = await pending.wait()
             else:
                 in_time = await pending.wait_until(deadline)
             if not in_time:
                 await self._expire(pending, timeout_s)
+            if busy is not None:
+                self._answers_quick = busy.time() - sent <= busy.budget_s
             return pending.outcome()
         finally:
             if deadlines is not None:
@@ -415,6 +425,7 @@ class RpcPeer:
             self._loop, self._loop_known = running_asyncio_loop(), True
             if self._loop is not None:
                 self._deadlines = Deadlines(self._loop)
+                self._busy = busy_loop(self._loop)
         return self._loop
 
     def _new_id(self) -> int:
