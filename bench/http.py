@@ -9,7 +9,10 @@ small asyncio HTTP/1.1 client), in interleaved rounds ((a), (b), (c), (a), …) 
 the machine hits all three alike; each figure is the median over the rounds. Targets:
 (b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1; (b) req/s ≥ 70 % of (a) at concurrency 32.
 
-    .venv/bin/python bench/http.py [--duration-s 3] [--rounds 3]
+    .venv/bin/python bench/http.py [--duration-s 3] [--rounds 3] [--tool echo_async|echo]
+
+The server runs on its defaults, busy polling included (`pool.busy_poll_us`); the environment
+reaches it, so `HIAGENT_POOL_BUSY_POLL_US=0 .venv/bin/python bench/http.py` measures without.
 """
 
 # ruff: noqa: E402  (the sys.path fix below must run before anything imports `http`)
@@ -50,7 +53,8 @@ from tests.support.wheelhouse import ensure_wheelhouse
 ECHO_FIXTURE: Final = ROOT / "tests" / "fixtures" / "plugins" / "echo"
 ECHO_PKG: Final = "hiagent-plugin-echo"
 ECHO_PLUGIN: Final = "echo"
-ECHO_TOOL: Final = "echo_async"  # returns its input, on the child's event loop (no thread hop)
+# Both return their input: echo_async on the child's event loop, echo (sync) in a worker thread.
+ECHO_TOOLS: Final = ("echo_async", "echo")
 CONCURRENCY: Final = (1, 32)
 # The server must answer /ping within this time after it was started.
 START_TIMEOUT_S: Final = 60.0
@@ -315,11 +319,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=3.0, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--tool", choices=ECHO_TOOLS, default=ECHO_TOOLS[0], help="(b)'s tool")
     args = parser.parse_args()
     generator = wrk if shutil.which("wrk") else python_client
     print(f"load generator: {'wrk' if generator is wrk else 'python asyncio client'}; "
           f"{args.duration_s:g} s per measurement, {args.rounds} interleaved rounds; "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+          f"{os.cpu_count()} CPUs; (b) calls {args.tool}")  # fmt: skip
 
     tool_input = {"text": "hello, plugin"}
     with tempfile.TemporaryDirectory(prefix="hiagent-bench-http-") as tmp:
@@ -342,7 +347,7 @@ def main() -> None:
                 raise SystemExit(f"install failed: {installed['error']}")
             version = installed["data"]["version"]
             call = {
-                "pkg": ECHO_PKG, "version": version, "plugin": ECHO_PLUGIN, "tool": ECHO_TOOL,
+                "pkg": ECHO_PKG, "version": version, "plugin": ECHO_PLUGIN, "tool": args.tool,
                 "input": tool_input,
             }  # fmt: skip
             body = json.dumps(call, ensure_ascii=False).encode()

@@ -63,6 +63,13 @@ def test_values_out_of_range_are_all_reported_at_once(tmp_path: Path) -> None:
     assert len(info.value.data["problems"]) == 3
 
 
+@pytest.mark.parametrize("value", [-1, 10_001])
+def test_a_busy_poll_budget_out_of_range_is_named(tmp_path: Path, value: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"[pool]\nbusy_poll_us = {value}\n"), environ={})
+    assert info.value.data["problems"] == ["pool.busy_poll_us: must be within 0..10000"]
+
+
 def test_unreadable_toml_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, "[server\n"), environ={})

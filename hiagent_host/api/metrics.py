@@ -56,6 +56,16 @@ POOL_FIELDS: Final = {
     "evictions": ("pool_process_evictions", "counter", "Idle processes stopped to make room."),
     "timeouts": ("pool_call_timeouts", "counter", "Calls that passed their deadline."),
     "idle_stops": ("pool_idle_stops", "counter", "Processes stopped after idle_timeout_s."),
+    "busy_poll_hits": (
+        "busy_poll_hits",
+        "counter",
+        "Busy polls for a plugin's answer that ended with an event.",
+    ),
+    "busy_poll_misses": (
+        "busy_poll_misses",
+        "counter",
+        "Busy polls that ran out of pool.busy_poll_us; the loop then slept.",
+    ),
 }
 
 

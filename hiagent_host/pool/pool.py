@@ -53,7 +53,9 @@ from hiagent_host.pool.errors import (
     ToolTimeout,
 )
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
+from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
+from hiagent_host.rpc.pending import running_asyncio_loop
 
 # The idle reaper looks again at least this often (a child may go idle at any time).
 IDLE_SCAN_MAX_S: Final = 5.0
@@ -95,6 +97,8 @@ class PoolStats(msgspec.Struct, frozen=True):
     evictions: int
     timeouts: int
     idle_stops: int
+    busy_poll_hits: int  # the loop polled for an answer and got an event (rpc/busypoll.py)
+    busy_poll_misses: int  # ... and ran out of budget, then slept
 
 
 class _Slot(msgspec.Struct):
@@ -128,6 +132,7 @@ class Pool:
         self._tg: anyio.abc.TaskGroup | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
+        self._busy: BusyPollLoop | None = None
         self._starts = self._crashes = self._evictions = self._timeouts = self._idle_stops = 0
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -135,6 +140,7 @@ class Pool:
     async def __aenter__(self) -> Pool:
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
+        self._busy = busy_loop(running_asyncio_loop())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._reap_idle)
@@ -562,6 +568,8 @@ class Pool:
             evictions=self._evictions,
             timeouts=self._timeouts,
             idle_stops=self._idle_stops,
+            busy_poll_hits=self._busy.hits if self._busy is not None else 0,
+            busy_poll_misses=self._busy.misses if self._busy is not None else 0,
         )
 
 

@@ -10,8 +10,9 @@ sockets). Any event ends the polling, as does a timer falling due.
 
 The cost is CPU: at most the budget per call, and only when the loop has nothing else to do
 (under load it always has). Each `RpcPeer` asks for polling only while its child's answers
-keep coming back within the budget, so a plugin whose tools take milliseconds or more costs
-one budget's worth of polling at most after each answer that came fast. With fewer than two
+keep coming back quickly (within `QUICK_BUDGETS` budgets), so a plugin whose tools take
+milliseconds or more costs one budget's worth of polling at most after each answer that came
+fast. With fewer than two
 CPUs to run on, polling would only keep the child off the CPU it needs, so `loop_factory`
 leaves it off.
 """
@@ -30,6 +31,10 @@ from typing import Final
 PROC_CGROUP: Final = Path("/proc/self/cgroup")
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 MIN_CPUS: Final = 2.0
+# A child counts as quick while its last answer came within this many budgets: an answer that
+# comes within the budget when polled for takes longer when the loop sleeps (the wake-up, the
+# cold caches), and must not be mistaken for a slow one.
+QUICK_BUDGETS: Final = 4
 
 
 class BusyPollSelector(selectors.DefaultSelector):
@@ -57,11 +62,11 @@ class BusyPollSelector(selectors.DefaultSelector):
                 return ready
             if time.monotonic() >= stop:
                 break
-        if timeout is not None:
-            timeout = max(0.0, now + timeout - time.monotonic())
-            if timeout == 0:
-                return []  # a timer is due: polling took its whole wait
         self.misses += 1
+        if timeout is not None:
+            timeout = now + timeout - time.monotonic()
+            if timeout <= 0:
+                return []  # a timer is due: polling took the whole wait
         return select(timeout)
 
 
@@ -72,6 +77,7 @@ class BusyPollLoop(asyncio.SelectorEventLoop):
         self._busy_selector = BusyPollSelector()
         super().__init__(self._busy_selector)
         self.budget_s = budget_s
+        self.quick_s = budget_s * QUICK_BUDGETS  # see `QUICK_BUDGETS`
 
     def expect_answer(self) -> None:
         """A request just left: poll for up to the budget before sleeping."""

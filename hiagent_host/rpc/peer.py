@@ -131,7 +131,7 @@ class RpcPeer:
         self._loop_known = False
         self._deadlines: Deadlines | None = None  # the calls' deadlines, on asyncio
         self._busy: BusyPollLoop | None = None  # the loop, if it busy-polls (see busypoll.py)
-        self._answers_quick = True  # the last answer came within the busy-poll budget
+        self._answers_quick = True  # the last answer came quickly (see busypoll.py)
         self._pending: dict[int, Pending] = {}
         self._next_id = 1
         self._close_error: HostError | None = None
@@ -197,7 +197,7 @@ class RpcPeer:
             if not in_time:
                 await self._expire(pending, timeout_s)
             if busy is not None:
-                self._answers_quick = busy.time() - sent <= busy.budget_s
+                self._answers_quick = busy.time() - sent <= busy.quick_s
             return pending.outcome()
         finally:
             if deadlines is not None:

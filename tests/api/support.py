@@ -71,14 +71,17 @@ def write_config(
 
 
 def serve_command(config: Path, port: int) -> list[str]:
-    """`python -m hiagent_host serve …` once the CLI has `serve`; its own entry until then."""
-    cli = ROOT / "hiagent_host" / "cli.py"
-    main = ROOT / "hiagent_host" / "__main__.py"
-    args = ["serve", "--config", str(config), "--port", str(port)]
-    if main.is_file() and cli.is_file() and "cli_serve" in cli.read_text(encoding="utf-8"):
-        return [sys.executable, "-m", "hiagent_host", *args]
-    entry = "import sys; from hiagent_host.cli_serve import main; sys.exit(main(sys.argv[1:]))"
-    return [sys.executable, "-c", entry, *args]
+    """`hiagent-host serve` as a newcomer runs it (`python -m hiagent_host` is the same)."""
+    return [
+        sys.executable,
+        "-m",
+        "hiagent_host",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+    ]
 
 
 class LiveServer:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 import httpx
+import pytest
 
+from hiagent_host.config import MAX_BUSY_POLL_US
+from hiagent_host.rpc.busypoll import MIN_CPUS, usable_cpus
 from tests.api.conftest import Installed
+from tests.api.support import REQUEST_TIMEOUT_S, LiveServer, free_port, write_config
 
 ECHO: Final = {"pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo"}
 
@@ -69,6 +75,41 @@ def test_pool_queue_and_install_figures_are_exposed(
         sample(text, name)
     assert sample(text, "hiagent_queue_depth") >= 0
     assert sample(text, "hiagent_install_duration_seconds_count", outcome="ok") >= 1
+
+
+@pytest.fixture(scope="module")
+def polling_client(
+    api_root: Path, wheelhouse: Path, installed: Installed
+) -> Iterator[httpx.Client]:
+    """A server on the main one's data, with the largest busy-poll budget: every answer of a
+    loopback echo comes within it, however busy the machine (the default is 200 µs)."""
+    port = free_port()
+    config = write_config(
+        api_root / "polling.toml", api_root / "data", wheelhouse, port,
+        pool={"busy_poll_us": MAX_BUSY_POLL_US},
+    )  # fmt: skip
+    live = LiveServer(config, port, api_root / "polling.log").start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=REQUEST_TIMEOUT_S) as http:
+            yield http
+    finally:
+        live.stop()
+
+
+def test_the_server_busy_polls_for_quick_answers_where_it_has_the_cpus(
+    polling_client: httpx.Client,
+) -> None:
+    for n in range(3):
+        response = polling_client.post("/v1/RunPluginTool", json=ECHO | {"tool": "echo"})
+        assert response.json()["error"] is None, n
+    text = polling_client.get("/metrics").text
+    hits = sample(text, "hiagent_busy_poll_hits_total")
+    pool = polling_client.get("/v1/health").json()["data"]["pool"]
+    assert pool["busy_poll_hits"] >= hits
+    if usable_cpus() >= MIN_CPUS:
+        assert hits >= 1
+    else:  # one CPU: polling would only keep the plugin process off it
+        assert hits == sample(text, "hiagent_busy_poll_misses_total") == 0
 
 
 def test_metrics_use_the_prometheus_text_format(client: httpx.Client) -> None:
