@@ -23,7 +23,5 @@ def safe_join(root: Path, *parts: str) -> Path:
     real_root = root.resolve()
     resolved = candidate.resolve()
     if resolved != real_root and real_root not in resolved.parents:
-        raise PathEscapeError(
-            f"{candidate} resolves outside {root}", data={"path": str(candidate)}
-        )
+        raise PathEscapeError(f"{candidate} resolves outside {root}", data={"path": str(candidate)})
     return candidate

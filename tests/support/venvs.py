@@ -24,8 +24,16 @@ def make_plugin_venv(dest: Path, wheels: list[Path], wheelhouse: Path) -> Path:
     python = dest / "bin" / "python"
     subprocess.run(
         [
-            uv, "pip", "install", "--quiet", "--python", str(python), "--no-index",
-            "--find-links", str(wheelhouse), *map(str, wheels),
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(python),
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            *map(str, wheels),
         ],
         check=True,
         timeout=VENV_TIMEOUT_S,

@@ -42,8 +42,15 @@ def ensure_wheelhouse() -> Path:
         target.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-                "--dest", str(target), *REQUIREMENTS,
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--only-binary=:all:",
+                "--dest",
+                str(target),
+                *REQUIREMENTS,
             ],
             check=True,
             timeout=FETCH_TIMEOUT_S,
