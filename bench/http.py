@@ -9,7 +9,10 @@ small asyncio HTTP/1.1 client), in interleaved rounds ((a), (b), (c), (a), …) 
 the machine hits all three alike; each figure is the median over the rounds. Targets:
 (b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1; (b) req/s ≥ 70 % of (a) at concurrency 32.
 
-    .venv/bin/python bench/http.py [--duration-s 3] [--rounds 3] [--tool echo_async|echo]
+    .venv/bin/python bench/http.py [--duration-s 2] [--rounds 7] [--tool echo_async|echo]
+
+Many short rounds rather than a few long ones: on a shared VM the machine's speed drifts over
+seconds, and a slow spell then shifts one round's figures, not the medians.
 
 The server runs on its defaults, busy polling included (`pool.busy_poll_us`); the environment
 reaches it, so `HIAGENT_POOL_BUSY_POLL_US=0 .venv/bin/python bench/http.py` measures without.
@@ -317,8 +320,8 @@ def pipe_echo(params: Any, concurrency: int, duration_s: float) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=3.0, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--duration-s", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
     parser.add_argument("--tool", choices=ECHO_TOOLS, default=ECHO_TOOLS[0], help="(b)'s tool")
     args = parser.parse_args()
     generator = wrk if shutil.which("wrk") else python_client
