@@ -8,13 +8,17 @@ block in `epoll_wait` at once: for up to `pool.busy_poll_us` it polls without bl
 only then sleeps for whatever time is left (Linux's `net.core.busy_poll` does the same for
 sockets). Any event ends the polling, as does a timer falling due.
 
+Measured on a 2-CPU VM, in process: a RunPluginTool of a quick tool cost the server 40–60 µs
+more CPU than the echo route plus a bare pool call when its loop slept for the answer; a wait
+of the same length spent spinning instead cost 5 µs. End to end, with polling, the call's p50
+went from 0.41–0.54 ms to 0.33–0.37 ms (bench/http.py).
+
 The cost is CPU: at most the budget per call, and only when the loop has nothing else to do
 (under load it always has). Each `RpcPeer` asks for polling only while its child's answers
 keep coming back quickly (within `QUICK_BUDGETS` budgets), so a plugin whose tools take
 milliseconds or more costs one budget's worth of polling at most after each answer that came
-fast. With fewer than two
-CPUs to run on, polling would only keep the child off the CPU it needs, so `loop_factory`
-leaves it off.
+fast. With fewer than two CPUs to run on, polling would only keep the child off the CPU it
+needs, so `loop_factory` leaves it off.
 """
 
 from __future__ import annotations
