@@ -24,12 +24,15 @@ needs, so `loop_factory` leaves it off.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import selectors
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+
+log = logging.getLogger(__name__)
 
 # Where the cgroups that may cap this process's CPU time are named, and mounted.
 PROC_CGROUP: Final = Path("/proc/self/cgroup")
@@ -108,8 +111,14 @@ def busy_loop(loop: asyncio.AbstractEventLoop | None) -> BusyPollLoop | None:
 def loop_factory(budget_us: int) -> Callable[[], asyncio.AbstractEventLoop]:
     """What makes the server's event loop: a `BusyPollLoop` when the budget is positive and
     the process may use at least two CPUs, else asyncio's usual loop."""
-    if budget_us <= 0 or usable_cpus() < MIN_CPUS:
+    if budget_us <= 0:
+        log.info("busy polling for answers is off (pool.busy_poll_us = 0)")
         return asyncio.new_event_loop
+    cpus = usable_cpus()
+    if cpus < MIN_CPUS:
+        log.info("busy polling for answers is off: this process may use %g CPU", cpus)
+        return asyncio.new_event_loop
+    log.info("busy polling for answers for up to %d µs", budget_us)
     budget_s = budget_us / 1_000_000
     return lambda: BusyPollLoop(budget_s)
 
