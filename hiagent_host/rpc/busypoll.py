@@ -44,6 +44,13 @@ MIN_CPUS: Final = 2.0
 QUICK_BUDGETS: Final = 4
 
 
+def _no_yield() -> None:
+    pass
+
+
+_yield: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
+
+
 class BusyPollSelector(selectors.DefaultSelector):
     """The platform's selector, polling without blocking until `poll_until` (monotonic)."""
 
@@ -69,6 +76,7 @@ class BusyPollSelector(selectors.DefaultSelector):
                 return ready
             if time.monotonic() >= stop:
                 break
+            _yield()  # a process waiting for this CPU (the plugin's, perhaps) goes first
         self.misses += 1
         if timeout is not None:
             timeout = now + timeout - time.monotonic()
