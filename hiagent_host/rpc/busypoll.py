@@ -11,7 +11,7 @@ sockets). Any event ends the polling, as does a timer falling due.
 Measured on a 2-CPU VM, in process: a RunPluginTool of a quick tool cost the server 40–60 µs
 more CPU than the echo route plus a bare pool call when its loop slept for the answer; a wait
 of the same length spent spinning instead cost 5 µs. End to end, with polling, the call's p50
-went from 0.41–0.54 ms to 0.33–0.37 ms (bench/http.py).
+went from 0.40–0.54 ms to 0.33–0.38 ms (bench/http.py).
 
 The cost is CPU: at most the budget per call, and only when the loop has nothing else to do
 (under load it always has). Each `RpcPeer` asks for polling only while its child's answers
