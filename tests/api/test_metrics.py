@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -15,6 +16,8 @@ from hiagent_host.rpc.busypoll import MIN_CPUS, usable_cpus
 from tests.api.conftest import Installed
 from tests.api.support import REQUEST_TIMEOUT_S, LiveServer, free_port, write_config
 
+# Bounds a wait for a request to be counted (it is, as soon as its response is sent).
+WAIT_S: Final = 10.0
 ECHO: Final = {"pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo"}
 
 
@@ -30,20 +33,32 @@ def sample(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name} {labels}")
 
 
+def scrape_once_counted(client: httpx.Client, samples: list[tuple[str, dict[str, str]]]) -> str:
+    """/metrics once every sample in `samples` is there. A request is counted when its response
+    has been sent, so a scrape sent right after the response may be served first."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        text = client.get("/metrics").text
+        try:
+            for name, labels in samples:
+                sample(text, name, **labels)
+            return text
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # polling the exposition, bounded by WAIT_S
+
+
 def test_requests_are_counted_by_route_template_and_status(client: httpx.Client) -> None:
     client.post("/v1/GetPackageMetadata", json={"pkg": "absent-pkg", "version": "1"})
     client.post("/v1/NoSuchRoute/abc", json={})
-    text = client.get("/metrics").text
-    assert (
-        sample(text, "hiagent_http_requests_total", route="/v1/GetPackageMetadata", status="404")
-        >= 1
-    )
-    assert sample(text, "hiagent_http_requests_total", route="<unmatched>", status="404") >= 1
+    counted = ("hiagent_http_requests_total", {"route": "/v1/GetPackageMetadata", "status": "404"})
+    unmatched = ("hiagent_http_requests_total", {"route": "<unmatched>", "status": "404"})
+    timed = ("hiagent_http_request_duration_seconds_count", {"route": "/v1/GetPackageMetadata"})
+    text = scrape_once_counted(client, [counted, unmatched, timed])
+    for name, labels in (counted, unmatched, timed):
+        assert sample(text, name, **labels) >= 1
     assert "NoSuchRoute" not in text
-    assert (
-        sample(text, "hiagent_http_request_duration_seconds_count", route="/v1/GetPackageMetadata")
-        >= 1
-    )
 
 
 def test_tool_calls_are_counted_by_package_and_outcome(
