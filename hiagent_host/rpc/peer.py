@@ -9,6 +9,8 @@ child is wedged and the pool stops it). A caller cancelled by its own scope send
 `$/cancelRequest` too. EOF on the child's stdout fails every pending call at once with
 `PeerClosed`. A child that reports a cancelled call's thread as abandoned is counted in
 `abandoned_threads` (the pool replaces it). Nothing here kills a process; the pool does.
+On the server's `BusyPollLoop`, a call asks the loop to poll for its answer before sleeping,
+while this child's last answer came quickly (see busypoll.py).
 """
 
 from __future__ import annotations
