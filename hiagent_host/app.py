@@ -10,7 +10,6 @@ otherwise (Hypercorn workers, tests) the app's lifespan does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -33,7 +32,7 @@ from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.jobs import make_backend
 from hiagent_host.packages import PackageManager
 from hiagent_host.pool import Pool
-from hiagent_host.rpc.busypoll import BusyPollPolicy
+from hiagent_host.rpc.busypoll import install_loop_policy
 
 log = logging.getLogger("hiagent_host.app")
 
@@ -109,6 +108,5 @@ def app_from_environment() -> Starlette:
     with_worker = None if raw is None else raw == "1"
     config = load_config()
     logs.configure(config.logging, keys=read_api_keys(config))
-    # Hypercorn makes this worker's loop after loading the app, from the policy.
-    asyncio.set_event_loop_policy(BusyPollPolicy(config.pool.busy_poll_us))
+    install_loop_policy(config.pool.busy_poll_us)  # Hypercorn makes the worker's loop next
     return create_app(config, with_worker=with_worker)

@@ -28,6 +28,7 @@ import logging
 import os
 import selectors
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -131,19 +132,24 @@ def loop_factory(budget_us: int) -> Callable[[], asyncio.AbstractEventLoop]:
     return lambda: BusyPollLoop(budget_s)
 
 
-class BusyPollPolicy(asyncio.DefaultEventLoopPolicy):
-    """For a worker process whose loop someone else makes (Hypercorn's workers)."""
+def install_loop_policy(budget_us: int) -> None:
+    """Have this process's new event loops made by `loop_factory(budget_us)`: for Hypercorn's
+    worker processes, which make their loop themselves (through the policy, after loading the
+    app). asyncio deprecates policies from Python 3.14 on; this one still works there, quietly.
+    """
+    factory = loop_factory(budget_us)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
 
-    def __init__(self, budget_us: int) -> None:
-        super().__init__()
-        self._factory = loop_factory(budget_us)
+        class BusyPollPolicy(asyncio.DefaultEventLoopPolicy):
+            def new_event_loop(self) -> asyncio.AbstractEventLoop:
+                return factory()
 
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        return self._factory()
+        asyncio.set_event_loop_policy(BusyPollPolicy())
 
 
 def usable_cpus() -> float:
-    """The CPUs this process may run on: its affinity, capped by a cgroup v2 CPU quota."""
+    """The CPUs this process may run on: its affinity, capped by a cgroup CPU quota."""
     try:
         cpus = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -136,11 +137,19 @@ def test_the_factory_makes_a_polling_loop_only_with_a_budget_and_two_cpus(monkey
             made.close()
 
 
-def test_the_policy_makes_the_factorys_loops(monkeypatch) -> None:
+def test_the_installed_policy_makes_the_factorys_loops(monkeypatch) -> None:
     monkeypatch.setattr(busypoll, "usable_cpus", lambda: 4.0)
-    made = busypoll.BusyPollPolicy(50).new_event_loop()
+    with warnings.catch_warnings():  # policies are deprecated from Python 3.14 on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        before = asyncio.get_event_loop_policy()
+        try:
+            busypoll.install_loop_policy(50)
+            made = asyncio.new_event_loop()
+        finally:
+            asyncio.set_event_loop_policy(before)
     try:
         assert isinstance(made, BusyPollLoop)
+        assert made.budget_s == pytest.approx(50e-6)
     finally:
         made.close()
 
