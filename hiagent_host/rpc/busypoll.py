@@ -94,9 +94,11 @@ class BusyPollLoop(asyncio.SelectorEventLoop):
         super().__init__(self._busy_selector)
         self.budget_s = budget_s
         self.quick_s = budget_s * QUICK_BUDGETS  # see `QUICK_BUDGETS`
+        self.asked = 0  # calls that asked for polling (a poll happens only if the loop idles)
 
     def expect_answer(self) -> None:
         """A request just left: poll for up to the budget before sleeping."""
+        self.asked += 1
         until = time.monotonic() + self.budget_s
         if until > self._busy_selector.poll_until:
             self._busy_selector.poll_until = until
