@@ -21,7 +21,7 @@ from hiagent_plugin_sdk import errors
 from hiagent_plugin_sdk.metadata import PluginSpec, module_dir, plugin_spec
 from hiagent_plugin_sdk.schema import META_VERSION, HttpException, Metadata
 from hiagent_plugin_sdk.signature import InputModel
-from hiagent_plugin_sdk.utils import gen_metadata, run_maybe_async
+from hiagent_plugin_sdk.utils import gen_metadata, run_known, run_maybe_async
 
 ICON_FILENAME: Final = "icon.png"
 
@@ -72,13 +72,7 @@ class BasePlugin:
         method = getattr(instance, call.name)
         if getattr(method, "__func__", method) is not call.function:
             return await run_maybe_async(method, **kwargs)  # the instance has its own
-        if call.is_async:
-            result = await method(**kwargs)
-        else:
-            result = await asyncio.to_thread(method, **kwargs)
-        if inspect.isawaitable(result):  # a sync wrapper that returned a coroutine
-            result = await result
-        return result
+        return await run_known(method, call.is_async, **kwargs)
 
     @classmethod
     def run_plugin_tool_stream(

@@ -20,7 +20,12 @@ __all__ = ["arequest", "assrf_request", "gen_metadata", "get_fn_schema", "run_ma
 
 async def run_maybe_async(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Await `fn(...)` if it is a coroutine function, else run it on the default executor."""
-    if inspect.iscoroutinefunction(fn):
+    return await run_known(fn, inspect.iscoroutinefunction(fn), *args, **kwargs)
+
+
+async def run_known(fn: Callable[..., Any], is_async: bool, /, *args: Any, **kwargs: Any) -> Any:
+    """`run_maybe_async` for a caller that knows already whether `fn` is a coroutine function."""
+    if is_async:
         result = await fn(*args, **kwargs)
     else:
         result = await asyncio.to_thread(fn, *args, **kwargs)
