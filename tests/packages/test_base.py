@@ -6,12 +6,14 @@ import os
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from hiagent_host.packages import PackageManager
 from hiagent_host.packages.base import BASE_DIR, MANIFEST, Linked, Manifest, clone, find_base
 from hiagent_host.packages.bytecode import site_packages
+from hiagent_host.packages.records import PackageRecord
 from hiagent_host.packages.venv import VenvBuilder
 from hiagent_host.packages.wheelbuild import build_wheel
 from tests.packages.support import build_plugin, describe, make_manager
@@ -24,6 +26,16 @@ def only_base(pm: PackageManager) -> Path:
     assert len(bases) == 1, bases
     assert (bases[0] / MANIFEST).is_file()
     return bases[0]
+
+
+def install_one(
+    tmp_path: Path, wheelhouse: Path, name: str, **packages: Any
+) -> tuple[PackageManager, PackageRecord]:
+    """A manager on a fresh data directory (`packages`: [packages] keys), with `name` 1.0
+    installed in it."""
+    pm = make_manager(tmp_path / "data", wheelhouse, **packages)
+    wheel = build_plugin(tmp_path, name, "1.0")
+    return pm, pm.install(wheel.as_uri(), wheel.name, force=False)
 
 
 def module_file(venv: Path, relative: str) -> Path:
@@ -112,9 +124,7 @@ def test_a_dependency_that_adds_a_pth_file_gets_a_fresh_probe(
 def test_a_clone_tells_when_the_install_replaced_what_it_linked(
     tmp_path: Path, wheelhouse: Path
 ) -> None:
-    pm = make_manager(tmp_path / "data", wheelhouse)
-    wheel = build_plugin(tmp_path, "pkg-base-seed", "1.0")
-    pm.install(wheel.as_uri(), wheel.name, force=False)
+    pm, _ = install_one(tmp_path, wheelhouse, "pkg-base-seed")
     base_path = only_base(pm)
     base = find_base(pm.layout, base_path.name, max_age_s=3600)
     assert base is not None
@@ -148,9 +158,7 @@ def test_a_clone_tells_when_the_install_replaced_what_it_linked(
 def test_an_expired_base_is_rebuilt_and_venvs_built_from_the_old_one_keep_working(
     tmp_path: Path, wheelhouse: Path
 ) -> None:
-    pm = make_manager(tmp_path / "data", wheelhouse, base_venv_max_age_s=3600.0)
-    one = build_plugin(tmp_path, "pkg-old-base", "1.0")
-    first = pm.install(one.as_uri(), one.name, force=False)
+    pm, first = install_one(tmp_path, wheelhouse, "pkg-old-base", base_venv_max_age_s=3600.0)
     base = only_base(pm)
     manifest = read_manifest(base)
     aged = msgspec.structs.replace(manifest, created_at=manifest.created_at - 7200)
@@ -168,9 +176,7 @@ def test_an_expired_base_is_rebuilt_and_venvs_built_from_the_old_one_keep_workin
 def test_with_the_base_disabled_every_venv_is_installed_on_its_own(
     tmp_path: Path, wheelhouse: Path
 ) -> None:
-    pm = make_manager(tmp_path / "data", wheelhouse, base_venv_max_age_s=0.0)
-    wheel = build_plugin(tmp_path, "pkg-no-base", "1.0")
-    record = pm.install(wheel.as_uri(), wheel.name, force=False)
+    pm, record = install_one(tmp_path, wheelhouse, "pkg-no-base", base_venv_max_age_s=0.0)
     assert not (pm.config.paths.venvs_dir / BASE_DIR).exists()
     assert describe(pm.venv_python(record), "pkg-no-base")["ok"] is True
 
@@ -178,9 +184,7 @@ def test_with_the_base_disabled_every_venv_is_installed_on_its_own(
 def test_recover_removes_what_an_interrupted_base_build_left(
     tmp_path: Path, wheelhouse: Path
 ) -> None:
-    pm = make_manager(tmp_path / "data", wheelhouse)
-    wheel = build_plugin(tmp_path, "pkg-base-recover", "1.0")
-    pm.install(wheel.as_uri(), wheel.name, force=False)
+    pm, _ = install_one(tmp_path, wheelhouse, "pkg-base-recover")
     base = only_base(pm)
     partial = base.parent / ".building-999999999-0123abcd"  # no such process
     running = base.parent / f".building-{os.getpid()}-4567cdef"  # this one is alive

@@ -31,6 +31,8 @@ def peer_of(process: Process) -> RpcPeer:
     )
 
 
+# A child that never reads its stdin (the pipe fills up, or holds what it was sent).
+NEVER_READS = [sys.executable, "-c", "import time; time.sleep(60)"]
 # A real process answers in milliseconds; this only bounds a hang.
 STEP_S = 10.0
 CALLS = 50
@@ -100,9 +102,8 @@ async def test_frames_to_a_child_on_asyncio_go_straight_to_its_pipe_in_order() -
 
 @pytest.mark.anyio
 async def test_a_child_that_stops_reading_stalls_a_direct_write_which_is_reported() -> None:
-    never_reads = [sys.executable, "-c", "import time; time.sleep(60)"]
     with anyio.fail_after(STEP_S):
-        async with await anyio.open_process(never_reads) as process:
+        async with await anyio.open_process(NEVER_READS) as process:
             assert process.stdin is not None
             writer = FrameWriter(process.stdin, 1 << 20)
             writer.queue(Request(id=1, method="echo", params={"pad": "x" * 400_000}))
@@ -134,9 +135,8 @@ async def write_until_refused(writer: FrameWriter) -> None:
 
 @pytest.mark.anyio
 async def test_frames_queued_after_the_first_of_a_turn_leave_together_at_the_next_turn() -> None:
-    never_reads = [sys.executable, "-c", "import time; time.sleep(60)"]
     with anyio.fail_after(STEP_S):
-        async with await anyio.open_process(never_reads) as process:
+        async with await anyio.open_process(NEVER_READS) as process:
             assert process.stdin is not None
             writer = FrameWriter(process.stdin, 1 << 20)
             transport = asyncio_transport(process.stdin)
