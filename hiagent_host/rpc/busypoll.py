@@ -106,12 +106,12 @@ class BusyPollLoop(asyncio.SelectorEventLoop):
     @property
     def hits(self) -> int:
         """Polls that ended with an event (an answer, most often) before the budget ran out."""
-        return int(self._busy_selector.hits)
+        return self._busy_selector.hits
 
     @property
     def misses(self) -> int:
         """Polls that ran out of budget; the loop then slept as usual."""
-        return int(self._busy_selector.misses)
+        return self._busy_selector.misses
 
 
 def busy_loop(loop: asyncio.AbstractEventLoop | None) -> BusyPollLoop | None:
