@@ -4,40 +4,33 @@ Stack, outermost first: Starlette's error guard → request context (request id,
 metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router.
 `open_services` recovers the package store, opens the pool and the job backend, and closes
 them in reverse (the pool stops every child through its ladder). `serve` opens them itself,
-before Hypercorn binds, so a failed start is an error and not a server without services;
-otherwise (Hypercorn workers, tests) the app's lifespan does.
+before Hypercorn serves, so a failed start is an error and not a server without services;
+otherwise (tests) the app's lifespan does.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Final
 
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from hiagent_host import logs
 from hiagent_host.api import openapi
 from hiagent_host.api.auth import BearerAuthMiddleware
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, starlette_routes
 from hiagent_host.api.services import Services
-from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.config import Config, read_api_keys
 from hiagent_host.jobs import make_backend
 from hiagent_host.packages import PackageManager
 from hiagent_host.pool import Pool
-from hiagent_host.rpc.busypoll import install_loop_policy
 
 log = logging.getLogger("hiagent_host.app")
-
-# Set by `serve` for Hypercorn worker processes (workers > 1), which build their own app.
-WITH_WORKER_ENV: Final = "HIAGENT_SERVE_WITH_WORKER"
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 ExtraRoutes = Sequence[BaseRoute]
@@ -100,13 +93,3 @@ def _lifespan(config: Config, metrics: Metrics, with_worker: bool | None) -> Lif
             yield
 
     return lifespan
-
-
-def app_from_environment() -> Starlette:
-    """The app a Hypercorn worker process builds (config from `$HIAGENT_CONFIG`)."""
-    raw = os.environ.get(WITH_WORKER_ENV)
-    with_worker = None if raw is None else raw == "1"
-    config = load_config()
-    logs.configure(config.logging, keys=read_api_keys(config))
-    install_loop_policy(config.pool.busy_poll_us)  # Hypercorn makes the worker's loop next
-    return create_app(config, with_worker=with_worker)

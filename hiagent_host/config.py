@@ -35,6 +35,7 @@ class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     keep_alive_s: float = 5.0
     graceful_shutdown_s: float = 30.0
     max_body_bytes: int = 10 * 1024 * 1024

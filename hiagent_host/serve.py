@@ -1,9 +1,17 @@
-"""Hypercorn serving the app: bind, workers, keep-alive and graceful shutdown from config.
+"""Hypercorn serving the app: bind, worker processes, keep-alive and graceful shutdown.
+
+The listening socket is bound first (a port in use fails before anything starts, exit 1).
+With `server.workers` = 1 this process serves; with more, it forks that many worker processes
+that share the socket (the kernel hands each new connection to one of them) and supervises
+them. Each serving process opens its own services (package store, plugin pool, job backend)
+before it serves, runs its event loop (`server.event_loop`: uvloop, else asyncio's) and
+serves through Hypercorn's public `hypercorn.asyncio.serve`, the socket given as `fd://N`.
 
 SIGTERM or SIGINT: stop accepting, let in-flight calls and streams finish for up to
 `server.graceful_shutdown_s` (then cancel them, which cancels their calls in the children),
-close the services (the pool's stop ladder for every child), and return 0. The services are
-opened before Hypercorn binds: a start that fails (a bad store, a port in use) returns 1.
+close the services (the pool's stop ladder for every child), and return 0. The supervisor
+passes the signal on to its workers and waits for them; a worker that dies on its own is
+started again, after `WORKER_RESTART_DELAY_S`; one that cannot start stops them all (exit 1).
 """
 
 from __future__ import annotations
@@ -13,35 +21,36 @@ import ipaddress
 import logging
 import os
 import signal
-from typing import Final, cast
+import socket
+import time
+from collections.abc import Callable
+from typing import Final
 
-from hypercorn.asyncio.run import worker_serve
+import uvloop
+from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.config import Sockets
-from hypercorn.run import run as hypercorn_run
-from hypercorn.typing import ASGIFramework
-from hypercorn.utils import wrap_app
 
 from hiagent_host import logs
-from hiagent_host.app import WITH_WORKER_ENV, ExtraRoutes, create_app, open_services
-from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
+from hiagent_host.app import ExtraRoutes, create_app, open_services
+from hiagent_host.config import Config, read_api_keys
 from hiagent_host.errors import HostError
-from hiagent_host.rpc.busypoll import loop_factory
 
 log = logging.getLogger("hiagent_host.serve")
 
 EXIT_START_FAILED: Final = 1
-
-APP_FACTORY: Final = "hiagent_host.app:app_from_environment()"
 LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+# A worker that died on its own is started again after this long (a crash loop stays slow).
+WORKER_RESTART_DELAY_S: Final = 1.0
+# Connections the kernel queues before the workers accept them: a burst of new connections
+# (clients reconnecting at once) waits rather than being refused.
+LISTEN_BACKLOG: Final = 1024
 
 
-def hypercorn_config(config: Config) -> HypercornConfig:
+def hypercorn_config(config: Config, fd: int) -> HypercornConfig:
+    """Hypercorn's settings for one serving process on the bound socket `fd`."""
     server = config.server
     hc = HypercornConfig()
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    hc.bind = [f"{host}:{server.port}"]
-    hc.workers = server.workers
+    hc.bind = [f"fd://{fd}"]
     hc.keep_alive_timeout = server.keep_alive_s
     hc.graceful_timeout = server.graceful_shutdown_s
     hc.accesslog = None  # the app writes its own structured access log
@@ -73,42 +82,56 @@ def warn_if_exposed(config: Config, keys: frozenset[str]) -> bool:
     return True
 
 
+def bind(config: Config) -> socket.socket:
+    """The listening socket of `[server] host` and `port` (OSError if it cannot be had)."""
+    host = config.server.host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, config.server.port), family=family, backlog=LISTEN_BACKLOG)
+
+
+def loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes a serving process's event loop (`server.event_loop`)."""
+    if config.server.event_loop == "uvloop":
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 def serve(
     config: Config, *, with_worker: bool | None = None, extra_routes: ExtraRoutes = ()
 ) -> int:
     """Serve until SIGTERM/SIGINT; the exit status (0 after a clean shutdown, 1 if it cannot
-    start). `extra_routes` (benchmarks) needs a single worker."""
+    start). `extra_routes` (benchmarks) are served by every worker."""
     keys = read_api_keys(config)
     logs.configure(config.logging, keys=keys)
     warn_if_exposed(config, keys)
-    hc = hypercorn_config(config)
-    if config.server.workers > 1 and not extra_routes:
-        return _serve_workers(config, hc, with_worker)
-    hc.workers = 1
+    where = f"{config.server.host}:{config.server.port}"
     try:
-        sockets = hc.create_sockets()  # bind first: a taken port fails before anything starts
+        sock = bind(config)  # bind first: a taken port fails before anything starts
     except OSError as exc:
-        log.error("cannot serve on %s: %s", hc.bind[0], exc)
+        log.error("cannot serve on %s: %s", where, exc)
         return EXIT_START_FAILED
+    with sock:
+        if config.server.workers > 1:
+            return _supervise(config, sock, with_worker, extra_routes)
+        return _serve_process(config, sock, with_worker, extra_routes)
+
+
+def _serve_process(
+    config: Config, sock: socket.socket, with_worker: bool | None, extra_routes: ExtraRoutes
+) -> int:
+    """Serve on `sock` in this process until SIGTERM/SIGINT; the exit status."""
     try:
-        with asyncio.Runner(loop_factory=loop_factory(config.pool.busy_poll_us)) as runner:
-            runner.run(_serve_one(config, hc, sockets, with_worker, extra_routes))
+        with asyncio.Runner(loop_factory=loop_factory(config)) as runner:
+            runner.run(_serve_one(config, sock, with_worker, extra_routes))
     except HostError as exc:
-        log.error("cannot serve on %s: %s: %s", hc.bind[0], exc.code, exc.message)
+        log.error("cannot serve: %s: %s", exc.code, exc.message)
         return EXIT_START_FAILED
-    finally:
-        for sock in (*sockets.insecure_sockets, *sockets.secure_sockets):
-            sock.close()
     log.info("stopped")
     return 0
 
 
 async def _serve_one(
-    config: Config,
-    hc: HypercornConfig,
-    sockets: Sockets,
-    with_worker: bool | None,
-    extra_routes: ExtraRoutes,
+    config: Config, sock: socket.socket, with_worker: bool | None, extra_routes: ExtraRoutes
 ) -> None:
     grace_s = config.server.graceful_shutdown_s
     stop = asyncio.Event()
@@ -130,30 +153,83 @@ async def _serve_one(
     try:
         async with open_services(config, with_worker=with_worker) as services:
             app = create_app(config, services=services, extra_routes=extra_routes)
-            log.info("serving with %s", config.source)
+            log.info("serving on %s:%s with %s", *sock.getsockname()[:2], config.source)
+            # Hypercorn takes a socket of its own over a duplicate of ours (it closes it).
+            hc = hypercorn_config(config, os.dup(sock.fileno()))
             # In a task of its own: Hypercorn's shutdown leaves the task it ran in marked as
             # being cancelled, which would cancel the pool's clean shutdown right after.
-            # what hypercorn.asyncio.serve does, with the sockets bound above
-            asgi = wrap_app(cast(ASGIFramework, app), hc.wsgi_max_body_size, "asgi")
-            await asyncio.create_task(
-                worker_serve(asgi, hc, sockets=sockets, shutdown_trigger=stop.wait)
-            )
+            await asyncio.create_task(hypercorn_serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
 
-def _serve_workers(config: Config, hc: HypercornConfig, with_worker: bool | None) -> int:
-    """Several Hypercorn worker processes, each with its own app and plugin pool."""
+def _supervise(
+    config: Config, sock: socket.socket, with_worker: bool | None, extra_routes: ExtraRoutes
+) -> int:
+    """Fork `server.workers` serving processes on `sock` and look after them until they all
+    stop (see the module docstring); the exit status."""
+    stopping = False
+    failed = False
+    workers: dict[int, int] = {}  # pid → worker number
+
+    def start(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: serve, then leave without running the parent's exit code
+            status = 1
+            try:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, signal.SIG_DFL)
+                status = _serve_process(config, sock, with_worker, extra_routes)
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        workers[pid] = number
+        log.info("worker %d started (pid %d)", number, pid)
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            _signal(pid, signal.SIGTERM)
+
     if config.queue.backend == "local":
-        log.warning(
-            "server.workers = %d with the local queue backend: each worker keeps its own jobs; "
-            'use [queue] backend = "redis" so every worker sees every job',
-            config.server.workers,
-        )
-    if config.source != "<defaults>":
-        os.environ[CONFIG_ENV] = config.source
-    if with_worker is not None:
-        os.environ[WITH_WORKER_ENV] = "1" if with_worker else "0"
-    hc.application_path = APP_FACTORY
-    return int(hypercorn_run(hc))
+        log.info("server.workers = %d: every worker sees every job (shared state_dir/jobs)",
+                 config.server.workers)  # fmt: skip
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for number in range(config.server.workers):
+            start(number)
+        while workers:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            if pid not in workers:
+                continue
+            number = workers.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if stopping:
+                continue
+            if code == EXIT_START_FAILED:
+                log.error("worker %d could not start; stopping the others", number)
+                failed = stopping = True
+                for other in workers:
+                    _signal(other, signal.SIGTERM)
+                continue
+            log.error("worker %d (pid %d) exited (%d); starting it again", number, pid, code)
+            time.sleep(WORKER_RESTART_DELAY_S)  # the supervisor has nothing else to do
+            if not stopping:
+                start(number)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    log.info("stopped")
+    return EXIT_START_FAILED if failed else 0
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # it has just exited; the wait loop reaps it

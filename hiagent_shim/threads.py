@@ -31,8 +31,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 # dropped once this many are held.
 PRUNE_AT: Final = 16
 THREAD_NAME_PREFIX: Final = "hiagent-tool"
-EAGER_TASKS: Final = sys.version_info >= (3, 12)  # asyncio.Task(..., eager_start=True)
-TASK_CONTEXTS: Final = sys.version_info >= (3, 11)  # loop.create_task(..., context=...)
+EAGER_TASKS: Final = sys.version_info >= (3, 12)  # asyncio.eager_task_factory
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -244,7 +243,7 @@ class ToolExecutor(ThreadPoolExecutor):
 
 class ToolLoop(asyncio.SelectorEventLoop):
     """The shim's event loop: `run_in_executor` on its `ToolExecutor` skips `concurrent.futures`,
-    and `start_task` runs a task's first step at once.
+    and `start_task` runs a task's first step at once (Python 3.12+).
 
     Workers hand results back through `deliver`, which wakes the loop once for every result
     that finished before it got round to them.
@@ -258,26 +257,13 @@ class ToolLoop(asyncio.SelectorEventLoop):
 
     def start_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """A task for `coro` whose first step runs now, inside this call, not at the loop's
-        next turn: a call that needs no await (an async tool) is answered without one more
-        trip through the loop. On Python 3.12+ that is an eager task. Before, the task is made
-        as usual and, when no other task is running (the shim starts calls from the wire's
-        reader callback), its first step, the handle it just queued (recognised by the task's
-        own context), is taken off the queue and run here; otherwise it stays queued.
+        next turn, where asyncio offers that publicly (Python 3.12+, `eager_task_factory`):
+        a call that needs no await (an async tool) is answered without one more trip through
+        the loop. Before 3.12 the task starts at the loop's next turn, as any task does.
         """
         if EAGER_TASKS:
-            return asyncio.Task(coro, loop=self, eager_start=True)  # type: ignore[call-arg, unused-ignore]
-        if not TASK_CONTEXTS:
-            return self.create_task(coro)
-        context = contextvars.copy_context()
-        task = self.create_task(coro, context=context)
-        ready: deque[asyncio.Handle] = self._ready  # type: ignore[attr-defined]
-        if (
-            ready
-            and getattr(ready[-1], "_context", None) is context
-            and asyncio.current_task(self) is None
-        ):
-            ready.pop()._run()
-        return task
+            return asyncio.eager_task_factory(self, coro)  # type: ignore[attr-defined, no-any-return, unused-ignore]
+        return self.create_task(coro)
 
     def set_default_executor(self, executor: Any) -> None:
         super().set_default_executor(executor)
@@ -289,7 +275,8 @@ class ToolLoop(asyncio.SelectorEventLoop):
         tools = self._tools
         if tools is None or (executor is not None and executor is not tools):
             return super().run_in_executor(executor, func, *args)
-        self._check_closed()  # type: ignore[attr-defined]
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")  # as asyncio's own says
         future: asyncio.Future[T] = self.create_future()
         tools.start(_LoopWork(func, args, future, self))
         return future

@@ -41,8 +41,14 @@ from hiagent_host.pool.errors import (
     ToolTimeout,
 )
 from hiagent_host.pool.logs import RotatingFile, StderrSink
-from hiagent_host.rpc import DeadlineExceeded, PeerClosed, RpcPeer, StreamCall, initialize
-from hiagent_host.rpc.messages import SHUTDOWN
+from hiagent_host.rpc import (
+    SHUTDOWN,
+    DeadlineExceeded,
+    PeerClosed,
+    RpcPeer,
+    StreamCall,
+    initialize,
+)
 
 # After SIGKILL the kernel tears a process down in milliseconds; longer means a stuck (D-state)
 # process, which is logged and given up on.

@@ -53,9 +53,7 @@ from hiagent_host.pool.errors import (
     ToolTimeout,
 )
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
-from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
-from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
-from hiagent_host.rpc.pending import running_asyncio_loop
+from hiagent_host.rpc import METADATA, RUN_TOOL, VALIDATE, BusyPoll, running_busy_poll
 
 # The idle reaper looks again at least this often (a child may go idle at any time).
 IDLE_SCAN_MAX_S: Final = 5.0
@@ -97,7 +95,7 @@ class PoolStats(msgspec.Struct, frozen=True):
     evictions: int
     timeouts: int
     idle_stops: int
-    busy_poll_hits: int  # the loop polled for an answer and got an event (rpc/busypoll.py)
+    busy_poll_hits: int  # the loop polled until every answer had come (rpc/busypoll.py)
     busy_poll_misses: int  # ... and ran out of budget, then slept
 
 
@@ -132,7 +130,7 @@ class Pool:
         self._tg: anyio.abc.TaskGroup | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
-        self._busy: BusyPollLoop | None = None
+        self._busy: BusyPoll | None = None
         self._starts = self._crashes = self._evictions = self._timeouts = self._idle_stops = 0
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -140,7 +138,7 @@ class Pool:
     async def __aenter__(self) -> Pool:
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
-        self._busy = busy_loop(running_asyncio_loop())
+        self._busy = running_busy_poll(self._pool.busy_poll_us)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._reap_idle)

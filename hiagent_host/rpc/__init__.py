@@ -5,6 +5,7 @@ docs/protocol.md is the contract; `hiagent_shim` implements the other end.
 
 from __future__ import annotations
 
+from hiagent_host.rpc.busypoll import BusyPoll, running_busy_poll
 from hiagent_host.rpc.errors import (
     DeadlineExceeded,
     FrameTooLarge,
@@ -13,11 +14,23 @@ from hiagent_host.rpc.errors import (
     ResultTooLarge,
 )
 from hiagent_host.rpc.handshake import Handshake, PackageRef, initialize
-from hiagent_host.rpc.messages import PROTOCOL_VERSION, error_to_host
+from hiagent_host.rpc.messages import (
+    METADATA,
+    PROTOCOL_VERSION,
+    RUN_TOOL,
+    SHUTDOWN,
+    VALIDATE,
+    error_to_host,
+)
 from hiagent_host.rpc.peer import RpcPeer, StreamCall
 
 __all__ = [
+    "METADATA",
     "PROTOCOL_VERSION",
+    "RUN_TOOL",
+    "SHUTDOWN",
+    "VALIDATE",
+    "BusyPoll",
     "DeadlineExceeded",
     "FrameTooLarge",
     "Handshake",
@@ -29,4 +42,5 @@ __all__ = [
     "StreamCall",
     "error_to_host",
     "initialize",
+    "running_busy_poll",
 ]

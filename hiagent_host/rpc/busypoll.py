@@ -1,37 +1,40 @@
-"""Busy polling: the host's event loop polls for a plugin's answer briefly before it sleeps.
+"""Busy polling: while a quick answer is due, the server's event loop polls instead of sleeping.
 
 A quick tool answers in tens of microseconds, less time than the host process takes to be put
 to sleep and woken again. Worse, on a virtual machine a sleeping vCPU gives its core away, so
 the host comes back to cold caches and runs the rest of the request (the response, the access
 log, the next request's parsing) markedly slower. So after a call is sent, the loop does not
-block in `epoll_wait` at once: for up to `pool.busy_poll_us` it polls without blocking, and
-only then sleeps for whatever time is left (Linux's `net.core.busy_poll` does the same for
-sockets). Any event ends the polling, as does a timer falling due.
+block in `epoll_wait` at once: for up to `pool.busy_poll_us` it polls without blocking (Linux's
+`net.core.busy_poll` does the same for sockets).
 
-Measured on a 2-CPU VM, in process: a RunPluginTool of a quick tool cost the server 40–60 µs
-more CPU than the echo route plus a bare pool call when its loop slept for the answer; a wait
-of the same length spent spinning instead cost 5 µs. End to end, with polling, the call's p50
-went from 0.40–0.54 ms to 0.33–0.38 ms (bench/http.py).
+How, with public interfaces only: an event loop that has a callback ready polls its selector
+without blocking (asyncio's and uvloop's alike), so a callback that reschedules itself with
+`loop.call_soon` keeps the loop polling. It stops once every answer asked for has come, or
+the budget is spent; between two turns it yields the CPU (`os.sched_yield`), so the plugin's
+process, if it waits for this CPU, runs first. (An earlier version subclassed the loop's
+selector and installed it through a deprecated loop policy; bench/http.py measured both on
+the same 2-CPU VM: RunPluginTool p50 at concurrency 1 within 0.01 ms of each other.)
 
 The cost is CPU: at most the budget per call, and only when the loop has nothing else to do
-(under load it always has). Each `RpcPeer` asks for polling only while its child's answers
-keep coming back quickly (within `QUICK_BUDGETS` budgets), so a plugin whose tools take
-milliseconds or more costs one budget's worth of polling at most after each answer that came
-fast. With fewer than two CPUs to run on, polling would only keep the child off the CPU it
-needs, so `loop_factory` leaves it off.
+(under load it always has). A peer asks for polling only while its child's answers keep coming
+back quickly (within `QUICK_BUDGETS` budgets), so a plugin whose tools take milliseconds or
+more costs one budget's worth of polling at most after each answer that came fast. With fewer
+than two CPUs to run on, polling would only keep the child off the CPU it needs, so
+`busy_poll_for` leaves it off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
-import selectors
-import time
-import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+
+from hiagent_host.rpc.pending import running_asyncio_loop
 
 log = logging.getLogger(__name__)
 
@@ -52,102 +55,75 @@ def _no_yield() -> None:
 _yield: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
 
 
-class BusyPollSelector(selectors.DefaultSelector):
-    """The platform's selector, polling without blocking until `poll_until` (monotonic)."""
+class BusyPoll:
+    """One event loop's polling for answers: `expect()` when a call is sent, `settle()` once
+    its caller has the answer (or gave up)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.poll_until = 0.0
-        self.hits = 0  # polls that ended with an event
-        self.misses = 0  # polls that ran out of time and then slept
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        select = super().select
-        if timeout is not None and timeout <= 0:
-            return select(0)
-        now = time.monotonic()
-        until = self.poll_until
-        if now >= until:
-            return select(timeout)
-        stop = until if timeout is None else min(until, now + timeout)
-        while True:
-            ready = select(0)
-            if ready:
-                self.hits += 1
-                return ready
-            if time.monotonic() >= stop:
-                break
-            _yield()  # a process waiting for this CPU (the plugin's, perhaps) goes first
-        self.misses += 1
-        if timeout is not None:
-            timeout = now + timeout - time.monotonic()
-            if timeout <= 0:
-                return []  # a timer is due: polling took the whole wait
-        return select(timeout)
-
-
-class BusyPollLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose selector polls for `budget_s` after `expect_answer`."""
-
-    def __init__(self, budget_s: float) -> None:
-        self._busy_selector = BusyPollSelector()
-        super().__init__(self._busy_selector)
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget_s: float) -> None:
+        self._loop = loop
         self.budget_s = budget_s
         self.quick_s = budget_s * QUICK_BUDGETS  # see `QUICK_BUDGETS`
-        self.asked = 0  # calls that asked for polling (a poll happens only if the loop idles)
+        self._until = 0.0
+        self._waiting = 0
+        self._spinning = False
+        self.hits = 0  # polls that ended because every answer asked for had come
+        self.misses = 0  # polls that ran out of budget; the loop then slept as usual
 
-    def expect_answer(self) -> None:
-        """A request just left: poll for up to the budget before sleeping."""
-        self.asked += 1
-        until = time.monotonic() + self.budget_s
-        if until > self._busy_selector.poll_until:
-            self._busy_selector.poll_until = until
+    def expect(self) -> None:
+        """A request just left: keep the loop polling for up to the budget from now."""
+        self._waiting += 1
+        self._until = self._loop.time() + self.budget_s
+        if not self._spinning:
+            self._spinning = True
+            self._loop.call_soon(self._spin)
 
-    @property
-    def hits(self) -> int:
-        """Polls that ended with an event (an answer, most often) before the budget ran out."""
-        return self._busy_selector.hits
+    def settle(self) -> None:
+        """The caller of an `expect()` has its answer, or stopped waiting for it."""
+        self._waiting -= 1
 
-    @property
-    def misses(self) -> int:
-        """Polls that ran out of budget; the loop then slept as usual."""
-        return self._busy_selector.misses
+    def _spin(self) -> None:
+        if self._waiting <= 0:
+            self._spinning = False
+            self.hits += 1
+        elif self._loop.time() >= self._until:
+            self._spinning = False
+            self.misses += 1
+        else:
+            _yield()  # a process waiting for this CPU (the plugin's, perhaps) goes first
+            self._loop.call_soon(self._spin)
 
 
-def busy_loop(loop: asyncio.AbstractEventLoop | None) -> BusyPollLoop | None:
-    """`loop` if it busy-polls, else None."""
-    return loop if isinstance(loop, BusyPollLoop) else None
+_polls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BusyPoll | None] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def loop_factory(budget_us: int) -> Callable[[], asyncio.AbstractEventLoop]:
-    """What makes the server's event loop: a `BusyPollLoop` when the budget is positive and
-    the process may use at least two CPUs, else asyncio's usual loop."""
-    if budget_us <= 0:
-        log.info("busy polling for answers is off (pool.busy_poll_us = 0)")
-        return asyncio.new_event_loop
+def busy_poll_for(loop: asyncio.AbstractEventLoop | None, budget_us: int) -> BusyPoll | None:
+    """The `BusyPoll` shared by everything on `loop` (made on first use), or None when polling
+    is off: no asyncio loop, a zero budget, or fewer than `MIN_CPUS` usable CPUs."""
+    if loop is None or budget_us <= 0 or not polling_pays():
+        return None
+    try:
+        return _polls[loop]
+    except KeyError:
+        poll = _polls[loop] = BusyPoll(loop, budget_us / 1_000_000)
+        return poll
+
+
+def running_busy_poll(budget_us: int) -> BusyPoll | None:
+    """`busy_poll_for` the asyncio loop running the current task, if any."""
+    return busy_poll_for(running_asyncio_loop(), budget_us)
+
+
+@functools.cache
+def polling_pays() -> bool:
+    """Whether this process may use at least `MIN_CPUS` CPUs (said once in the log)."""
     cpus = usable_cpus()
     if cpus < MIN_CPUS:
         log.info("busy polling for answers is off: this process may use %g CPU", cpus)
-        return asyncio.new_event_loop
-    log.info("busy polling for answers for up to %d µs", budget_us)
-    budget_s = budget_us / 1_000_000
-    return lambda: BusyPollLoop(budget_s)
-
-
-def install_loop_policy(budget_us: int) -> None:
-    """Have this process's new event loops made by `loop_factory(budget_us)`: for Hypercorn's
-    worker processes, which make their loop themselves (through the policy, after loading the
-    app). asyncio deprecates policies from Python 3.14 on; this one still works there, quietly.
-    """
-    factory = loop_factory(budget_us)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-
-        class BusyPollPolicy(asyncio.DefaultEventLoopPolicy):
-            def new_event_loop(self) -> asyncio.AbstractEventLoop:
-                return factory()
-
-        asyncio.set_event_loop_policy(BusyPollPolicy())
+        return False
+    log.info("busy polling for quick answers (pool.busy_poll_us)")
+    return True
 
 
 def usable_cpus() -> float:

@@ -10,7 +10,6 @@ writes everything queued in one go.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -146,12 +145,6 @@ class FrameReader:
         self._ready.clear()
         return frames
 
-    def take_ready(self) -> list[bytes | OversizeFrame]:
-        """The frames read already and not yet received (for a reader that takes over)."""
-        frames = list(self._ready)
-        self._ready.clear()
-        return frames
-
     async def aclose(self) -> None:
         """Close the underlying stream."""
         await self.stream.aclose()
@@ -165,15 +158,6 @@ class FrameWriter:
     writing already: that task takes every frame queued meanwhile along before it returns, so a
     caller never waits behind a lock and a burst of calls leaves in a few writes. A write runs
     shielded, so a cancelled writer never leaves half a frame (or other callers' frames) behind.
-
-    On asyncio, where a child's stdin is anyio's wrapper of an asyncio `StreamWriter`, the
-    outbox goes straight to the pipe's transport, without an await: the transport takes the
-    whole write at once (what the pipe does not take now it keeps, in order). The first frame
-    of a turn of the loop leaves at once; frames queued after it in the same turn leave
-    together at the start of the next one (a burst of calls wakes the child once or twice, not
-    once per call). Only when the child stops keeping up (the transport holds more than its
-    high-water mark) does `flush` wait, as on every other stream, for the pipe to drain,
-    bounded by `stall_s`.
     """
 
     def __init__(self, stream: ByteSendStream, max_frame_bytes: int) -> None:
@@ -182,15 +166,6 @@ class FrameWriter:
         self._encoder = msgspec.json.Encoder()
         self._outbox = bytearray()
         self._writing = False
-        self._transport = asyncio_transport(stream)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._later = False  # a direct write is due at the start of the loop's next turn
-        self._closed = False
-
-    @property
-    def direct(self) -> bool:
-        """Whether frames go straight to an asyncio transport (else through `stream.send`)."""
-        return self._transport is not None
 
     def queue(self, message: object) -> None:
         """Add `message` as a frame; FrameTooLarge, with nothing queued, if its JSON is too long."""
@@ -215,23 +190,13 @@ class FrameWriter:
         longer than `stall_s`. Errors of the stream (it closed, it broke) are raised."""
         if self._writing or not self._outbox:
             return True
-        if self._transport is not None:
-            if self._later:
-                return True  # it leaves with the frames of this turn, at the start of the next
-            if self._write_direct(self._transport):
-                self._loop = self._loop or asyncio.get_running_loop()
-                self._later = True
-                self._loop.call_soon(self._write_later)
-                return True
         self._writing = True
         try:
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + stall_s) as scope:
-                while True:  # once at least: a direct write may have left the pipe backed up
+                while self._outbox:
                     data = bytes(self._outbox)  # the outbox is reused: frames queue on meanwhile
                     self._outbox.clear()
-                    await self._stream.send(data)  # b"": waits for the pipe to drain
-                    if not self._outbox:
-                        break
+                    await self._stream.send(data)
         except BaseException:
             self._outbox.clear()
             raise
@@ -242,60 +207,7 @@ class FrameWriter:
             return False
         return True
 
-    def _write_direct(self, transport: asyncio.WriteTransport) -> bool:
-        """Hand the outbox to the transport; whether the pipe keeps up (else wait for it)."""
-        if transport.is_closing():
-            self._outbox.clear()
-            raise anyio.ClosedResourceError if self._closed else anyio.BrokenResourceError
-        data = bytes(self._outbox)
-        self._outbox.clear()
-        transport.write(data)
-        if transport.is_closing():  # the write failed: the child closed its stdin
-            raise anyio.BrokenResourceError
-        return transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]
-
-    def _write_later(self) -> None:
-        """The frames queued in the last turn of the loop, written together (see the class)."""
-        self._later = False
-        if self._writing or not self._outbox or self._transport is None:
-            return
-        try:
-            self._write_direct(self._transport)  # a backlog makes the next flush wait
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the child's stdin is gone: its calls fail when its stdout ends
-
     async def aclose(self) -> None:
         """Close the underlying stream (what is still queued is dropped)."""
         self._outbox.clear()
-        self._closed = True
         await self._stream.aclose()
-
-
-def asyncio_transport(stream: ByteSendStream) -> asyncio.WriteTransport | None:
-    """The asyncio transport under `stream` when it is anyio's wrapper of an asyncio
-    `StreamWriter` (a child's stdin from `anyio.open_process` on asyncio), else None.
-
-    anyio keeps the writer in the wrapper's `_stream`; should that change, every write simply
-    goes through `stream.send` again (tests/rpc checks that a child's stdin still takes the
-    direct path).
-    """
-    writer = getattr(stream, "_stream", None)
-    if not isinstance(writer, asyncio.StreamWriter):
-        return None
-    transport = writer.transport
-    return transport if isinstance(transport, asyncio.WriteTransport) else None
-
-
-def asyncio_stream_reader(stream: ByteReceiveStream) -> asyncio.StreamReader | None:
-    """The asyncio `StreamReader` under `stream` when it is anyio's wrapper of one (a child's
-    stdout from `anyio.open_process` on asyncio), else None.
-
-    Like `asyncio_transport`, this reads anyio's `_stream`; should that change, frames are
-    simply received through `stream.receive` again (tests/rpc checks that a child's stdout
-    is still read the direct way).
-    """
-    reader = getattr(stream, "_stream", None)
-    if not isinstance(reader, asyncio.StreamReader):
-        return None
-    buffer = getattr(reader, "_buffer", None)
-    return reader if isinstance(buffer, bytearray) else None

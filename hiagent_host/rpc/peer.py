@@ -9,14 +9,13 @@ child is wedged and the pool stops it). A caller cancelled by its own scope send
 `$/cancelRequest` too. EOF on the child's stdout fails every pending call at once with
 `PeerClosed`. A child that reports a cancelled call's thread as abandoned is counted in
 `abandoned_threads` (the pool replaces it). Nothing here kills a process; the pool does.
-On the server's `BusyPollLoop`, a call asks the loop to poll for its answer before sleeping,
+With `busy_poll_us`, a call asks its event loop to poll for the answer before sleeping,
 while this child's last answer came quickly (see busypoll.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -30,19 +29,14 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, TaskGroup
 from hiagent_host.config import PoolConfig
 from hiagent_host.errors import HostError
 from hiagent_host.rpc import messages
-from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
+from hiagent_host.rpc.busypoll import BusyPoll, busy_poll_for
 from hiagent_host.rpc.errors import (
     DeadlineExceeded,
     PeerClosed,
     ProtocolViolation,
     ResultTooLarge,
 )
-from hiagent_host.rpc.framing import (
-    FrameReader,
-    FrameWriter,
-    OversizeFrame,
-    asyncio_stream_reader,
-)
+from hiagent_host.rpc.framing import FrameReader, FrameWriter, OversizeFrame
 from hiagent_host.rpc.messages import ErrorObject, Incoming, Notification, Request, StreamItem
 from hiagent_host.rpc.pending import (
     Deadlines,
@@ -117,6 +111,7 @@ class RpcPeer:
         max_frame_bytes: int,
         stream_window: int,
         cancel_grace_s: float,
+        busy_poll_us: int = 0,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         self._reader = FrameReader(receive_stream, max_frame_bytes)
@@ -128,11 +123,11 @@ class RpcPeer:
         self.cancel_grace_s = cancel_grace_s
         self._log = log or logger
         self.abandoned_threads = 0  # cancelled calls whose tool thread the child could not stop
-        self.reading_pushed = False  # frames are dispatched from the pipe's callback (asyncio)
+        self.busy_poll_us = busy_poll_us
         self._loop: asyncio.AbstractEventLoop | None = None  # see `pending`
         self._loop_known = False
         self._deadlines: Deadlines | None = None  # the calls' deadlines, on asyncio
-        self._busy: BusyPollLoop | None = None  # the loop, if it busy-polls (see busypoll.py)
+        self._busy: BusyPoll | None = None  # the loop's polling, if on (see busypoll.py)
         self._answers_quick = True  # the last answer came quickly (see busypoll.py)
         self._pending: dict[int, Pending] = {}
         self._next_id = 1
@@ -151,6 +146,7 @@ class RpcPeer:
             max_frame_bytes=pool.max_frame_bytes,
             stream_window=pool.stream_window,
             cancel_grace_s=pool.cancel_grace_s,
+            busy_poll_us=pool.busy_poll_us,
         )
 
     async def __aenter__(self) -> RpcPeer:
@@ -185,23 +181,24 @@ class RpcPeer:
         self._open(pending, params)
         if deadlines is not None:
             deadlines.add(pending, _seconds(timeout_s))  # counts from here, as `deadline` does
+        busy = self._busy if self._answers_quick else None
         try:
             await self._flush()  # shielded and bounded on its own
-            busy = self._busy
+            sent = pending.now()
             if busy is not None:
-                if self._answers_quick:
-                    busy.expect_answer()
-                sent = busy.time()
+                busy.expect()
             if deadlines is not None:
                 in_time = await pending.wait()
             else:
                 in_time = await pending.wait_until(deadline)
             if not in_time:
                 await self._expire(pending, timeout_s)
-            if busy is not None:
-                self._answers_quick = busy.time() - sent <= busy.quick_s
+            if self._busy is not None:
+                self._answers_quick = pending.now() - sent <= self._busy.quick_s
             return pending.outcome()
         finally:
+            if busy is not None:
+                busy.settle()
             if deadlines is not None:
                 deadlines.remove(pending, _seconds(timeout_s))
             if not pending.answered:
@@ -269,75 +266,17 @@ class RpcPeer:
         Returns at EOF; cancel it to stop reading. Either way the receive stream is closed.
         """
         try:
-            source = asyncio_stream_reader(self._reader.stream)
-            if source is not None:
-                await self._run_pushed(source)
-            else:
-                await self._run_pulled()
+            while True:
+                try:
+                    frames = await self._reader.receive_many()
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return
+                for frame in frames:
+                    self._dispatch(frame)
         finally:
             self.fail_all(PeerClosed("the plugin process closed its stdout"))
             with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SEND_S):
                 await self._reader.aclose()
-
-    async def _run_pulled(self) -> None:
-        while True:
-            try:
-                frames = await self._reader.receive_many()
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return
-            for frame in frames:
-                self._dispatch(frame)
-
-    async def _run_pushed(self, source: asyncio.StreamReader) -> None:
-        """Dispatch frames in the pipe's own callback, as the bytes arrive: an answer reaches
-        its caller without a turn of the event loop for a reader task in between.
-
-        The child's `StreamReader` is told to hand its data here instead of buffering it, until
-        EOF (or a read error) or until this is cancelled; then it is restored.
-        """
-        splitter = self._reader.splitter
-        ended = anyio.Event()
-        self.reading_pushed = True
-
-        def feed_data(data: bytes) -> None:
-            for frame in splitter.feed(data):
-                self._dispatch_safely(frame)
-
-        def feed_eof() -> None:
-            ended.set()
-
-        def set_exception(exc: BaseException) -> None:
-            self._log.warning("reading from the plugin process failed: %s", exc)
-            ended.set()
-
-        for frame in self._reader.take_ready():
-            self._dispatch_safely(frame)
-        pending_bytes: bytearray = source._buffer  # type: ignore[attr-defined]
-        buffered = bytes(pending_bytes)  # what came before this took over
-        pending_bytes.clear()
-        source.feed_data = feed_data  # type: ignore[method-assign, assignment]
-        source.feed_eof = feed_eof  # type: ignore[method-assign]
-        source.set_exception = set_exception  # type: ignore[method-assign]
-        try:
-            feed_data(buffered)
-            if source.at_eof() or source.exception() is not None:
-                ended.set()
-            with contextlib.suppress(AttributeError):  # it paused the pipe while full
-                source._maybe_resume_transport()  # type: ignore[attr-defined]
-            await ended.wait()
-            for frame in splitter.end():
-                self._dispatch_safely(frame)
-        finally:
-            for name in ("feed_data", "feed_eof", "set_exception"):
-                with contextlib.suppress(AttributeError):
-                    delattr(source, name)
-
-    def _dispatch_safely(self, frame: bytes | OversizeFrame) -> None:
-        """`_dispatch`, in a callback of the pipe: a bug here must not close the pipe."""
-        try:
-            self._dispatch(frame)
-        except Exception:  # noqa: BLE001 - logged; the pipe and the other calls go on
-            self._log.exception("dispatching a frame from the plugin process failed")
 
     def _dispatch(self, frame: bytes | OversizeFrame) -> None:
         if isinstance(frame, OversizeFrame):
@@ -427,7 +366,7 @@ class RpcPeer:
             self._loop, self._loop_known = running_asyncio_loop(), True
             if self._loop is not None:
                 self._deadlines = Deadlines(self._loop)
-                self._busy = busy_loop(self._loop)
+                self._busy = busy_poll_for(self._loop, self.busy_poll_us)
         return self._loop
 
     def _new_id(self) -> int:
