@@ -1,21 +1,26 @@
-"""The HTTP request path against its parts, measured in one run; prints, never asserts.
+"""The HTTP request path against its parts, and today's server set-up against the new, in one run.
 
 (a) a trivial JSON echo route on the same Starlette/Hypercorn stack (same app, same middleware),
 (b) `POST /v1/RunPluginTool` on the echo fixture tool (HTTP → pool → child → back),
 (c) a raw JSON-RPC echo over a pipe to a bare child (no HTTP, no pool, no SDK).
 
-Each at concurrency 1 and 32 with a bounded loopback load generator (wrk when installed, else a
-small asyncio HTTP/1.1 client), in interleaved rounds ((a), (b), (c), (a), …) so that drift on
-the machine hits all three alike; each figure is the median over the rounds. Targets:
-(b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1; (b) req/s ≥ 70 % of (a) at concurrency 32.
+(a) and (b) run on two servers side by side: "before" (one worker on asyncio's loop: the set-up
+before issue 17; with `--baseline-ref REF`, the code of that git commit too) and "after" (the
+defaults of this checkout, `--workers` worker processes). Each at concurrency 1 and 32 with a
+bounded loopback load generator (wrk when installed, else a small asyncio HTTP/1.1 client), in
+interleaved rounds so that drift on the machine hits every row alike; each figure is the median
+over the rounds. Targets: after (b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1; after (b) req/s
+≥ 0.9 × after (a) and ≥ 1.3 × before (b) at concurrency 32; after (b) p50 at concurrency 1 no
+worse than before (b).
 
     .venv/bin/python bench/http.py [--duration-s 2] [--rounds 7] [--tool echo_async|echo]
+                                   [--workers 2] [--baseline-ref main]
 
 Many short rounds rather than a few long ones: on a shared VM the machine's speed drifts over
 seconds, and a slow spell then shifts one round's figures, not the medians.
 
-The server runs on its defaults, busy polling included (`pool.busy_poll_us`); the environment
-reaches it, so `HIAGENT_POOL_BUSY_POLL_US=0 .venv/bin/python bench/http.py` measures without.
+Busy polling (`pool.busy_poll_us`) is on in both; the environment reaches the servers, so
+`HIAGENT_POOL_BUSY_POLL_US=0 .venv/bin/python bench/http.py` measures without.
 """
 
 # ruff: noqa: E402  (the sys.path fix below must run before anything imports `http`)
@@ -30,6 +35,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -41,6 +47,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -78,6 +85,8 @@ SERVER: Final = textwrap.dedent(
     async def echo(request, services, body):
         return body
 
+    import hiagent_host
+    print("serving", hiagent_host.__file__, flush=True)
     config = load_config(sys.argv[1])
     route = Route("/bench/echo", echo, methods=["POST"])
     sys.exit(serve(config, extra_routes=[route]))
@@ -116,13 +125,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(root: Path, port: int, wheelhouse: Path) -> Path:
+def write_config(root: Path, port: int, wheelhouse: Path, server: str) -> Path:
     path = root / "runtime.toml"
     path.write_text(
         textwrap.dedent(
             f"""
             [server]
             port = {port}
+            {server}
             graceful_shutdown_s = 5.0
             [paths]
             extensions_dir = "extensions"
@@ -140,11 +150,12 @@ def write_config(root: Path, port: int, wheelhouse: Path) -> Path:
     return path
 
 
-def start_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_server(config: Path, log: Path, code: Path) -> subprocess.Popen[bytes]:
+    """The bench server on `config`, importing hiagent_host from the checkout at `code`."""
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-c", SERVER, str(config)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=code, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
 
@@ -318,85 +329,144 @@ def pipe_echo(params: Any, concurrency: int, duration_s: float) -> Result:
 # ---- the run -----------------------------------------------------------------------------
 
 
+@dataclass
+class Server:
+    """One server under test: its label, how it is set up, and where it listens."""
+
+    label: str
+    settings: str  # the [server] lines of its runtime.toml
+    code: Path  # the checkout it runs
+    url: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def start(server: Server, root: Path, wheelhouse: Path, wheel: Path) -> bytes:
+    """Start `server`, install the echo fixture on it, warm it up; the RunPluginTool body."""
+    root.mkdir()
+    port = free_port()
+    server.url = f"http://127.0.0.1:{port}"
+    config = write_config(root, port, wheelhouse, server.settings)
+    log = root / "server.log"
+    server.proc = start_server(config, log, server.code)
+    wait_ready(server.url, server.proc, log)
+    installed = httpx.post(
+        f"{server.url}/v1/InstallPackage",
+        json={"uri": wheel.as_uri(), "filename": wheel.name},
+        timeout=INSTALL_TIMEOUT_S,
+    ).json()
+    if installed["error"]:
+        raise SystemExit(f"install failed: {installed['error']}")
+    call = {
+        "pkg": ECHO_PKG, "version": installed["data"]["version"], "plugin": ECHO_PLUGIN,
+        "tool": ARGS.tool, "input": TOOL_INPUT,
+    }  # fmt: skip
+    body = json.dumps(call, ensure_ascii=False).encode()
+    for _ in range(ARGS.workers * 4):  # every worker's child started
+        warm = httpx.post(f"{server.url}/v1/RunPluginTool", content=body, timeout=60).json()
+        if warm["error"]:
+            raise SystemExit(f"warm-up call failed: {warm['error']}")
+    print(log.read_text(encoding="utf-8").splitlines()[0], f"({server.label})")
+    return body
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str | None) -> Iterator[Path]:
+    """The checkout the "before" server runs: this one, or a temporary worktree of `ref`."""
+    if ref is None:
+        yield ROOT
+        return
+    with tempfile.TemporaryDirectory(prefix="hiagent-bench-baseline-") as tmp:
+        where = Path(tmp) / "checkout"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(where), ref], check=True)
+        try:
+            yield where
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(where)], check=True)
+
+
+TOOL_INPUT: Final = {"text": "hello, plugin"}
+ARGS = argparse.Namespace()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=2.0, help="per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
     parser.add_argument("--tool", choices=ECHO_TOOLS, default=ECHO_TOOLS[0], help="(b)'s tool")
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="after's")
+    parser.add_argument("--baseline-ref", help="git commit the before server runs")
+    parser.parse_args(namespace=ARGS)
     generator = wrk if shutil.which("wrk") else python_client
     print(f"load generator: {'wrk' if generator is wrk else 'python asyncio client'}; "
-          f"{args.duration_s:g} s per measurement, {args.rounds} interleaved rounds; "
-          f"{os.cpu_count()} CPUs; (b) calls {args.tool}")  # fmt: skip
-
-    tool_input = {"text": "hello, plugin"}
-    with tempfile.TemporaryDirectory(prefix="hiagent-bench-http-") as tmp:
+          f"{ARGS.duration_s:g} s per measurement, {ARGS.rounds} interleaved rounds; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
+          f"(b) calls {ARGS.tool}")  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="hiagent-bench-http-") as tmp,
+        baseline_checkout(ARGS.baseline_ref) as before_code,
+    ):
         root = Path(tmp)
         wheelhouse = ensure_wheelhouse()
         wheel = build_wheel(ECHO_FIXTURE, root / "wheels")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        config = write_config(root, port, wheelhouse)
-        log = root / "server.log"
-        proc = start_server(config, log)
+        before = Server("before", "workers = 1" if ARGS.baseline_ref else
+                        'workers = 1\nevent_loop = "asyncio"', before_code)  # fmt: skip
+        after = Server("after", f"workers = {ARGS.workers}", ROOT)
+        servers = (before, after)
         try:
-            wait_ready(url, proc, log)
-            installed = httpx.post(
-                f"{url}/v1/InstallPackage",
-                json={"uri": wheel.as_uri(), "filename": wheel.name},
-                timeout=INSTALL_TIMEOUT_S,
-            ).json()
-            if installed["error"]:
-                raise SystemExit(f"install failed: {installed['error']}")
-            version = installed["data"]["version"]
-            call = {
-                "pkg": ECHO_PKG, "version": version, "plugin": ECHO_PLUGIN, "tool": args.tool,
-                "input": tool_input,
-            }  # fmt: skip
-            body = json.dumps(call, ensure_ascii=False).encode()
-            warm = httpx.post(f"{url}/v1/RunPluginTool", content=body, timeout=60).json()
-            if warm["error"]:
-                raise SystemExit(f"warm-up call failed: {warm['error']}")
-            rounds: list[list[Result]] = [[] for _ in range(args.rounds)]
+            bodies = [start(server, root / server.label, wheelhouse, wheel) for server in servers]
+            rounds: list[list[Result]] = [[] for _ in range(ARGS.rounds)]
             for concurrency in CONCURRENCY:
-                generator(f"{url}/bench/echo", body, concurrency, 1.0, "warm-up")
-                generator(f"{url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
-                for measured in rounds:  # interleaved, so that drift hits all three alike
-                    measured.append(
-                        generator(
-                            f"{url}/bench/echo", body, concurrency, args.duration_s,
-                            "(a) JSON echo route",
-                        )
-                    )  # fmt: skip
-                    measured.append(
-                        generator(
-                            f"{url}/v1/RunPluginTool", body, concurrency, args.duration_s,
-                            "(b) RunPluginTool echo",
-                        )
-                    )  # fmt: skip
-                    measured.append(pipe_echo(tool_input, concurrency, args.duration_s))
+                for server, body in zip(servers, bodies, strict=True):
+                    generator(f"{server.url}/bench/echo", body, concurrency, 1.0, "warm-up")
+                    generator(f"{server.url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
+                for measured in rounds:  # interleaved, so that drift hits every row alike
+                    for server, body in zip(servers, bodies, strict=True):
+                        measured.append(
+                            generator(
+                                f"{server.url}/bench/echo", body, concurrency, ARGS.duration_s,
+                                f"(a) JSON echo route, {server.label}",
+                            )
+                        )  # fmt: skip
+                        measured.append(
+                            generator(
+                                f"{server.url}/v1/RunPluginTool", body, concurrency,
+                                ARGS.duration_s, f"(b) RunPluginTool echo, {server.label}",
+                            )
+                        )  # fmt: skip
+                    measured.append(pipe_echo(TOOL_INPUT, concurrency, ARGS.duration_s))
         finally:
-            stop_server(proc)
+            for server in servers:
+                if server.proc is not None:
+                    stop_server(server.proc)
     report(rounds)
 
 
 def report(rounds: list[list[Result]]) -> None:
     """Each figure is the median over the rounds; the ratios are taken per round too."""
     results = [_median(group) for group in zip(*rounds, strict=True)]
-    print(f"\n{'':32} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>10} {'errors':>7}")
+    print(f"\n{'':36} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>10} {'errors':>7}")
     for r in results:
         print(
-            f"{r.name:32} {r.concurrency:>4} {r.p50_ms:>9.3f} {r.p99_ms:>9.3f} {r.rps:>10.0f}"
+            f"{r.name:36} {r.concurrency:>4} {r.p50_ms:>9.3f} {r.p99_ms:>9.3f} {r.rps:>10.0f}"
             f" {r.errors:>7}"
         )
-    latency, throughput = ratios(results)
+    overall = ratios(results)
     per_round = [ratios(measured) for measured in rounds]
-    print(
-        f"\n(b) p50 / ((a) + (c)) p50 at concurrency 1: {latency:.2f}  (target ≤ 1.30)"
-        f"  rounds: {', '.join(f'{r[0]:.2f}' for r in per_round)}"
-        f"\n(b) / (a) req/s at concurrency 32:          {throughput:.2f}  (target ≥ 0.70)"
-        f"  rounds: {', '.join(f'{r[1]:.2f}' for r in per_round)}"
-    )
+    for i, (label, target) in enumerate(RATIOS):
+        print(
+            f"{label:52} {overall[i]:5.2f}  (target {target})"
+            f"  rounds: {', '.join(f'{r[i]:.2f}' for r in per_round)}"
+        )
+
+
+RATIOS: Final = (
+    ("after (b) p50 / ((a) + (c)) p50 at concurrency 1:", "≤ 1.30"),
+    ("after (b) p50 / before (b) p50 at concurrency 1:", "≤ 1.00"),
+    ("after (b) / after (a) req/s at concurrency 32:", "≥ 0.90"),
+    ("after (b) / before (b) req/s at concurrency 32:", "≥ 1.30"),
+    ("before (b) / before (a) req/s at concurrency 32:", "for reference"),
+)
 
 
 def _median(group: tuple[Result, ...]) -> Result:
@@ -410,10 +480,23 @@ def _median(group: tuple[Result, ...]) -> Result:
     )
 
 
-def ratios(results: list[Result]) -> tuple[float, float]:
-    by = {(r.name[:3], r.concurrency): r for r in results}
-    a1, b1, c1 = by[("(a)", 1)], by[("(b)", 1)], by[("(c)", 1)]
-    return b1.p50_ms / (a1.p50_ms + c1.p50_ms), by[("(b)", 32)].rps / by[("(a)", 32)].rps
+def ratios(results: list[Result]) -> tuple[float, ...]:
+    by = {(r.name, r.concurrency): r for r in results}
+
+    def echo(label: str, concurrency: int) -> Result:
+        return by[(f"(a) JSON echo route, {label}", concurrency)]
+
+    def tool(label: str, concurrency: int) -> Result:
+        return by[(f"(b) RunPluginTool echo, {label}", concurrency)]
+
+    pipe = by[("(c) raw JSON-RPC pipe echo", 1)]
+    return (
+        tool("after", 1).p50_ms / (echo("after", 1).p50_ms + pipe.p50_ms),
+        tool("after", 1).p50_ms / tool("before", 1).p50_ms,
+        tool("after", 32).rps / echo("after", 32).rps,
+        tool("after", 32).rps / tool("before", 32).rps,
+        tool("before", 32).rps / echo("before", 32).rps,
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ the 413. Malformed JSON is a 400 `BadRequest`; a non-object, a missing key or a 
 
 from __future__ import annotations
 
-import re
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -21,8 +20,6 @@ T = TypeVar("T")
 # After the cap is exceeded we keep reading (and dropping) this much more, so a client that is
 # still sending sees the 413 instead of a reset connection; beyond it the connection is closed.
 DRAIN_LIMIT_BYTES: Final = 64 * 1024 * 1024
-
-_FIELD = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
 def payload_too_large(limit: int) -> HostError:
@@ -89,7 +86,7 @@ def decode(body: bytes, type_: type[T], *, where: str = "body") -> T:
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc, where) from None
+        raise _invalid(exc, msgspec.json.decode(body), type_, where, strict=True) from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"malformed JSON in the request {where}: {exc}") from None
 
@@ -99,16 +96,35 @@ def convert(value: Any, type_: type[T], *, where: str) -> T:
     try:
         return msgspec.convert(value, type_, strict=False)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc, where) from None
+        raise _invalid(exc, value, type_, where, strict=False) from None
 
 
-def _invalid(exc: msgspec.ValidationError, where: str) -> InvalidInput:
-    text = str(exc)
-    match = _FIELD.search(text)
-    field = match["path"].lstrip(".") if match else None
-    if text.startswith("Object missing required field"):
-        name = text.split("`")[1]
-        field = f"{field}.{name}" if field else name
-    if match is None and text.startswith("Expected `object`"):
+def _invalid(
+    exc: msgspec.ValidationError, value: Any, type_: Any, where: str, *, strict: bool
+) -> InvalidInput:
+    if _is_struct(type_) and not isinstance(value, dict):
         return invalid(f"the request {where} must be a JSON object", None)
-    return invalid(f"invalid request {where}: {text}", field)
+    return invalid(f"invalid request {where}: {exc}", _bad_field(value, type_, strict=strict))
+
+
+def _bad_field(value: Any, type_: Any, *, strict: bool, path: str = "") -> str | None:
+    """The dotted name of the first field of `value` (a decoded JSON object) that the Struct
+    `type_` refuses, found by converting field by field; None if no single field is to blame."""
+    if not _is_struct(type_) or not isinstance(value, dict):
+        return None
+    for field in msgspec.structs.fields(type_):
+        name = f"{path}.{field.encode_name}" if path else field.encode_name
+        if field.encode_name not in value:
+            if field.required:
+                return name
+            continue
+        item = value[field.encode_name]
+        try:
+            msgspec.convert(item, field.type, strict=strict)
+        except msgspec.ValidationError:
+            return _bad_field(item, field.type, strict=strict, path=name) or name
+    return None
+
+
+def _is_struct(type_: Any) -> bool:
+    return isinstance(type_, type) and issubclass(type_, msgspec.Struct)

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
@@ -63,16 +63,32 @@ _CTX: Final = "hiagent"
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """What the job function needs besides arq's ctx."""
+    """What the job function needs besides arq's ctx, shared by every arq `Worker` this queue
+    worker makes: `slots` bounds the installs running at once across them, `running` holds
+    their tasks (cancelled on stop)."""
 
     installer: Installer
     job_timeout_s: float
     result_ttl_ms: int
+    slots: anyio.Semaphore
+    running: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 async def install_job(ctx: dict[str, Any]) -> Outcome:
     """The arq job function. Returns an Outcome; raises only when cancelled (re-queued)."""
     wctx: WorkerContext = ctx[_CTX]
+    task = asyncio.current_task()
+    if task is None:  # arq runs every job in a task of its own
+        raise RuntimeError("install_job must run in an asyncio task")
+    wctx.running.add(task)
+    try:
+        async with wctx.slots:
+            return await _install(ctx, wctx)
+    finally:
+        wctx.running.discard(task)
+
+
+async def _install(ctx: dict[str, Any], wctx: WorkerContext) -> Outcome:
     redis: Commands = ctx["redis"]
     job_id: str = ctx["job_id"]
     job_key = keys.job(job_id)
@@ -129,7 +145,18 @@ async def _finish(redis: Commands, job_key: str, wctx: WorkerContext, outcome: O
     return outcome
 
 
-def make_worker(config: Config, installer: Installer, redis: ArqRedis) -> Worker:
+def worker_context(config: Config, installer: Installer) -> WorkerContext:
+    queue = config.queue
+    return WorkerContext(
+        installer=installer,
+        job_timeout_s=queue.job_timeout_s,
+        result_ttl_ms=int(queue.result_ttl_s * 1000),
+        slots=anyio.Semaphore(queue.worker_concurrency),
+    )
+
+
+def make_worker(config: Config, context: WorkerContext, redis: ArqRedis) -> Worker:
+    """An arq `Worker` for `context`: one per start of the poll loop (see `serve_queue`)."""
     queue = config.queue
     function = func(
         install_job,
@@ -137,11 +164,6 @@ def make_worker(config: Config, installer: Installer, redis: ArqRedis) -> Worker
         timeout=queue.job_timeout_s + ARQ_JOB_TIMEOUT_EXTRA_S,
         keep_result=queue.result_ttl_s,
         max_tries=MAX_TRIES,
-    )
-    context = WorkerContext(
-        installer=installer,
-        job_timeout_s=queue.job_timeout_s,
-        result_ttl_ms=int(queue.result_ttl_s * 1000),
     )
     return Worker(
         functions=[function],
@@ -173,7 +195,7 @@ async def serve_queue(
 ) -> None:
     """Run an arq worker until cancelled; Redis outages pause it, never end it."""
     redis = connect(config.queue, role="worker")
-    worker = make_worker(config, installer, redis)
+    context = worker_context(config, installer)
     me = worker_id()
     url = redact_url(config.queue.redis_url)
     try:
@@ -185,27 +207,18 @@ async def serve_queue(
             task_status.started()
             backoff_s = RESTART_MIN_S
             while True:
+                # A fresh arq Worker each time round: arq takes a slot before it asks Redis to
+                # claim a job, and a Redis error there loses that Worker's slot for good. The
+                # jobs an earlier one still runs count against `context.slots`.
                 try:
-                    await worker.main()
+                    await make_worker(config, context, redis).main()
                 except (RedisError, OSError) as exc:
                     log.warning("queue worker: Redis at %s failed (%s); retrying", url, exc)
-                    await _recount_slots(worker)
                     await anyio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, RESTART_MAX_S)
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(worker, redis, config.queue.queue_name, me)
-
-
-async def _recount_slots(worker: Worker) -> None:
-    """arq takes a slot before it asks Redis to claim a job, and a Redis error there loses
-    the slot for good; re-derive the slots from the jobs really running."""
-    running = sum(not task.done() for task in worker.tasks.values())
-    semaphore = asyncio.BoundedSemaphore(worker.max_jobs + 1)
-    for _ in range(running):  # never waits: running <= max_jobs
-        await semaphore.acquire()
-    worker.sem = semaphore
-    worker.job_counter = running
+            await _stop(context, redis, config.queue.queue_name, me)
 
 
 async def _beat(redis: Commands, queue_name: str, me: str) -> None:
@@ -225,9 +238,9 @@ async def _heartbeat(redis: Commands, queue_name: str, me: str) -> None:
         await _beat(redis, queue_name, me)
 
 
-async def _stop(worker: Worker, redis: ArqRedis, queue_name: str, me: str) -> None:
+async def _stop(context: WorkerContext, redis: ArqRedis, queue_name: str, me: str) -> None:
     """Cancel running jobs (arq puts them back in the queue), then let go of Redis."""
-    tasks = list(worker.tasks.values())
+    tasks = list(context.running)
     for task in tasks:
         task.cancel()
     with anyio.move_on_after(STOP_GRACE_S):
