@@ -7,6 +7,13 @@ method (pip installing the wheel into a target directory). Before each timed run
 install is removed, untimed, on both sides (the host deletes the package, pip's target
 directory is removed). Prints medians and ratios; asserts nothing.
 
+Then the first install on a fresh host (an empty state directory: no shim/SDK wheels, no base
+venv) against a later one: as the server does at start, the base venv is built in the
+background (`PackageManager.warm_base`) while the host already serves; the first install
+either comes once that is done (the usual case: the server has been up a few seconds) or at
+the very start, when it waits for the build under way instead of starting a second one.
+Target (issue 17): the first install no slower than a later one.
+
     .venv/bin/python bench/install.py [--runs N]
 
 Offline: dependencies come from the test wheelhouse (fetched once per machine).
@@ -21,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -82,6 +90,24 @@ def host_install(pm: PackageManager, wheel: Path) -> tuple[float, dict[str, floa
     return total, {phase: end - t for (phase, t), end in zip(marks, ends, strict=True)}
 
 
+def fresh_host_install(
+    root: Path, wheelhouse: Path, wheel: Path, *, at_once: bool = False
+) -> float:
+    """The first install on a fresh host whose base venv is being built in the background
+    since start: once that is done, or `at_once` (waiting for it); the install's seconds.
+    (`root` is spelt without spaces: a venv path that needs quoting goes without a base.)"""
+    pm = PackageManager(offline_config(root, wheelhouse))
+    warm = threading.Thread(target=pm.warm_base)
+    warm.start()
+    if not at_once:
+        warm.join()
+    started = time.perf_counter()
+    pm.install(wheel.as_uri(), wheel.name, force=False)
+    elapsed = time.perf_counter() - started
+    warm.join()
+    return elapsed
+
+
 def pip_install(wheels: list[Path], wheelhouse: Path, target: Path) -> float:
     shutil.rmtree(target, ignore_errors=True)
     started = time.perf_counter()
@@ -110,14 +136,20 @@ def main() -> None:
             f"{'plugin':<22}{'host: ready to serve':>22}{'pip: plugin':>13}{'ratio':>7}"
             f"{'pip: + SDK':>12}{'ratio':>7}"
         )
-        for label, wheel in cases.items():
+        for case, (label, wheel) in enumerate(cases.items()):
             host_install(pm, wheel)  # warm the caches and the shim/SDK wheelhouse
             bundled = ensure_bundled_wheels(pm.layout.wheelhouse_dir)
             same_contents = [wheel, bundled.shim, bundled.sdk]
             target = root / "target"
             pip_install([wheel], wheelhouse, target)
             pip_install(same_contents, wheelhouse, target)
-            host_runs = [host_install(pm, wheel) for _ in range(args.runs)]
+            host_runs, fresh, at_once = [], [], []
+            for i in range(args.runs):  # interleaved: drift on the machine hits all three alike
+                host_runs.append(host_install(pm, wheel))
+                fresh.append(fresh_host_install(root / f"fresh-{case}-{i}", wheelhouse, wheel))
+                at_once.append(
+                    fresh_host_install(root / f"start-{case}-{i}", wheelhouse, wheel, at_once=True)
+                )
             pip_runs = [pip_install([wheel], wheelhouse, target) for _ in range(args.runs)]
             pip_all = [pip_install(same_contents, wheelhouse, target) for _ in range(args.runs)]
             host = statistics.median(t for t, _ in host_runs)
@@ -128,6 +160,13 @@ def main() -> None:
             )
             phases = {p: statistics.median(r[1][p] for r in host_runs) for p in host_runs[0][1]}
             print("    host phases: " + ", ".join(f"{p} {s:.3f} s" for p, s in phases.items()))
+            first, right_away = statistics.median(fresh), statistics.median(at_once)
+            ratios = ", ".join(f"{f / h[0]:.2f}" for f, h in zip(fresh, host_runs, strict=True))
+            print(
+                f"    first install on a fresh host {first:.3f} s = {first / host:.2f} x a later"
+                f" one (target ≤ 1.00; runs: {ratios}); at the very start, waiting for the"
+                f" base: {right_away:.3f} s"
+            )
         print("pip: plugin = the historic install (the SDK lived in the host's environment);")
         print("pip: + SDK  = the same distributions the host's venv receives (shim, SDK, deps).")
         print("targets: host < 1.5 s without dependencies; host >= 3x faster than pip --target")

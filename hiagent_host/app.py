@@ -2,8 +2,9 @@
 
 Stack, outermost first: Starlette's error guard → request context (request id, timing,
 metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router.
-`open_services` recovers the package store, opens the pool and the job backend, and closes
-them in reverse (the pool stops every child through its ladder). `serve` opens them itself,
+`open_services` recovers the package store, opens the pool and the job backend, builds the base
+venv in the background, and closes them in reverse (the pool stops every child through its
+ladder). `serve` opens them itself,
 before Hypercorn serves, so a failed start is an error and not a server without services;
 otherwise (tests) the app's lifespan does.
 """
@@ -11,6 +12,7 @@ otherwise (tests) the app's lifespan does.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -26,6 +28,7 @@ from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, starlette_routes
 from hiagent_host.api.services import Services
 from hiagent_host.config import Config, read_api_keys
+from hiagent_host.errors import HostError
 from hiagent_host.jobs import make_backend
 from hiagent_host.packages import PackageManager
 from hiagent_host.pool import Pool
@@ -79,10 +82,27 @@ async def open_services(
     async with (
         Pool(config, packages) as pool,
         make_backend(config, packages, with_worker=with_worker) as jobs,
+        anyio.create_task_group() as background,
     ):
-        metrics.watch_pool(pool.stats)
-        yield Services(config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics)
-        log.info("stopping plugin processes")
+        cancel = threading.Event()
+        background.start_soon(_warm_base, packages, cancel)
+        try:
+            metrics.watch_pool(pool.stats)
+            yield Services(config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics)
+            log.info("stopping plugin processes")
+        finally:
+            cancel.set()  # a base build still running stops (its subprocess is killed)
+
+
+async def _warm_base(packages: PackageManager, cancel: threading.Event) -> None:
+    """Build the base venv in the background, so the first install need not (see
+    packages/base.py); a failure here is only logged: each install tries again."""
+    try:
+        if await anyio.to_thread.run_sync(packages.warm_base, cancel):
+            log.info("the base venv is ready")
+    except HostError as exc:
+        if not cancel.is_set():
+            log.warning("cannot build the base venv now (%s: %s)", exc.code, exc.message)
 
 
 def _lifespan(config: Config, metrics: Metrics, with_worker: bool | None) -> Lifespan:

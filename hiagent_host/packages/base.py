@@ -16,10 +16,13 @@ in one venv unlinks its files there and leaves the base and every other venv alo
 as with uv's cache, which links its files into every venv. Editing a file in place edits it
 everywhere (docs/operations.md says how to patch a venv).
 
-A base is built in `.building-<pid>-<random>/` without any lock (a slow index delays only the
-installs waiting for it) and appears under its key by an atomic rename, so it is complete
-whenever it exists. It is rebuilt when older than `packages.base_venv_max_age_s`, so new
-releases of the SDK's dependencies reach new venvs, and every other base is removed then.
+The server builds the base in the background at start (`warm_base` in build.py), so the
+first install on a fresh host finds it, or waits for it rather than build a second. A base is
+built in `.building-<pid>-<random>/`, one build at a time (a build that outlasts
+`BASE_LOCK_TIMEOUT_S` leaves a waiting install to build its own), and appears under its key by
+an atomic rename, so it is complete whenever it exists. It is rebuilt when older than
+`packages.base_venv_max_age_s`, so new releases of the SDK's dependencies reach new venvs, and
+every other base is removed then.
 Publishing, pruning and cloning hold one cross-process lock, so no clone ever reads a base
 being removed.
 """
@@ -152,11 +155,20 @@ def prepare_base(
     it); a file system refusing the base directory is logged and the install goes without.
     """
     key = base_key(builder, bundled, sources)
-    if find_base(layout, key, max_age_s) is None:
-        try:
+    if find_base(layout, key, max_age_s) is not None:
+        return
+    # One build at a time (the server's at start, an install's): the one that waited finds
+    # the base built; a build taking longer than the wait leaves the waiter to build its own.
+    building = FileLock(layout.locks_dir / f"{BASE_DIR}-build.lock")
+    held = building.acquire(timeout_s=BASE_LOCK_TIMEOUT_S)
+    try:
+        if find_base(layout, key, max_age_s) is None:
             _build(layout, builder, bundled, sources, key, max_age_s)
-        except OSError as exc:
-            log.warning("cannot build the base venv (%s); installing without it", exc)
+    except OSError as exc:
+        log.warning("cannot build the base venv (%s); installing without it", exc)
+    finally:
+        if held:
+            building.release()
 
 
 @contextlib.contextmanager

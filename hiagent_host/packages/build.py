@@ -177,6 +177,25 @@ def _build(
     return record
 
 
+def warm_base(config: Config, layout: Layout, cancel: threading.Event) -> bool:
+    """Build the shim and SDK wheels and the base venv for the configured sources, unless
+    they exist (the server does this in the background at start, so that the first install
+    on a fresh host is no slower than a later one); whether a base is there now."""
+    cfg = config.packages
+    layout.ensure_roots()
+    with scratch_dir(layout.tmp_dir) as scratch:
+        bundled = ensure_bundled_wheels(layout.wheelhouse_dir, cfg.sdk_path)
+        builder = VenvBuilder(cfg, cancel=cancel, cwd=scratch)
+        if not wanted(builder, layout.venvs_dir, "warm", cfg.base_venv_max_age_s):
+            return False
+        sources = Sources.from_config(cfg)
+        prepare_base(layout, builder, bundled, sources, max_age_s=cfg.base_venv_max_age_s)
+        with locked_base(
+            layout, builder, bundled, sources, max_age_s=cfg.base_venv_max_age_s
+        ) as base:
+            return base is not None
+
+
 def _from_base(
     layout: Layout,
     builder: VenvBuilder,

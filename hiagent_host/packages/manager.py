@@ -30,6 +30,7 @@ from hiagent_host.packages.build import (
     Progress,
     Request,
     build_and_commit,
+    warm_base,
 )
 from hiagent_host.packages.errors import (
     AlreadyInstalled,
@@ -196,6 +197,11 @@ class PackageManager:
             time.monotonic() - started, record.installer,
         )  # fmt: skip
         return record
+
+    def warm_base(self, cancel: threading.Event | None = None) -> bool:
+        """Build what every install starts from (the base venv) unless it exists; whether it
+        does now. The server runs this in the background at start."""
+        return warm_base(self.config, self.layout, cancel or threading.Event())
 
     def _bytecode_donor(self) -> Path | None:
         """The most recently installed venv: its compiled SDK spares the probe a compile."""
