@@ -39,6 +39,7 @@ log = logging.getLogger("hiagent_host.serve")
 
 EXIT_START_FAILED: Final = 1
 LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 # A worker that died on its own is started again after this long (a crash loop stays slow).
 WORKER_RESTART_DELAY_S: Final = 1.0
 # Connections the kernel queues before the workers accept them: a burst of new connections
@@ -148,19 +149,19 @@ async def _serve_one(
         )
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with open_services(config, with_worker=with_worker) as services:
             app = create_app(config, services=services, extra_routes=extra_routes)
             log.info("serving on %s:%s with %s", *sock.getsockname()[:2], config.source)
-            # Hypercorn takes a socket of its own over a duplicate of ours (it closes it).
-            hc = hypercorn_config(config, os.dup(sock.fileno()))
+            # Hypercorn takes the socket over, and closes it as it stops accepting.
+            hc = hypercorn_config(config, sock.detach())
             # In a task of its own: Hypercorn's shutdown leaves the task it ran in marked as
             # being cancelled, which would cancel the pool's clean shutdown right after.
             await asyncio.create_task(hypercorn_serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
 
 
@@ -174,29 +175,34 @@ def _supervise(
     workers: dict[int, int] = {}  # pid → worker number
 
     def start(number: int) -> None:
+        # Signals wait until the new worker has dropped the supervisor's handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:  # the worker: serve, then leave without running the parent's exit code
-            status = 1
+            status = EXIT_START_FAILED
             try:
-                for signum in (signal.SIGTERM, signal.SIGINT):
+                for signum in STOP_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 status = _serve_process(config, sock, with_worker, extra_routes)
             finally:
                 logging.shutdown()
                 os._exit(status)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         workers[pid] = number
         log.info("worker %d started (pid %d)", number, pid)
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
+        sock.close()  # the workers close theirs as they stop accepting
         for pid in workers:
             _signal(pid, signal.SIGTERM)
 
     if config.queue.backend == "local":
         log.info("server.workers = %d: every worker sees every job (shared state_dir/jobs)",
                  config.server.workers)  # fmt: skip
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     try:
         for number in range(config.server.workers):
             start(number)
@@ -213,9 +219,8 @@ def _supervise(
                 continue
             if code == EXIT_START_FAILED:
                 log.error("worker %d could not start; stopping the others", number)
-                failed = stopping = True
-                for other in workers:
-                    _signal(other, signal.SIGTERM)
+                failed = True
+                on_signal(signal.SIGTERM, None)
                 continue
             log.error("worker %d (pid %d) exited (%d); starting it again", number, pid, code)
             time.sleep(WORKER_RESTART_DELAY_S)  # the supervisor has nothing else to do

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -22,17 +23,21 @@ from tests.api.support import LiveServer, free_port, parse_sse, write_config
 STREAM: Final = {"pkg": "hiagent-plugin-stream", "version": "0.1.0", "plugin": "stream"}
 # Probes of a stopping server are bounded by this.
 WAIT_S: Final = 30.0
+# What the supervisor logs for each worker it starts.
+STARTED: Final = re.compile(r"worker \d+ started \(pid (\d+)\)")
 # server.graceful_shutdown_s of the servers these tests stop.
 GRACE_S: Final = 2.0
 
 
-def test_hypercorn_gets_bind_workers_keep_alive_and_grace_from_the_config(app_config: Path) -> None:
+def test_hypercorn_serves_the_bound_socket_with_keep_alive_and_grace_from_the_config(
+    app_config: Path,
+) -> None:
     config = load_config(app_config)
-    server = msgspec.structs.replace(config.server, host="::1", keep_alive_s=7.5)
-    hc = hypercorn_config(msgspec.structs.replace(config, server=server))
-    assert hc.bind == [f"[::1]:{config.server.port}"]
+    server = msgspec.structs.replace(config.server, keep_alive_s=7.5)
+    hc = hypercorn_config(msgspec.structs.replace(config, server=server), fd=7)
+    assert hc.bind == ["fd://7"]
     assert (hc.keep_alive_timeout, hc.graceful_timeout) == (7.5, config.server.graceful_shutdown_s)
-    assert hc.workers == config.server.workers
+    assert hc.workers == 1  # serve() makes the worker processes itself
     assert hc.accesslog is None
 
 
@@ -130,6 +135,42 @@ def test_a_stream_longer_than_the_grace_period_is_cut_and_the_server_still_exits
     assert "event: done" not in rest
     assert live.wait() == 0
     assert time.monotonic() - started < GRACE_S + WAIT_S / 2
+
+
+def test_several_workers_share_the_port_a_dead_one_is_replaced_and_a_stop_ends_them_all(
+    api_root: Path, wheelhouse: Path, installed: Installed, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "runtime.toml", api_root / "data", wheelhouse, port,
+        server={"workers": 2, "graceful_shutdown_s": GRACE_S},
+    )  # fmt: skip
+    live = LiveServer(config, port, tmp_path / "server.log").start()
+    try:
+        first = _wait_workers(live, 2)
+        call = {"pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo",
+                "tool": "echo", "input": {"x": 1}}  # fmt: skip
+        answer = httpx.post(f"{live.url}/v1/RunPluginTool", json=call, timeout=WAIT_S).json()
+        assert answer["data"] == {"x": 1}
+        os.kill(first[0], signal.SIGKILL)
+        workers = _wait_workers(live, 3)  # the supervisor started another
+        assert workers[:2] == first
+        live.wait_ready()
+        live.signal(signal.SIGTERM)
+        assert live.wait() == 0
+    finally:
+        live.stop()
+    for pid in workers:
+        assert not _alive(pid), f"worker {pid} outlived the server"
+
+
+def _wait_workers(live: LiveServer, count: int) -> list[int]:
+    """The pids of the first `count` workers the supervisor logged as started."""
+    deadline = time.monotonic() + WAIT_S
+    while len(pids := [int(m[1]) for m in STARTED.finditer(live.log())]) < count:
+        assert time.monotonic() < deadline, live.log()
+        time.sleep(0.02)  # polling the log file, bounded by WAIT_S
+    return pids[:count]
 
 
 def _until_cut(lines: Any) -> Any:

@@ -1,5 +1,5 @@
-"""Busy polling: the selector polls until its deadline, then sleeps; peers ask for it while
-their child answers quickly; the loop is used only where it can pay off."""
+"""Busy polling: the loop polls while an answer is due, until it comes or the budget is spent;
+peers ask for it while their child answers quickly; it is on only where it can pay off."""
 
 from __future__ import annotations
 
@@ -7,150 +7,135 @@ import asyncio
 import socket
 import sys
 import threading
-import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+import uvloop
 
 from hiagent_host.rpc import busypoll
-from hiagent_host.rpc.busypoll import BusyPollLoop, BusyPollSelector, loop_factory
+from hiagent_host.rpc.busypoll import BusyPoll, busy_poll_for
 from tests.rpc.test_peer_process import CHILD, STEP_S, peer_of
 
 # Bounds a wait that succeeds at once when the code is right.
 WAIT_S = 10.0
 # The peer test's budget: a loopback echo answers well within four of it (`quick_s`), the
 # held call long after.
-BUDGET_S = 0.05
+BUDGET_US = 50_000
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
+    made = LOOPS[request.param]()
+    try:
+        yield made
+    finally:
+        made.close()
 
 
 @pytest.fixture
-def selector() -> Iterator[tuple[BusyPollSelector, socket.socket, socket.socket]]:
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(busypoll, "usable_cpus", lambda: 2.0)
+    busypoll.polling_pays.cache_clear()
+    yield
+    busypoll.polling_pays.cache_clear()
+
+
+@pytest.fixture
+def spins(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the turns the loop polled (each yields the CPU once)."""
+    counted = [0]
+
+    def count() -> None:
+        counted[0] += 1
+
+    monkeypatch.setattr(busypoll, "_yield", count)
+    return counted
+
+
+def test_the_loop_polls_until_the_answer_comes_and_counts_a_hit(
+    loop: asyncio.AbstractEventLoop, spins: list[int]
+) -> None:
+    poll = BusyPoll(loop, budget_s=WAIT_S)
     reading, writing = socket.socketpair()
-    polling = BusyPollSelector()
-    polling.register(reading, busypoll.selectors.EVENT_READ)
+
+    async def main() -> None:
+        arrived = asyncio.Event()
+        loop.add_reader(reading, arrived.set)
+        poll.expect()
+        sender = threading.Thread(target=writing.send, args=(b"x",))
+        async with asyncio.timeout(WAIT_S):
+            sender.start()
+            await arrived.wait()
+        sender.join()
+        loop.remove_reader(reading)
+        poll.settle()
+        while poll.hits == 0:  # noqa: ASYNC110 - the polling callback counts it
+            await asyncio.sleep(0)
+
     try:
-        yield polling, reading, writing
+        loop.run_until_complete(main())
     finally:
-        polling.close()
         reading.close()
         writing.close()
+    assert spins[0] >= 1  # the loop polled while the answer was due
+    assert (poll.hits, poll.misses) == (1, 0)
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)  # polling a probe, bounded by the deadline
+def test_a_poll_that_runs_out_counts_a_miss_and_stops(
+    loop: asyncio.AbstractEventLoop, spins: list[int]
+) -> None:
+    poll = BusyPoll(loop, budget_s=0.005)
+
+    async def main() -> None:
+        poll.expect()
+        async with asyncio.timeout(WAIT_S):
+            while poll.misses == 0:  # noqa: ASYNC110 - the polling callback counts it
+                await asyncio.sleep(0.001)
+        polled = spins[0]
+        await asyncio.sleep(0.01)
+        assert spins[0] == polled  # no polling once the budget is spent
+        poll.settle()
+
+    loop.run_until_complete(main())
+    assert (poll.hits, poll.misses) == (0, 1)
 
 
-def test_without_a_deadline_to_poll_to_it_is_the_plain_selector(selector) -> None:
-    polling, _, writing = selector
-    assert polling.select(0) == []
-    writing.send(b"x")
-    assert len(polling.select(None)) == 1
-    assert (polling.hits, polling.misses) == (0, 0)
+def test_timers_fire_on_time_while_the_loop_polls(
+    loop: asyncio.AbstractEventLoop, spins: list[int]
+) -> None:
+    poll = BusyPoll(loop, budget_s=60.0)
+
+    async def main() -> None:
+        poll.expect()
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.sleep(0.02)  # the timer fires, well before the budget ends
+        assert poll.misses == 0  # it fired while the loop was still polling
+        poll.settle()
+
+    loop.run_until_complete(main())
+    assert spins[0] >= 1
 
 
-def test_an_event_that_comes_while_polling_ends_the_poll_as_a_hit(selector) -> None:
-    polling, _, writing = selector
-    polling.poll_until = time.monotonic() + WAIT_S
-    sender = threading.Thread(target=writing.send, args=(b"x",))
-    sender.start()
-    try:
-        assert len(polling.select(None)) == 1
-    finally:
-        sender.join()
-    assert (polling.hits, polling.misses) == (1, 0)  # found by polling, not after a sleep
-
-
-def test_a_poll_that_runs_out_counts_a_miss_and_then_sleeps_until_the_event(selector) -> None:
-    polling, _, writing = selector
-    polling.poll_until = time.monotonic() + 0.01
-
-    def send_once_asleep() -> None:
-        wait_until(lambda: polling.misses == 1, "the poll to run out")
-        writing.send(b"x")
-
-    sender = threading.Thread(target=send_once_asleep)
-    sender.start()
-    try:
-        assert len(polling.select(None)) == 1
-    finally:
-        sender.join()
-    assert (polling.hits, polling.misses) == (0, 1)
-
-
-def test_polling_keeps_the_callers_timeout(selector) -> None:
-    polling, _, _ = selector
-    polling.poll_until = time.monotonic() + 0.01
-    start = time.monotonic()
-    assert polling.select(0.05) == []  # polls 10 ms, then sleeps the rest of the 50 ms
-    assert time.monotonic() - start >= 0.05
-    assert polling.misses == 1
-
-
-def test_a_timer_due_before_the_poll_ends_is_not_delayed(selector) -> None:
-    polling, _, _ = selector
-    polling.poll_until = time.monotonic() + 60.0
-    start = time.monotonic()
-    assert polling.select(0.02) == []
-    assert 0.02 <= time.monotonic() - start < WAIT_S
-    assert polling.misses == 1
-
-
-def test_the_loop_polls_only_after_an_answer_is_expected_and_keeps_its_timers() -> None:
-    loop = BusyPollLoop(budget_s=60.0)
-    try:
-
-        async def main() -> float:
-            await asyncio.sleep(0.001)  # nothing expected: an ordinary sleep
-            assert (loop.hits, loop.misses) == (0, 0)
-            loop.expect_answer()
-            start = loop.time()
-            await asyncio.sleep(0.02)  # the timer still fires, well before the budget ends
-            return loop.time() - start
-
-        assert 0.02 <= loop.run_until_complete(main()) < WAIT_S
-        assert loop.misses >= 1
-    finally:
-        loop.close()
-
-
-def test_the_factory_makes_a_polling_loop_only_with_a_budget_and_two_cpus(monkeypatch) -> None:
-    monkeypatch.setattr(busypoll, "usable_cpus", lambda: 2.0)
-    made = loop_factory(200)()
-    try:
-        assert isinstance(made, BusyPollLoop)
-        assert made.budget_s == pytest.approx(200e-6)
-    finally:
-        made.close()
-    for budget, cpus in ((0, 2.0), (200, 1.0), (200, 1.5)):
+def test_one_poll_per_loop_and_only_with_a_budget_and_two_cpus(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for cpus, budget_us, on in ((2.0, 200, True), (2.0, 0, False), (1.0, 200, False),
+                                (1.5, 200, False)):  # fmt: skip
         monkeypatch.setattr(busypoll, "usable_cpus", lambda cpus=cpus: cpus)
-        made = loop_factory(budget)()
-        try:
-            assert not isinstance(made, BusyPollLoop), (budget, cpus)
-        finally:
-            made.close()
-
-
-def test_the_installed_policy_makes_the_factorys_loops(monkeypatch) -> None:
-    monkeypatch.setattr(busypoll, "usable_cpus", lambda: 4.0)
-    with warnings.catch_warnings():  # policies are deprecated from Python 3.14 on
-        warnings.simplefilter("ignore", DeprecationWarning)
-        before = asyncio.get_event_loop_policy()
-        try:
-            busypoll.install_loop_policy(50)
-            made = asyncio.new_event_loop()
-        finally:
-            asyncio.set_event_loop_policy(before)
-    try:
-        assert isinstance(made, BusyPollLoop)
-        assert made.budget_s == pytest.approx(50e-6)
-    finally:
-        made.close()
+        busypoll.polling_pays.cache_clear()
+        made = busy_poll_for(loop, budget_us)
+        assert (made is not None) is on, (cpus, budget_us)
+        if made is not None:
+            assert made is busy_poll_for(loop, budget_us)  # shared by the loop's peers
+            assert made.budget_s == pytest.approx(200e-6)
+    assert busy_poll_for(None, 200) is None  # not on asyncio
+    busypoll.polling_pays.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -198,39 +183,49 @@ def test_the_cgroup_cpu_quota_is_read_from_v2_or_v1_files(
     assert busypoll.usable_cpus() == (4.0 if quota is None else pytest.approx(quota))
 
 
-def test_a_peer_asks_for_polling_while_its_child_answers_quickly() -> None:
-    async def main(loop: BusyPollLoop) -> None:
+@pytest.mark.usefixtures("two_cpus")
+def test_a_peer_asks_for_polling_while_its_child_answers_quickly(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[int] = [0]
+    expect = BusyPoll.expect
+
+    def counting(self: BusyPoll) -> None:
+        asked[0] += 1
+        expect(self)
+
+    monkeypatch.setattr(BusyPoll, "expect", counting)
+
+    async def main() -> None:
         with anyio.fail_after(STEP_S):
             async with (
                 await anyio.open_process([sys.executable, str(CHILD)]) as process,
-                peer_of(process) as peer,
+                peer_of(process, busy_poll_us=BUDGET_US) as peer,
             ):
+                poll = busy_poll_for(loop, BUDGET_US)
+                assert poll is not None
 
                 async def echo() -> None:
                     assert await peer.call("echo", {"n": 1}, timeout_s=STEP_S) == {"n": 1}
 
                 await echo()  # the child has started, and
                 await echo()  # this answer came quickly:
-                asked = loop.asked
+                before = asked[0]
                 await echo()
-                assert loop.asked == asked + 1  # so this call asked for polling
+                assert asked[0] == before + 1  # so this call asked for polling
 
                 async def slow() -> None:
                     assert await peer.call("hold", {"n": 2}, timeout_s=STEP_S) == {"n": 2}
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(slow)
-                    await anyio.sleep(2 * loop.quick_s)  # not a wait for something: slowness
+                    await anyio.sleep(2 * poll.quick_s)  # not a wait for something: slowness
                     await peer.notify("release")
-                assert loop.asked == asked + 2
+                assert asked[0] == before + 2
                 await echo()
-                assert loop.asked == asked + 2  # not asked for: the last answer was slow
+                assert asked[0] == before + 2  # not asked for: the last answer was slow
                 await echo()
-                assert loop.asked == asked + 3  # asked again: the last answer was quick
+                assert asked[0] == before + 3  # asked again: the last answer was quick
                 await peer.aclose()
 
-    loop = BusyPollLoop(budget_s=BUDGET_S)
-    try:
-        loop.run_until_complete(loop.create_task(main(loop)))
-    finally:
-        loop.close()
+    loop.run_until_complete(loop.create_task(main()))
