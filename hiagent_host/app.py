@@ -25,7 +25,7 @@ from hiagent_host.api import openapi
 from hiagent_host.api.auth import BearerAuthMiddleware
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.api.middleware import RequestContextMiddleware
-from hiagent_host.api.routes import OPERATIONS, starlette_routes
+from hiagent_host.api.routes import OPERATIONS, public_paths, starlette_routes
 from hiagent_host.api.services import Services
 from hiagent_host.config import Config, read_api_keys
 from hiagent_host.errors import HostError
@@ -59,7 +59,9 @@ def create_app(
         )
     ]
     if keys:
-        middleware.append(Middleware(BearerAuthMiddleware, keys=keys))
+        middleware.append(
+            Middleware(BearerAuthMiddleware, keys=keys, exempt=public_paths(OPERATIONS))
+        )
     app = Starlette(
         routes=[*starlette_routes(OPERATIONS), *extra_routes],
         middleware=middleware,

@@ -25,16 +25,11 @@ from typing import Any, Final
 import msgspec
 
 from hiagent_host import cli_jobs, cli_run, cli_serve
+from hiagent_host.cli_exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from hiagent_host.cli_jobs import source_to_uri
 from hiagent_host.config import load_config
 from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
 from hiagent_host.packages import PackageManager, PackageRecord
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_NOT_FOUND: Final = 3
-EXIT_INTERRUPTED: Final = 130
 
 Registrar = Callable[[Any], None]  # receives argparse's subparsers object
 

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 import anyio
 
 from hiagent_host import logs
+from hiagent_host.cli_exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import run_worker
@@ -35,10 +36,6 @@ POLL_INTERVAL_S: Final = 0.5
 API_KEY_ENV: Final = "HIAGENT_API_KEY"
 SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 # Exit codes, as `hiagent-host` uses them.
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130
 TERMINAL: Final = frozenset({"finished", "failed", "stopped"})
 
 

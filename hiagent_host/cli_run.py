@@ -15,10 +15,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import anyio
 
+from hiagent_host.cli_exit import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from hiagent_host.config import Config, load_config
 from hiagent_host.errors import (
     CONFIG_INVALID,
@@ -32,10 +33,6 @@ from hiagent_host.packages import PackageManager
 from hiagent_host.pool import Pool
 
 # The exit codes of hiagent_host.cli (which imports this module, so they are repeated here).
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_NOT_FOUND: Final = 3
 
 
 def add_arguments(subparsers: Any) -> None:

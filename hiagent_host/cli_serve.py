@@ -12,14 +12,13 @@ from typing import Any, Final
 
 import msgspec
 
+from hiagent_host.cli_exit import EXIT_FAILED, EXIT_USAGE
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.errors import HostError
 
 API_KEY_ENV: Final = "HIAGENT_API_KEY"
 # `ps` asks a local server a cheap question: it answers at once or not at all.
 PS_TIMEOUT_S: Final = 10.0
-EXIT_FAILURE: Final = 1
-EXIT_USAGE: Final = 2
 PS_COLUMNS: Final = (
     ("PACKAGE", "pkg"),
     ("VERSION", "version"),
@@ -114,10 +113,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
             f"hiagent-host ps: {error.get('code', exc.code)}: {error.get('message', exc.reason)}",
             file=sys.stderr,
         )
-        return EXIT_FAILURE
+        return EXIT_FAILED
     except (urllib.error.URLError, OSError) as exc:
         print(f"hiagent-host ps: no server answering at {url}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_FAILED
     processes = body.get("data") or []
     if getattr(args, "json", False):
         print(json.dumps(processes, indent=2, ensure_ascii=False))

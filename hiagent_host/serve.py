@@ -32,12 +32,12 @@ from hypercorn.config import Config as HypercornConfig
 
 from hiagent_host import logs
 from hiagent_host.app import ExtraRoutes, create_app, open_services
+from hiagent_host.cli_exit import EXIT_FAILED
 from hiagent_host.config import Config, read_api_keys
 from hiagent_host.errors import HostError
 
 log = logging.getLogger("hiagent_host.serve")
 
-EXIT_START_FAILED: Final = 1
 LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 # A worker that died on its own is started again after this long (a crash loop stays slow).
@@ -110,7 +110,7 @@ def serve(
         sock = bind(config)  # bind first: a taken port fails before anything starts
     except OSError as exc:
         log.error("cannot serve on %s: %s", where, exc)
-        return EXIT_START_FAILED
+        return EXIT_FAILED
     with sock:
         if config.server.workers > 1:
             return _supervise(config, sock, with_worker, extra_routes)
@@ -126,7 +126,7 @@ def _serve_process(
             runner.run(_serve_one(config, sock, with_worker, extra_routes))
     except HostError as exc:
         log.error("cannot serve: %s: %s", exc.code, exc.message)
-        return EXIT_START_FAILED
+        return EXIT_FAILED
     log.info("stopped")
     return 0
 
@@ -179,7 +179,7 @@ def _supervise(
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:  # the worker: serve, then leave without running the parent's exit code
-            status = EXIT_START_FAILED
+            status = EXIT_FAILED
             try:
                 for signum in STOP_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
@@ -217,7 +217,7 @@ def _supervise(
             code = os.waitstatus_to_exitcode(status)
             if stopping:
                 continue
-            if code == EXIT_START_FAILED:
+            if code == EXIT_FAILED:
                 log.error("worker %d could not start; stopping the others", number)
                 failed = True
                 on_signal(signal.SIGTERM, None)
@@ -230,7 +230,7 @@ def _supervise(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     log.info("stopped")
-    return EXIT_START_FAILED if failed else 0
+    return EXIT_FAILED if failed else 0
 
 
 def _signal(pid: int, signum: int) -> None:

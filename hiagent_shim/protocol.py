@@ -12,6 +12,9 @@ from typing import Any, Final
 from hiagent_shim.encode import dumps
 from hiagent_shim.plugins import ShimError
 
+# The wire's constants, for both ends: the host imports them from here (docs/protocol.md).
+JSONRPC: Final = "2.0"
+
 # JSON-RPC 2.0 codes for protocol faults.
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -31,9 +34,18 @@ RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"
 PROTOCOL_ERROR_HTTP: Final = 502
 CANCELLED_HTTP: Final = 499
 
+# Methods (host → shim requests) and notifications (either direction).
+INITIALIZE: Final = "initialize"
+METADATA: Final = "metadata"
+RUN_TOOL: Final = "run_tool"
+VALIDATE: Final = "validate"
+PING: Final = "ping"
+SHUTDOWN: Final = "shutdown"
 STREAM_ITEM: Final = "$/stream"
 STREAM_ACK: Final = "$/streamAck"
 CANCEL_REQUEST: Final = "$/cancelRequest"
+# The key in a `Cancelled` error's details saying the call's thread could not be stopped.
+ABANDONED_THREAD: Final = "abandoned_thread"
 
 _HEAD: Final = b'{"jsonrpc":"2.0","id":'
 # A character costs at most this many bytes in a JSON string (`\u001f`, escaped).
@@ -65,7 +77,7 @@ def application_error(error: ShimError) -> dict[str, Any]:
 
 def cancelled(*, abandoned_thread: bool = False) -> ShimError:
     """`Cancelled`; `data` says when the call's thread runs on, abandoned (it cannot be stopped)."""
-    data = {"abandoned_thread": True} if abandoned_thread else None
+    data = {ABANDONED_THREAD: True} if abandoned_thread else None
     return ShimError(CANCELLED, "the call was cancelled", http_code=CANCELLED_HTTP, data=data)
 
 

@@ -73,12 +73,12 @@ class Server:
         self._stopping = asyncio.Event()
         self._shutdown_ids: list[int] = []
         self._methods: dict[str, Callable[[int, dict[str, Any]], None]] = {
-            "initialize": self._initialize,
-            "ping": self._ping,
-            "shutdown": self._shutdown,
-            "metadata": self._metadata,
-            "run_tool": self._run_tool,
-            "validate": self._validate,
+            protocol.INITIALIZE: self._initialize,
+            protocol.PING: self._ping,
+            protocol.SHUTDOWN: self._shutdown,
+            protocol.METADATA: self._metadata,
+            protocol.RUN_TOOL: self._run_tool,
+            protocol.VALIDATE: self._validate,
         }
 
     async def serve(self) -> int:
@@ -126,7 +126,7 @@ class Server:
             self._fault(_request_id(message), internal)
 
     def _dispatch(self, message: Any) -> None:
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        if not isinstance(message, dict) or message.get("jsonrpc") != protocol.JSONRPC:
             raise ProtocolFault(protocol.INVALID_REQUEST, "not a JSON-RPC 2.0 message object")
         method = message.get("method")
         if not isinstance(method, str):
@@ -143,9 +143,9 @@ class Server:
         handler = self._methods.get(method)
         if handler is None:
             raise ProtocolFault(protocol.METHOD_NOT_FOUND, f"no method {method!r}")
-        if method != "initialize" and self._package is None:
+        if method != protocol.INITIALIZE and self._package is None:
             raise ProtocolFault(protocol.NOT_INITIALIZED, f"{method!r} before initialize")
-        if self._stopping.is_set() and method not in ("ping", "shutdown"):
+        if self._stopping.is_set() and method not in (protocol.PING, protocol.SHUTDOWN):
             error = ShimError(SHUTTING_DOWN, "the plugin process is stopping", http_code=503)
             self._send(self._error_frame(call_id, error))
             return

@@ -16,7 +16,6 @@ cancelled before a worker took it never runs (as with `ThreadPoolExecutor`).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import sys
 import threading

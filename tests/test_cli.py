@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hiagent_host.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, build_parser, source_to_uri
+from hiagent_host.cli import build_parser, source_to_uri
+from hiagent_host.cli_exit import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
 from tests.packages.support import rewrite_wheel, subprocess_env, write_runtime_toml
 
 CLI_TIMEOUT_S = 120

@@ -16,20 +16,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hiagent_host.api import responses
 from hiagent_host.errors import UNAUTHORIZED, HostError
 
-# Liveness, readiness and scraping work without a key. /docs is a static page with no data in
-# it (a browser cannot send a bearer header to open it); the page asks for the key and sends
-# it with every request it makes, starting with /openapi.json.
-EXEMPT_PATHS: Final = frozenset({"/ping", "/v1/health", "/metrics", "/docs"})
 _BEARER: Final = b"bearer "
 
 
 class BearerAuthMiddleware:
-    def __init__(self, app: ASGIApp, *, keys: Iterable[str]) -> None:
+    """Refuses requests without a valid key, except to the `exempt` paths (the routes marked
+    public in routes.py)."""
+
+    def __init__(self, app: ASGIApp, *, keys: Iterable[str], exempt: frozenset[str]) -> None:
         self.app = app
         self._keys = tuple(k.encode() for k in keys)
+        self._exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+        if scope["type"] != "http" or scope["path"] in self._exempt:
             await self.app(scope, receive, send)
             return
         problem = self._check(scope)

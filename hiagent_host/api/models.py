@@ -187,20 +187,6 @@ class InstalledPackage(msgspec.Struct):
     disk_size_bytes: int
 
 
-class ProcessInfo(msgspec.Struct):
-    pkg: str
-    version: str
-    pid: int | None
-    state: str
-    uptime_s: float
-    calls_in_flight: int
-    calls_total: int
-    restarts: int
-    rss_bytes: int | None
-    last_exit_reason: str | None
-    replica: int
-
-
 class Health(msgspec.Struct):
     status: str
     version: str

@@ -86,9 +86,14 @@ def decode(body: bytes, type_: type[T], *, where: str = "body") -> T:
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc, msgspec.json.decode(body), type_, where, strict=True) from None
+        refused = exc
     except msgspec.DecodeError as exc:
         raise bad_request(f"malformed JSON in the request {where}: {exc}") from None
+    try:  # the value as plain JSON, to find the field to blame (it may be malformed further on)
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"malformed JSON in the request {where}: {exc}") from None
+    raise _invalid(refused, value, type_, where, strict=True)
 
 
 def convert(value: Any, type_: type[T], *, where: str) -> T:

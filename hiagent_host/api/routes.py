@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from hiagent_host.api import jobs, models, packages, system, tools
 from hiagent_host.api.endpoints import Endpoint
+from hiagent_host.pool import ProcessInfo
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class Operation:
     envelope: bool = True  # False: the body is `returns` itself (or not JSON at all)
     method: str = "POST"
     tag: str = "packages"
-    public: bool = False  # reachable without an API key
+    # Reachable without an API key: liveness, readiness and scraping. /docs is a static page
+    # with no data in it (a browser cannot send a bearer header to open it); the page asks for
+    # the key and sends it with every request it makes, starting with /openapi.json.
+    public: bool = False
     streams: bool = False  # may answer text/event-stream
     media_type: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)  # raw OpenAPI operation fields
@@ -136,7 +140,7 @@ OPERATIONS: Sequence[Operation] = (
     _v1(
         "ListPackages", packages.list_packages, models.Empty, list[models.InstalledPackage], "host"
     ),
-    _v1("ListProcesses", system.list_processes, models.Empty, list[models.ProcessInfo], "host"),
+    _v1("ListProcesses", system.list_processes, models.Empty, list[ProcessInfo], "host"),
     Operation(
         "/metrics",
         system.metrics,
@@ -168,6 +172,11 @@ OPERATIONS: Sequence[Operation] = (
         media_type="text/html",
     ),
 )
+
+
+def public_paths(operations: Sequence[Operation] = OPERATIONS) -> frozenset[str]:
+    """The paths reachable without an API key."""
+    return frozenset(op.path for op in operations if op.public)
 
 
 def starlette_routes(operations: Sequence[Operation] = OPERATIONS) -> list[Route]:

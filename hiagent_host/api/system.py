@@ -74,22 +74,7 @@ async def _queue_health(s: Services) -> dict[str, Any]:
 @endpoint(models.Empty)
 async def list_processes(request: Request, s: Services, body: models.Empty) -> Any:
     """Every live plugin process (the pool's snapshot)."""
-    return [
-        models.ProcessInfo(
-            pkg=p.package,
-            version=p.version,
-            pid=p.pid,
-            state=str(p.state),
-            uptime_s=p.uptime_s,
-            calls_in_flight=p.calls_in_flight,
-            calls_total=p.calls_total,
-            restarts=p.restarts,
-            rss_bytes=p.rss_bytes,
-            last_exit_reason=p.last_exit_reason,
-            replica=p.replica,
-        )
-        for p in s.pool.snapshot()
-    ]
+    return s.pool.snapshot()
 
 
 async def metrics(request: Request) -> Response:

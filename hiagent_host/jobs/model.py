@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -212,10 +211,6 @@ def iso_from_unix(unix_s: float) -> str:
     """`1700000000.5` → `2023-11-14T22:13:20.500Z` (UTC, millisecond precision)."""
     stamp = datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
-
-
-def now_iso() -> str:
-    return iso_from_unix(time.time())
 
 
 def brief_of(record: Any, spec: JobSpec) -> dict[str, Any]:

@@ -4,16 +4,15 @@ A wheel passes when it is a zip archive whose members stay inside it (no `..`, n
 paths, no symlinks, no duplicates) and unpack to less than the configured cap; it has exactly
 one `.dist-info` directory with METADATA (Name, Version), WHEEL and RECORD; its file name
 agrees with METADATA; it declares at least one `hiagent.plugins` entry point; and every
-member RECORD lists with a hash has that hash. A historic offline bundle also carries a
-top-level `dependencies/` folder of wheels, which `bundle.py` turns into a find-links source.
+member RECORD lists with a hash has that hash and size (RECORD is parsed and checked with
+`installer`'s `records` module). Members RECORD does not list are allowed: a historic offline
+bundle carries a top-level `dependencies/` folder of wheels added after the wheel was built,
+which `bundle.py` turns into a find-links source. Member paths are checked here, before any
+installer sees the wheel, since `installer` checks them only as it writes.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
-import io
 import stat
 import zipfile
 import zlib
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+from installer.records import InvalidRecordEntry, RecordEntry, parse_record_file
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
@@ -33,7 +33,6 @@ PLUGIN_GROUP: Final = "hiagent.plugins"
 BUNDLE_DIR: Final = "dependencies/"
 # Hashes RECORD may use; md5 and sha1 are too weak to vouch for anything.
 RECORD_HASHES: Final = frozenset({"sha224", "sha256", "sha384", "sha512", "blake2b", "blake2s"})
-HASH_CHUNK_BYTES: Final = 1024 * 1024
 
 
 class WheelSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,37 +209,43 @@ class _Checker:
         return list(dict.fromkeys(names))
 
     def _check_record(self, dist_info: str, *, verify_hashes: bool) -> None:
+        """RECORD's rows, parsed and checked by `installer`: every member listed with a hash
+        (of a strong algorithm) is in the wheel and has that hash and size."""
         record_name = f"{dist_info}/RECORD"
         text = self._text(record_name)
         if text is None:
             self.problems.append(f"{record_name} is missing")
             return
-        for row in csv.reader(io.StringIO(text)):
-            if not row or not row[0]:
-                continue
-            member, hash_ = row[0], row[1] if len(row) > 1 else ""
-            if not hash_:
-                continue
-            algo, _, expected = hash_.partition("=")
-            if algo not in RECORD_HASHES or not expected:
-                self.problems.append(f"RECORD entry for {member!r} has an unusable hash {hash_!r}")
-            elif member not in self.members:
-                self.problems.append(f"RECORD lists {member!r}, which is not in the wheel")
-            elif verify_hashes:
-                actual = self._digest(member, algo)
-                if actual is not None and actual != expected:
-                    self.problems.append(f"{member!r} does not match its RECORD hash")
-
-    def _digest(self, member: str, algo: str) -> str | None:
-        h = hashlib.new(algo)
         try:
-            with self.zf.open(member) as f:
-                while chunk := f.read(HASH_CHUNK_BYTES):
-                    h.update(chunk)
+            rows = list(parse_record_file(text.splitlines()))
+        except InvalidRecordEntry as exc:
+            self.problems.append(f"{record_name} cannot be parsed: {exc}")
+            return
+        for row in rows:
+            try:
+                entry = RecordEntry.from_elements(*row)
+            except InvalidRecordEntry as exc:
+                self.problems.append(f"RECORD entry for {row[0]!r} is invalid: {exc}")
+                continue
+            if entry.hash_ is None:
+                continue  # RECORD itself, and anything listed without a hash
+            if entry.hash_.name not in RECORD_HASHES:
+                self.problems.append(
+                    f"RECORD entry for {entry.path!r} has an unusable hash {entry.hash_}"
+                )
+            elif entry.path not in self.members:
+                self.problems.append(f"RECORD lists {entry.path!r}, which is not in the wheel")
+            elif verify_hashes and not self._matches(entry):
+                self.problems.append(f"{entry.path!r} does not match its RECORD hash and size")
+
+    def _matches(self, entry: RecordEntry) -> bool:
+        """Whether the member has the hash and size its RECORD entry says (False if unreadable)."""
+        try:
+            with self.zf.open(entry.path) as stream:
+                return entry.validate_stream(stream)  # type: ignore[arg-type]
         except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError) as exc:
-            self.problems.append(f"{member!r} cannot be read: {exc}")
-            return None
-        return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
+            self.problems.append(f"{entry.path!r} cannot be read: {exc}")
+            return True  # reported as unreadable, not as a mismatch
 
     def _bundled_wheels(self) -> list[str]:
         bundled = []

@@ -243,9 +243,6 @@ class Child:
                 await idle.wait()
         return self.in_flight == 0
 
-    async def wait_dead(self) -> None:
-        await self._dead.wait()
-
     # ---- stopping ----------------------------------------------------------------------
 
     def begin_drain(self) -> None:

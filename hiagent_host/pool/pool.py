@@ -69,9 +69,9 @@ log = logging.getLogger(__name__)
 
 
 class ProcessInfo(msgspec.Struct, frozen=True):
-    """One live child, for `ListProcesses` and `hiagent-host ps`."""
+    """One live plugin process, as `ListProcesses` and `hiagent-host ps` show it."""
 
-    package: str
+    package: str = msgspec.field(name="pkg")
     version: str
     pid: int | None
     state: ChildState

@@ -1,4 +1,4 @@
-"""The wire's messages as msgspec Structs, its error codes, and child errors as HostErrors.
+"""The wire's messages as msgspec Structs, and child errors as HostErrors (constants: the shim's).
 
 Field order is wire order: the host writes `{"jsonrpc":"2.0","id":N,"method":...}`, so the
 child can read the id of a request it must discard from the frame's first bytes.
@@ -10,35 +10,34 @@ from typing import Any, Final
 
 import msgspec
 
+import hiagent_shim
 from hiagent_host.errors import CANCELLED, PROTOCOL_ERROR, HostError
+from hiagent_shim.protocol import (
+    ABANDONED_THREAD,
+    APPLICATION_ERROR,
+    CANCEL_REQUEST,
+    CANCELLED_HTTP,
+    INITIALIZE,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    JSONRPC,
+    METADATA,
+    METHOD_NOT_FOUND,
+    NOT_INITIALIZED,
+    PARSE_ERROR,
+    PING,
+    REQUEST_CANCELLED,
+    RUN_TOOL,
+    SHUTDOWN,
+    STREAM_ACK,
+    STREAM_ITEM,
+    VALIDATE,
+)
 
-PROTOCOL_VERSION: Final = 1
-JSONRPC: Final = "2.0"
-
-# JSON-RPC 2.0 codes for protocol faults; their `data.code` is always "ProtocolError".
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
-NOT_INITIALIZED: Final = -32002
-# The outcome of a call: an application error, or its cancellation.
-APPLICATION_ERROR: Final = -32000
-REQUEST_CANCELLED: Final = -32800
-CANCELLED_HTTP_STATUS: Final = 499
-# The key in a `Cancelled` error's details saying the call's thread could not be stopped.
-ABANDONED_THREAD: Final = "abandoned_thread"
-
-# Methods (host → child requests) and notifications (either direction).
-INITIALIZE: Final = "initialize"
-METADATA: Final = "metadata"
-RUN_TOOL: Final = "run_tool"
-VALIDATE: Final = "validate"
-PING: Final = "ping"
-SHUTDOWN: Final = "shutdown"
-CANCEL_REQUEST: Final = "$/cancelRequest"
-STREAM_ITEM: Final = "$/stream"
-STREAM_ACK: Final = "$/streamAck"
+# The wire's constants are the shim's own (one source; the shim is stdlib-only and importable).
+PROTOCOL_VERSION: Final = hiagent_shim.PROTOCOL_VERSION
+CANCELLED_HTTP_STATUS: Final = CANCELLED_HTTP
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,14 +71,6 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
     jsonrpc: str = JSONRPC
     id: int
     result: Any
-
-
-class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
-    """child → host: the failed end of a call (`id` null when the request was unreadable)."""
-
-    jsonrpc: str = JSONRPC
-    id: int | None
-    error: ErrorObject
 
 
 class Incoming(msgspec.Struct, frozen=True):
@@ -150,3 +141,28 @@ def error_to_host(error: ErrorObject) -> HostError:
         http_status=502,
         data={"rpc_code": error.code, "detail": detail},
     )
+
+
+__all__ = [
+    "ABANDONED_THREAD",
+    "APPLICATION_ERROR",
+    "CANCELLED_HTTP_STATUS",
+    "CANCEL_REQUEST",
+    "INITIALIZE",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "JSONRPC",
+    "METADATA",
+    "METHOD_NOT_FOUND",
+    "NOT_INITIALIZED",
+    "PARSE_ERROR",
+    "PING",
+    "PROTOCOL_VERSION",
+    "REQUEST_CANCELLED",
+    "RUN_TOOL",
+    "SHUTDOWN",
+    "STREAM_ACK",
+    "STREAM_ITEM",
+    "VALIDATE",
+]
