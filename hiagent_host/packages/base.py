@@ -46,7 +46,7 @@ import msgspec
 
 from hiagent_host.packages.bundled import BundledWheels
 from hiagent_host.packages.bytecode import site_packages
-from hiagent_host.packages.errors import InstallFailed
+from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.layout import TRASH_PREFIX, Layout
 from hiagent_host.packages.recovery import pid_alive, remove_tree
 from hiagent_host.packages.runner import run
@@ -61,6 +61,8 @@ BUILDING_PREFIX: Final = ".building-"
 # Building a base is one warm install (well under a second); a lock held longer than this
 # belongs to a peer installing from a slow index, and this install goes without a base.
 BASE_LOCK_TIMEOUT_S: Final = 120.0
+# An install waiting for another's base build looks at its cancel flag this often.
+BUILD_WAIT_SLICE_S: Final = 0.2
 # Importing what a plugin process imports first compiles its bytecode in the base.
 WARM_IMPORTS: Final = "import hiagent_plugin_sdk, hiagent_shim.server, hiagent_shim.describe"
 WARM_TIMEOUT_S: Final = 60.0
@@ -160,7 +162,13 @@ def prepare_base(
     # One build at a time (the server's at start, an install's): the one that waited finds
     # the base built; a build taking longer than the wait leaves the waiter to build its own.
     building = FileLock(layout.locks_dir / f"{BASE_DIR}-build.lock")
-    held = building.acquire(timeout_s=BASE_LOCK_TIMEOUT_S)
+    deadline = time.monotonic() + BASE_LOCK_TIMEOUT_S
+    while not (held := building.acquire(timeout_s=BUILD_WAIT_SLICE_S)):
+        if builder.cancel.is_set():
+            raise Cancelled("install cancelled while waiting for the base venv")
+        if time.monotonic() >= deadline:
+            log.warning("a base venv build took over %s s; building another", BASE_LOCK_TIMEOUT_S)
+            break
     try:
         if find_base(layout, key, max_age_s) is None:
             _build(layout, builder, bundled, sources, key, max_age_s)
