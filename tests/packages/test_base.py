@@ -195,3 +195,43 @@ def test_recover_removes_what_an_interrupted_base_build_left(
     assert not partial.exists()
     assert running.is_dir()
     assert sorted(p.name for p in base.parent.iterdir()) == sorted([base.name, running.name])
+
+
+def test_warming_builds_the_base_once_and_the_first_install_is_made_from_it(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    pm = make_manager(tmp_path / "data", wheelhouse)
+    assert pm.warm_base() is True
+    base = only_base(pm)
+    built_at = read_manifest(base).built_at
+    assert pm.warm_base() is True  # already there: nothing built again
+    assert read_manifest(only_base(pm)).built_at == built_at
+    wheel = build_plugin(tmp_path, "pkg-warm", "1.0")
+    record = pm.install(wheel.as_uri(), wheel.name, force=False)
+    venv = pm.venv_dir(record).resolve()
+    sdk = "hiagent_plugin_sdk/__init__.py"
+    assert same_file(module_file(venv, sdk), module_file(base, sdk))  # cloned, not installed
+    assert read_manifest(only_base(pm)).built_at == built_at
+
+
+def test_an_install_during_the_warm_up_is_made_from_the_one_base(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    pm = make_manager(tmp_path / "data", wheelhouse)
+    wheel = build_plugin(tmp_path, "pkg-warming", "1.0")
+    warming = threading.Thread(target=pm.warm_base)
+    warming.start()
+    try:
+        record = pm.install(wheel.as_uri(), wheel.name, force=False)
+    finally:
+        warming.join(RUN_TIMEOUT_S)
+    assert describe(pm.venv_python(record), "pkg-warming")["ok"] is True
+    sdk = "hiagent_plugin_sdk/__init__.py"
+    base = only_base(pm)
+    assert same_file(module_file(pm.venv_dir(record).resolve(), sdk), module_file(base, sdk))
+
+
+def test_warming_with_the_base_disabled_builds_nothing(tmp_path: Path, wheelhouse: Path) -> None:
+    pm = make_manager(tmp_path / "data", wheelhouse, base_venv_max_age_s=0.0)
+    assert pm.warm_base() is False
+    assert not (pm.config.paths.venvs_dir / BASE_DIR).exists()
