@@ -152,7 +152,7 @@ def test_a_413_leaves_the_server_serving_on_the_same_connection(server: LiveServ
         assert http.post("/v1/ListPackages", json={}).status_code == 200
 
 
-@pytest.mark.parametrize("body", [b"1\tc", b'[1, 2] x', b'"pkg" {'])
+@pytest.mark.parametrize("body", [b"1\tc", b"[1, 2] x", b'"pkg" {'])
 async def test_a_body_that_is_malformed_after_a_valid_start_is_a_400(
     app_client: httpx.AsyncClient, body: bytes
 ) -> None:
