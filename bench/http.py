@@ -47,7 +47,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -114,6 +114,7 @@ class Result:
     p99_ms: float
     rps: float
     errors: int = 0
+    cpu_ms: float = 0.0  # CPU of the server's processes, plugin processes included, per request
 
 
 # ---- the server --------------------------------------------------------------------------
@@ -237,6 +238,9 @@ async def _http_worker(
                 errors.append(1)
     finally:
         writer.close()
+
+
+Generator = Callable[[str, bytes, int, float, str], Result]
 
 
 def python_client(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -> Result:
@@ -369,6 +373,34 @@ def start(server: Server, root: Path, wheelhouse: Path, wheel: Path) -> bytes:
     return body
 
 
+def measure(
+    server: Server, generator: Generator, path: str, body: bytes, concurrency: int, row: str
+) -> Result:
+    """One measurement of `path` on `server`, with the CPU its processes spent per request."""
+    assert server.proc is not None
+    before = session_cpu_s(server.proc.pid)
+    result = generator(
+        f"{server.url}{path}", body, concurrency, ARGS.duration_s, f"{row}, {server.label}"
+    )
+    spent = session_cpu_s(server.proc.pid) - before
+    result.cpu_ms = spent * 1000 / max(1.0, result.rps * ARGS.duration_s)
+    return result
+
+
+def session_cpu_s(sid: int) -> float:
+    """CPU seconds (user + system) of the live processes of session `sid` (the server was
+    started in a session of its own: its workers and plugin processes are in it)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it has just exited
+        if int(fields[3]) == sid:  # fields after the name: state ppid pgrp session …
+            ticks += int(fields[11]) + int(fields[12])  # utime stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def baseline_checkout(ref: str | None) -> Iterator[Path]:
     """The checkout the "before" server runs: this one, or a temporary worktree of `ref`."""
@@ -422,18 +454,13 @@ def main() -> None:
                     generator(f"{server.url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
                 for measured in rounds:  # interleaved, so that drift hits every row alike
                     for server, body in zip(servers, bodies, strict=True):
-                        measured.append(
-                            generator(
-                                f"{server.url}/bench/echo", body, concurrency, ARGS.duration_s,
-                                f"(a) JSON echo route, {server.label}",
-                            )
-                        )  # fmt: skip
-                        measured.append(
-                            generator(
-                                f"{server.url}/v1/RunPluginTool", body, concurrency,
-                                ARGS.duration_s, f"(b) RunPluginTool echo, {server.label}",
-                            )
-                        )  # fmt: skip
+                        for row, path in (
+                            ("(a) JSON echo route", "/bench/echo"),
+                            ("(b) RunPluginTool echo", "/v1/RunPluginTool"),
+                        ):
+                            measured.append(
+                                measure(server, generator, path, body, concurrency, row)
+                            )  # fmt: skip
                     measured.append(pipe_echo(TOOL_INPUT, concurrency, ARGS.duration_s))
         finally:
             for server in servers:
@@ -445,11 +472,15 @@ def main() -> None:
 def report(rounds: list[list[Result]]) -> None:
     """Each figure is the median over the rounds; the ratios are taken per round too."""
     results = [_median(group) for group in zip(*rounds, strict=True)]
-    print(f"\n{'':36} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>10} {'errors':>7}")
+    print(
+        f"\n{'':36} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>10} {'CPU ms/req':>11}"
+        f" {'errors':>7}"
+    )
     for r in results:
+        cpu = f"{r.cpu_ms:>11.3f}" if r.cpu_ms else f"{'':>11}"
         print(
             f"{r.name:36} {r.concurrency:>4} {r.p50_ms:>9.3f} {r.p99_ms:>9.3f} {r.rps:>10.0f}"
-            f" {r.errors:>7}"
+            f" {cpu} {r.errors:>7}"
         )
     overall = ratios(results)
     per_round = [ratios(measured) for measured in rounds]
@@ -466,6 +497,7 @@ RATIOS: Final = (
     ("after (b) / after (a) req/s at concurrency 32:", "≥ 0.90"),
     ("after (b) / before (b) req/s at concurrency 32:", "≥ 1.30"),
     ("before (b) / before (a) req/s at concurrency 32:", "for reference"),
+    ("after (b) / before (b) CPU per request at conc. 32:", "for reference"),
 )
 
 
@@ -477,6 +509,7 @@ def _median(group: tuple[Result, ...]) -> Result:
         statistics.median(r.p99_ms for r in group),
         statistics.median(r.rps for r in group),
         sum(r.errors for r in group),
+        statistics.median(r.cpu_ms for r in group),
     )
 
 
@@ -496,6 +529,7 @@ def ratios(results: list[Result]) -> tuple[float, ...]:
         tool("after", 32).rps / echo("after", 32).rps,
         tool("after", 32).rps / tool("before", 32).rps,
         tool("before", 32).rps / echo("before", 32).rps,
+        tool("after", 32).cpu_ms / tool("before", 32).cpu_ms,
     )
 
 

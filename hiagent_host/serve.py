@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import os
 import signal
 import socket
@@ -42,6 +43,11 @@ LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-lo
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 # A worker that died on its own is started again after this long (a crash loop stays slow).
 WORKER_RESTART_DELAY_S: Final = 1.0
+# A stopping worker that has not exited this long after its grace period is killed (its
+# plugin processes' stop ladder takes a few seconds at most).
+WORKER_STOP_MARGIN_S: Final = 30.0
+# How often a stopping supervisor looks for workers that have exited.
+WORKER_POLL_S: Final = 0.05
 # Connections the kernel queues before the workers accept them: a burst of new connections
 # (clients reconnecting at once) waits rather than being refused.
 LISTEN_BACKLOG: Final = 1024
@@ -173,6 +179,9 @@ def _supervise(
     stopping = False
     failed = False
     workers: dict[int, int] = {}  # pid → worker number
+    # Workers drain for graceful_shutdown_s and then stop their plugin processes.
+    stop_wait_s = config.server.graceful_shutdown_s + WORKER_STOP_MARGIN_S
+    kill_at = math.inf
 
     def start(number: int) -> None:
         # Signals wait until the new worker has dropped the supervisor's handler.
@@ -193,7 +202,9 @@ def _supervise(
         log.info("worker %d started (pid %d)", number, pid)
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, kill_at
+        if not stopping:
+            kill_at = time.monotonic() + stop_wait_s
         stopping = True
         sock.close()  # the workers close theirs as they stop accepting
         for pid in workers:
@@ -208,9 +219,17 @@ def _supervise(
             start(number)
         while workers:
             try:
-                pid, status = os.wait()
+                pid, status = os.waitpid(-1, os.WNOHANG if stopping else 0)
             except ChildProcessError:
                 break
+            if pid == 0:  # stopping, and no worker has exited yet
+                if time.monotonic() >= kill_at:
+                    log.error("workers still running %.0f s after the stop; killing", stop_wait_s)
+                    for pid in workers:
+                        _signal(pid, signal.SIGKILL)
+                    kill_at = math.inf
+                time.sleep(WORKER_POLL_S)  # a bounded poll: the deadline above ends it
+                continue
             if pid not in workers:
                 continue
             number = workers.pop(pid)
