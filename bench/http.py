@@ -48,7 +48,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
@@ -151,11 +151,13 @@ def write_config(root: Path, port: int, wheelhouse: Path, server: str) -> Path:
     return path
 
 
-def start_server(config: Path, log: Path, code: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    config: Path, log: Path, code: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     """The bench server on `config`, importing hiagent_host from the checkout at `code`."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(config)],
+            [sys.executable, "-c", SERVER, str(config)], env={**os.environ, **env},
             cwd=code, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -340,6 +342,7 @@ class Server:
     label: str
     settings: str  # the [server] lines of its runtime.toml
     code: Path  # the checkout it runs
+    env: dict[str, str] = field(default_factory=dict)  # e.g. HIAGENT_POOL_BUSY_POLL_US
     url: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
@@ -351,7 +354,7 @@ def start(server: Server, root: Path, wheelhouse: Path, wheel: Path) -> bytes:
     server.url = f"http://127.0.0.1:{port}"
     config = write_config(root, port, wheelhouse, server.settings)
     log = root / "server.log"
-    server.proc = start_server(config, log, server.code)
+    server.proc = start_server(config, log, server.code, server.env)
     wait_ready(server.url, server.proc, log)
     installed = httpx.post(
         f"{server.url}/v1/InstallPackage",
@@ -428,6 +431,12 @@ def main() -> None:
     parser.add_argument("--tool", choices=ECHO_TOOLS, default=ECHO_TOOLS[0], help="(b)'s tool")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="after's")
     parser.add_argument("--baseline-ref", help="git commit the before server runs")
+    parser.add_argument(
+        "--after-settings", help="[server] lines of the after server (default: the workers)"
+    )
+    parser.add_argument(
+        "--after-env", action="append", default=[], help="KEY=VALUE for the after server only"
+    )
     parser.parse_args(namespace=ARGS)
     generator = wrk if shutil.which("wrk") else python_client
     print(f"load generator: {'wrk' if generator is wrk else 'python asyncio client'}; "
@@ -443,7 +452,9 @@ def main() -> None:
         wheel = build_wheel(ECHO_FIXTURE, root / "wheels")
         before = Server("before", "workers = 1" if ARGS.baseline_ref else
                         'workers = 1\nevent_loop = "asyncio"', before_code)  # fmt: skip
-        after = Server("after", f"workers = {ARGS.workers}", ROOT)
+        settings = ARGS.after_settings or f"workers = {ARGS.workers}"
+        env = dict(item.split("=", 1) for item in ARGS.after_env)
+        after = Server("after", settings.replace("\\n", "\n"), ROOT, env)
         servers = (before, after)
         try:
             bodies = [start(server, root / server.label, wheelhouse, wheel) for server in servers]

@@ -135,10 +135,10 @@ class _AccessLine:
 
     def __str__(self) -> str:
         f = self.fields
-        extra = " ".join(f"{k}={_printable(v)}" for k, v in f.items() if k not in _HEAD)
+        extra = " ".join([f"{k}={_printable(v)}" for k, v in f.items() if k not in _HEAD])
         return f"{f['method']} {_printable(f['path'])} {f['status']} {f['duration_s']:.4f}s {extra}"
 
 
 def _printable(value: object) -> str:
     """Caller-supplied text on one line: control characters cannot forge log lines."""
-    return str(value).translate(_CONTROL)
+    return value.translate(_CONTROL) if isinstance(value, str) else str(value)
