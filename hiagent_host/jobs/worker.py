@@ -65,7 +65,7 @@ _CTX: Final = "hiagent"
 class WorkerContext:
     """What the job function needs besides arq's ctx, shared by every arq `Worker` this queue
     worker makes: `slots` bounds the installs running at once across them, `running` holds
-    their tasks (cancelled on stop)."""
+    the tasks arq runs them in (cancelled on stop, which arq answers by re-queueing)."""
 
     installer: Installer
     job_timeout_s: float
@@ -74,18 +74,21 @@ class WorkerContext:
     running: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
+async def job_started(ctx: dict[str, Any]) -> None:
+    """arq's `on_job_start` hook, awaited in the task arq runs the job in (its bookkeeping
+    included): that task is what a stop cancels and waits for."""
+    wctx: WorkerContext = ctx[_CTX]
+    task = asyncio.current_task()
+    if task is not None:
+        wctx.running.add(task)
+        task.add_done_callback(wctx.running.discard)
+
+
 async def install_job(ctx: dict[str, Any]) -> Outcome:
     """The arq job function. Returns an Outcome; raises only when cancelled (re-queued)."""
     wctx: WorkerContext = ctx[_CTX]
-    task = asyncio.current_task()
-    if task is None:  # arq runs every job in a task of its own
-        raise RuntimeError("install_job must run in an asyncio task")
-    wctx.running.add(task)
-    try:
-        async with wctx.slots:
-            return await _install(ctx, wctx)
-    finally:
-        wctx.running.discard(task)
+    async with wctx.slots:
+        return await _install(ctx, wctx)
 
 
 async def _install(ctx: dict[str, Any], wctx: WorkerContext) -> Outcome:
@@ -180,6 +183,7 @@ def make_worker(config: Config, context: WorkerContext, redis: ArqRedis) -> Work
         job_serializer=codec.dumps,
         job_deserializer=codec.loads,
         ctx={_CTX: context},
+        on_job_start=job_started,
     )
 
 
