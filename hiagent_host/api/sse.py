@@ -10,6 +10,7 @@ streams get `: keep-alive` comments; a client that goes away cancels the call.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -35,13 +36,16 @@ HEADERS: Final = [
 ]
 
 _encoder = msgspec.json.Encoder()
+# The SSE grammar's line ends, and only these: `str.splitlines` would also split on U+2028,
+# U+0085, form feed and others, which JSON carries raw inside strings.
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
 
 # An outcome for metrics and the access log: "ok", an error code, or "disconnected".
 OutcomeHook = Callable[[str], None]
 
 
 def _lines(field: bytes, text: str) -> bytes:
-    return b"".join(field + b": " + line.encode() + b"\n" for line in text.splitlines() or [""])
+    return b"".join(field + b": " + line.encode() + b"\n" for line in _LINE_END.split(text))
 
 
 def _single_line(text: str) -> str:
