@@ -66,6 +66,23 @@ def test_serve_refuses_a_config_with_an_unknown_key(tmp_path: Path) -> None:
     assert "prot" in done.stderr
 
 
+def test_serve_refuses_a_zero_stream_window_naming_the_key_and_range(tmp_path: Path) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text("[pool]\nstream_window = 0\n")
+    done = hiagent_host("serve", "--config", str(config))
+    assert done.returncode == 2
+    assert "ConfigInvalid" in done.stderr
+    assert "Expected `int` >= 1 - at `$.pool.stream_window`" in done.stderr
+
+
+def test_serve_refuses_a_port_option_out_of_range(tmp_path: Path) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text("")
+    done = hiagent_host("serve", "--config", str(config), "--port", "70000")
+    assert done.returncode == 2
+    assert "Expected `int` <= 65535 - at `$.server.port`" in done.stderr
+
+
 def test_an_empty_process_list_is_said_in_words() -> None:
     assert format_table([]) == "no plugin processes running"
 
