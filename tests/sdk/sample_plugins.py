@@ -127,9 +127,18 @@ class FailingInitPlugin(BasePlugin):
             raise ValueError("url must be https")
         if url == "https://http-exception":
             raise HttpException("Forbidden", "not this one", None, http_code=403)
+        if url == "https://unreachable":
+            raise ConnectionRefusedError("cannot connect to the service")
+        if url == "https://validated":
+            _Endpoint.model_validate({"port": "not a port"})
+
 
     def noop(self) -> None:
         return None
+
+
+class _Endpoint(BaseModel):
+    port: int
 
 
 class AsyncValidatePlugin(BasePlugin, ConfigValidateMixin):
