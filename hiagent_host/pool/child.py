@@ -53,6 +53,8 @@ STDERR_DRAIN_S: Final = 1.0
 GROUP_POLL_S: Final = 0.02
 # A call that lost its wire waits this long for the process to be reported dead.
 EXIT_WAIT_S: Final = 5.0
+# A call cut because its process was stopped (replaced, evicted, idle) may retry at once.
+RETRY_AFTER_STOPPED_S: Final = 1
 
 log = logging.getLogger(__name__)
 
@@ -511,7 +513,8 @@ class Child:
             return PluginCrashed(
                 f"{what} was killed: a call on it did not let go at its deadline", data=data
             )
-        return PluginUnavailable(f"{what} was stopped ({cause})", data=data)
+        retry = {"retry_after_s": RETRY_AFTER_STOPPED_S}  # a new process serves the next call
+        return PluginUnavailable(f"{what} was stopped ({cause})", data={**data, **retry})
 
 
 class _Items:

@@ -132,7 +132,6 @@ class FailingInitPlugin(BasePlugin):
         if url == "https://validated":
             _Endpoint.model_validate({"port": "not a port"})
 
-
     def noop(self) -> None:
         return None
 
