@@ -105,13 +105,11 @@ class EventStream(Response):
         open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterator[Any]]],
         *,
         keepalive_s: float,
-        scrub: Callable[[HostError], HostError] = lambda exc: exc,
         on_outcome: OutcomeHook | None = None,
     ) -> None:
         super().__init__(status_code=200, media_type="text/event-stream")
         self._open = open_stream
         self._keepalive_s = keepalive_s
-        self._scrub = scrub
         self._on_outcome = on_outcome or (lambda outcome: None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,7 +118,7 @@ class EventStream(Response):
                 items = await stack.enter_async_context(self._open())
             except HostError as exc:
                 self._on_outcome(exc.code)
-                await responses.error(self._scrub(exc))(scope, receive, send)
+                await responses.error(exc)(scope, receive, send)
                 return
             outcome = "disconnected"
             async with anyio.create_task_group() as tg:
@@ -138,7 +136,7 @@ class EventStream(Response):
             async for item in items:
                 await channel.write(encode_item(item))
         except HostError as exc:
-            await channel.write(encode_error(self._scrub(exc)))
+            await channel.write(encode_error(exc))
             return exc.code
         except Exception:
             log.exception("stream failed after its first byte")

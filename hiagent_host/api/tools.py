@@ -1,7 +1,7 @@
 """Tool routes: RunPluginTool (JSON or SSE), its adapter-runtime form, and RunPluginValidate.
 
-Secret config values (per the plugin's config schema) are registered for log redaction before
-the call and scrubbed from any error that comes back.
+Secret config values (per the plugin's config schema) are masked by the pool, in the errors
+that come back and in every log; the raw `cfg` header is never logged.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hiagent_host.api import models, requests, responses, secrets
+from hiagent_host.api import models, requests, responses
 from hiagent_host.api.endpoints import endpoint, raw_endpoint
 from hiagent_host.api.middleware import annotate
 from hiagent_host.api.services import Services
@@ -83,8 +83,7 @@ def _cfg_header(request: Request) -> dict[str, Any] | None:
     if raw is None or not raw.strip():
         return None
     # Header values arrive as latin-1; clients send UTF-8 JSON.
-    data = raw.encode("latin-1")
-    secrets.registry.add([raw])  # the whole header is secret-bearing: never log it
+    data = raw.encode("latin-1")  # secret-bearing: never logged, never echoed in an error
     try:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError:
@@ -102,16 +101,11 @@ async def run_plugin_validate(
 ) -> None:
     """Check a config with the plugin; a config it rejects is a 4xx with the plugin's reason."""
     annotate(request, pkg=body.pkg, version=body.version, plugin=body.plugin)
-    hidden = _secrets(s, body.pkg, body.version, body.plugin, body.cfg)
-    try:
-        await s.pool.validate(body.pkg, body.version, body.plugin, body.cfg)
-    except HostError as exc:
-        raise scrub(exc, hidden) from None
+    await s.pool.validate(body.pkg, body.version, body.plugin, body.cfg)
 
 
 async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -> Response:
     annotate(request, pkg=call.pkg, version=call.version, plugin=call.plugin, tool=call.tool)
-    hidden = _secrets(s, call.pkg, call.version, call.plugin, call.cfg)
     label = _package_label(call.pkg)
     start = time.perf_counter()
 
@@ -135,7 +129,6 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
         return EventStream(
             open_stream,
             keepalive_s=s.config.server.sse_keepalive_s,
-            scrub=lambda exc: scrub(exc, hidden),
             on_outcome=outcome,
         )
     try:
@@ -150,7 +143,7 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
         )
     except HostError as exc:
         outcome(exc.code)
-        raise scrub(exc, hidden) from None
+        raise
     outcome("ok")
     return responses.ok(result)
 
@@ -158,31 +151,3 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
 @functools.lru_cache(maxsize=1024)
 def _package_label(pkg: str) -> str:
     return str(canonicalize_name(pkg))
-
-
-def _secrets(
-    s: Services, pkg: str, version: str, plugin: str, cfg: dict[str, Any] | None
-) -> list[str]:
-    """The secret values in `cfg`, registered for log redaction (empty when cfg is)."""
-    if not cfg:
-        return []
-    try:
-        record = s.packages.get(pkg, version)
-    except HostError:
-        return []  # the call fails on the missing package before any plugin sees cfg
-    schema = (record.metadata.get(plugin) or {}).get("config_schema")
-    values = secrets.secret_values(schema, cfg)
-    secrets.registry.add(values)
-    return values
-
-
-def scrub(exc: HostError, hidden: list[str]) -> HostError:
-    """`exc` with every secret masked in its message and data."""
-    if not hidden:
-        return exc
-    return HostError(
-        secrets.redact(exc.message, hidden),
-        code=exc.code,
-        http_status=exc.http_status,
-        data=secrets.redact_value(exc.data, hidden),
-    )

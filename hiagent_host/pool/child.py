@@ -41,6 +41,7 @@ from hiagent_host.pool.errors import (
     ToolTimeout,
 )
 from hiagent_host.pool.logs import RotatingFile, StderrSink
+from hiagent_host.redact import Secrets
 from hiagent_host.rpc import DeadlineExceeded, PeerClosed, RpcPeer, StreamCall, initialize
 from hiagent_host.rpc.messages import SHUTDOWN
 
@@ -440,6 +441,11 @@ class Child:
         )
 
     # ---- calls -------------------------------------------------------------------------
+
+    def remember(self, secrets: Secrets) -> None:
+        """Mask `secrets` (a call's) in this child's stderr from now on (a bounded window)."""
+        if secrets:
+            self._sink.secrets.add(secrets)
 
     async def call(self, method: str, params: Any, timeout_s: float) -> Any:
         """One request on this child; child failures become the pool's errors."""

@@ -3,7 +3,11 @@
 The file is `state/logs/<dir>/<version>.log`; when a write would take it past `max_bytes` it
 becomes `.log.1` (older ones shift up to `.log.<backups>`, the oldest is dropped). Every line
 is kept whole in the file, cut to `MAX_TAIL_LINE_CHARS` in the tail. The pool never writes
-call inputs or config values here: only what the plugin itself prints.
+call inputs or config values here: only what the plugin (and the shim, reporting a failed
+call) prints, and every line of it is masked first with the secrets of the calls the child
+served recently (`RecentSecrets`): the file, the tail (error data) and the debug copy alike.
+A line is written once it is complete (or over `MAX_PENDING_BYTES`), so a secret is never
+split across two writes.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Final
+
+from hiagent_host.redact import NO_SECRETS, Secrets
 
 # Lines of stderr kept for `PluginCrashed`/`PluginStartFailed` data (a traceback fits).
 TAIL_LINES: Final = 40
@@ -21,6 +27,9 @@ TAIL_LINES: Final = 40
 MAX_TAIL_LINE_CHARS: Final = 2000
 # A partial line (no newline yet) longer than this is flushed as a line of its own.
 MAX_PENDING_BYTES: Final = 64 * 1024
+# Secret values of this many recent calls' configs are masked in a child's stderr (a failed
+# call's report may be read after its answer). Bounded: the cost of a line stays constant.
+RECENT_SECRET_VALUES: Final = 64
 
 log = logging.getLogger("hiagent_host.pool.stderr")
 
@@ -76,6 +85,29 @@ class RotatingFile:
         return self.path.with_name(f"{self.path.name}.{i}")
 
 
+class RecentSecrets:
+    """The secret values of the last calls on one child, at most `RECENT_SECRET_VALUES`."""
+
+    def __init__(self, size: int = RECENT_SECRET_VALUES) -> None:
+        self._size = size
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._secrets: Secrets | None = NO_SECRETS  # None: to be rebuilt from _values
+
+    def add(self, secrets: Secrets) -> None:
+        for value in secrets.values:
+            if value not in self._values:
+                self._secrets = None
+            self._values[value] = None
+            self._values.move_to_end(value)
+        while len(self._values) > self._size:
+            self._values.popitem(last=False)
+
+    def current(self) -> Secrets:
+        if self._secrets is None:
+            self._secrets = Secrets(self._values)
+        return self._secrets
+
+
 class StderrSink:
     """Where one child's stderr goes: the rotated file, the tail, the host log at debug."""
 
@@ -83,28 +115,41 @@ class StderrSink:
         self.file = file
         self.tag = tag
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.secrets = RecentSecrets()
         self._pending = b""
 
     def feed(self, chunk: bytes) -> None:
-        """Take a chunk of stderr as it arrives."""
-        self.file.write(chunk)
+        """Take a chunk of stderr as it arrives; complete lines are masked and written."""
         data = self._pending + chunk
         *lines, self._pending = data.split(b"\n")
+        out = [self._mask(line) + b"\n" for line in lines]
         if len(self._pending) > MAX_PENDING_BYTES:
-            lines.append(self._pending)
+            out.append(self._mask(self._pending))
             self._pending = b""
-        for line in lines:
-            self._line(line)
+        if out:
+            self.file.write(b"".join(out))
+        for line in out:
+            self._line(line.removesuffix(b"\n"))
 
     def close(self) -> None:
         """The stream ended: keep a last partial line, close the file."""
         if self._pending:
-            self._line(self._pending)
+            last = self._mask(self._pending)
+            self.file.write(last)
+            self._line(last)
             self._pending = b""
         self.file.close()
 
     def tail_text(self) -> str:
         return "\n".join(self.tail)
+
+    def _mask(self, raw: bytes) -> bytes:
+        secrets = self.secrets.current()
+        if not secrets:
+            return raw
+        text = raw.decode("utf-8", "surrogateescape")
+        masked = secrets.redact(text)
+        return raw if masked == text else masked.encode("utf-8", "surrogateescape")
 
     def _line(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r")

@@ -32,8 +32,9 @@ import msgspec
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from hiagent_host import redact
 from hiagent_host.config import Config
-from hiagent_host.errors import InvalidInput
+from hiagent_host.errors import HostError, InvalidInput
 from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord
 from hiagent_host.pool import launcher, procfs
 from hiagent_host.pool.child import (
@@ -53,6 +54,8 @@ from hiagent_host.pool.errors import (
     ToolTimeout,
 )
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
+from hiagent_host.pool.secrets import ScrubbedItems, call_secrets, scrub
+from hiagent_host.redact import NO_SECRETS
 from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
 from hiagent_host.rpc.pending import running_asyncio_loop
@@ -178,7 +181,8 @@ class Pool:
     ) -> Any:
         """Run one tool in the package's child and return its result."""
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg}
-        return await self._call(name, version, RUN_TOOL, params, self._deadline(timeout_s))
+        timeout = self._deadline(timeout_s)
+        return await self._call(name, version, RUN_TOOL, params, timeout, plugin=plugin)
 
     @asynccontextmanager
     async def stream_tool(
@@ -192,16 +196,24 @@ class Pool:
         *,
         timeout_s: float | None = None,
     ) -> AsyncIterator[AsyncIterator[Any]]:
-        """Stream one tool's items; leaving early cancels the call in the child."""
+        """Stream one tool's items; leaving early cancels the call in the child.
+
+        Errors (on entry or between items) come with the call's secrets masked.
+        """
         timeout = self._deadline(timeout_s)
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg, "stream": True}
-        child = await self._acquire(self._record(name, version))
+        record = self._record(name, version)
+        hidden = call_secrets(record, plugin, cfg)
+        child = await self._acquire(record)
+        child.remember(hidden)
         try:
             async with child.stream(RUN_TOOL, params, timeout) as items:
-                yield items
-        except ToolTimeout:
+                yield ScrubbedItems(items, hidden) if hidden else items
+        except ToolTimeout as exc:
             self._timeouts += 1
-            raise
+            raise scrub(exc, hidden) from exc.__cause__
+        except HostError as exc:
+            raise scrub(exc, hidden) from exc.__cause__
         finally:
             self._release(child)
 
@@ -210,7 +222,7 @@ class Pool:
     ) -> None:
         """Have the plugin check `cfg`; its rejection is raised with the plugin's code."""
         params = {"plugin": plugin, "cfg": cfg}
-        await self._call(name, version, VALIDATE, params, self._pool.call_timeout_s)
+        await self._call(name, version, VALIDATE, params, self._pool.call_timeout_s, plugin=plugin)
 
     async def metadata(self, name: str, version: str) -> dict[str, Any]:
         """Every plugin's Metadata, as the running child describes it."""
@@ -218,16 +230,31 @@ class Pool:
         return dict(result)
 
     async def _call(
-        self, name: str, version: str, method: str, params: Any, timeout_s: float
+        self,
+        name: str,
+        version: str,
+        method: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        *,
+        plugin: str | None = None,
     ) -> Any:
-        child = await self._acquire(self._record(name, version))
-        try:
-            return await child.call(method, params, timeout_s)
-        except ToolTimeout:
-            self._timeouts += 1
-            raise
-        finally:
-            self._release(child)
+        """One request; the secrets of its cfg are masked in its errors, in the log lines
+        written meanwhile, and in the child's stderr."""
+        record = self._record(name, version)
+        hidden = call_secrets(record, plugin, params.get("cfg")) if plugin else NO_SECRETS
+        with redact.scope(hidden):
+            child = await self._acquire(record)
+            child.remember(hidden)
+            try:
+                return await child.call(method, params, timeout_s)
+            except ToolTimeout as exc:
+                self._timeouts += 1
+                raise scrub(exc, hidden) from exc.__cause__
+            except HostError as exc:
+                raise scrub(exc, hidden) from exc.__cause__
+            finally:
+                self._release(child)
 
     def _deadline(self, timeout_s: float | None) -> float:
         if timeout_s is None:
