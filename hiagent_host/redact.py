@@ -40,6 +40,8 @@ MAX_FRAGMENT_SPAN: Final = 64
 MAX_DEPTH: Final = 256
 # Compiled patterns kept for the sets of secrets found in lines (usually one or two secrets).
 PATTERN_CACHE_SIZE: Final = 512
+# The anchors of this many recent secrets are kept (a child's window rebuilds from them).
+ANCHOR_CACHE_SIZE: Final = 4096
 
 
 def renderings(secret: str) -> set[str]:
@@ -85,14 +87,16 @@ def _alternatives(value: str) -> Iterator[tuple[int, str]]:
             yield FRAGMENT_CHARS, _nested_left(before) + re.escape(tail)
 
 
-def _anchors(value: str) -> Iterator[str]:
-    """Substrings of which every match of `value` contains at least one."""
+@functools.lru_cache(maxsize=ANCHOR_CACHE_SIZE)
+def _anchors(value: str) -> tuple[tuple[str, str], ...]:
+    """(anchor, value) pairs: every match of `value` contains at least one of the anchors."""
+    found: set[str] = set()
     for form in renderings(value):
         if len(value) >= MIN_SUBSTRING_CHARS and len(form) >= 2 * FRAGMENT_CHARS:
-            yield form[:FRAGMENT_CHARS]
-            yield form[-FRAGMENT_CHARS:]
+            found.update((form[:FRAGMENT_CHARS], form[-FRAGMENT_CHARS:]))
         else:
-            yield form
+            found.add(form)
+    return tuple((anchor, value) for anchor in found)
 
 
 @functools.lru_cache(maxsize=PATTERN_CACHE_SIZE)
@@ -114,7 +118,7 @@ class Secrets:
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values: frozenset[str] = frozenset(v for v in values if v)
-        self._anchors = tuple({(a, v) for v in self.values for a in _anchors(v)})
+        self._anchors = tuple(pair for value in self.values for pair in _anchors(value))
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -153,6 +157,40 @@ class Secrets:
                 for k, v in value.items()
             }
         return value
+
+
+class SecretWindow:
+    """The secrets of the last calls on something (a child's stderr), at most `size` values.
+
+    Kept incrementally: adding a call's secrets and masking a line never rebuild anything
+    (the anchors of each value are computed once), so both cost the same at any fill.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._values: dict[str, tuple[tuple[str, str], ...]] = {}  # insertion order = age
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def add(self, secrets: Secrets) -> None:
+        for value in secrets.values:
+            self._values.pop(value, None)  # seen again: now the youngest
+            self._values[value] = _anchors(value)
+        while len(self._values) > self._size:
+            del self._values[next(iter(self._values))]
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret of the window masked (the rule of `Secrets`)."""
+        if not self._values or not text:
+            return text
+        found = frozenset(
+            value
+            for anchors in self._values.values()
+            for anchor, value in anchors
+            if anchor in text
+        )
+        return _pattern(found).sub(MASK, text) if found else text
 
 
 NO_SECRETS: Final = Secrets()

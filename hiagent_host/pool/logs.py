@@ -5,7 +5,7 @@ becomes `.log.1` (older ones shift up to `.log.<backups>`, the oldest is dropped
 is kept whole in the file, cut to `MAX_TAIL_LINE_CHARS` in the tail. The pool never writes
 call inputs or config values here: only what the plugin (and the shim, reporting a failed
 call) prints, and every line of it is masked first with the secrets of the calls the child
-served recently (`RecentSecrets`): the file, the tail (error data) and the debug copy alike.
+served recently (a `SecretWindow`): the file, the tail (error data) and the debug copy alike.
 A line is written once it is complete (or over `MAX_PENDING_BYTES`), so a secret is never
 split across two writes.
 """
@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import OrderedDict, deque
+from collections import deque
 from pathlib import Path
 from typing import Final
 
-from hiagent_host.redact import NO_SECRETS, Secrets
+from hiagent_host.redact import SecretWindow
 
 # Lines of stderr kept for `PluginCrashed`/`PluginStartFailed` data (a traceback fits).
 TAIL_LINES: Final = 40
@@ -85,29 +85,6 @@ class RotatingFile:
         return self.path.with_name(f"{self.path.name}.{i}")
 
 
-class RecentSecrets:
-    """The secret values of the last calls on one child, at most `RECENT_SECRET_VALUES`."""
-
-    def __init__(self, size: int = RECENT_SECRET_VALUES) -> None:
-        self._size = size
-        self._values: OrderedDict[str, None] = OrderedDict()
-        self._secrets: Secrets | None = NO_SECRETS  # None: to be rebuilt from _values
-
-    def add(self, secrets: Secrets) -> None:
-        for value in secrets.values:
-            if value not in self._values:
-                self._secrets = None
-            self._values[value] = None
-            self._values.move_to_end(value)
-        while len(self._values) > self._size:
-            self._values.popitem(last=False)
-
-    def current(self) -> Secrets:
-        if self._secrets is None:
-            self._secrets = Secrets(self._values)
-        return self._secrets
-
-
 class StderrSink:
     """Where one child's stderr goes: the rotated file, the tail, the host log at debug."""
 
@@ -115,7 +92,7 @@ class StderrSink:
         self.file = file
         self.tag = tag
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self.secrets = RecentSecrets()
+        self.secrets = SecretWindow(RECENT_SECRET_VALUES)
         self._pending = b""
 
     def feed(self, chunk: bytes) -> None:
@@ -144,11 +121,10 @@ class StderrSink:
         return "\n".join(self.tail)
 
     def _mask(self, raw: bytes) -> bytes:
-        secrets = self.secrets.current()
-        if not secrets:
+        if not len(self.secrets):
             return raw
         text = raw.decode("utf-8", "surrogateescape")
-        masked = secrets.redact(text)
+        masked = self.secrets.redact(text)
         return raw if masked == text else masked.encode("utf-8", "surrogateescape")
 
     def _line(self, raw: bytes) -> None:
