@@ -20,7 +20,7 @@ from typing import Final
 
 from packaging.version import Version
 
-from hiagent_host.config import Config
+from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import INTERNAL_ERROR, HostError
 from hiagent_host.packages import names
 from hiagent_host.packages.base import clean_base
@@ -126,7 +126,7 @@ class PackageManager:
         names.parse_filename(filename)
         wheel = self._fetch(uri, filename, threading.Event())
         contents = self._inspect(wheel, filename)
-        return _summary(contents, wheel, uri, filename)
+        return _summary(contents, wheel, redact_url(uri), filename)
 
     def venv_dir(self, record: PackageRecord) -> Path:
         """The real directory of the record's venv (pinned: it never changes under a process)."""
@@ -180,7 +180,8 @@ class PackageManager:
             if old is not None and not force:
                 self._refuse_installed(dir_name, file_version, file_name)
             version_dir = old.version_dir if old else names.version_dir(file_version)
-            request = Request(contents, wheel, uri, filename, dir_name, version_dir)
+            # the record keeps the uri without its password (it was only for the download)
+            request = Request(contents, wheel, redact_url(uri), filename, dir_name, version_dir)
             record = build_and_commit(
                 self.config, self.layout, request,
                 donor=self._bytecode_donor(), report=report, cancel=cancel,

@@ -21,7 +21,7 @@ from hiagent_host.errors import (
     HostError,
 )
 from hiagent_host.packages import PackageManager
-from hiagent_host.packages.fetch import PARTIAL_PREFIX, clean_partials, fetch
+from hiagent_host.packages.fetch import PARTIAL_PREFIX, clean_partials, fetch, split_credentials
 from tests.packages.support import Loopback, Route, make_manager, serve
 
 # The stalling server must be given up on within the configured timeouts plus this slack.
@@ -202,3 +202,32 @@ def test_partial_downloads_of_dead_processes_are_cleaned_and_live_ones_kept(tmp_
     live.write_bytes(b"half")
     assert clean_partials(tmp_path) == [orphan]
     assert live.exists()
+
+
+def test_uri_credentials_are_basic_auth_for_that_request_only_never_a_redirect(
+    tmp_path: Path, wheelhouse: Path, good: Path, server: Loopback
+) -> None:
+    pm = make_manager(tmp_path, wheelhouse)
+    uri = server.url("/moved.whl").replace("http://", "http://reader:p%40ss@")
+    summary = pm.read_metadata(uri, good.name)
+    assert server.paths_seen == ["/moved.whl", "/good.whl"]
+    assert server.auth_seen == ["Basic cmVhZGVyOnBAc3M=", None]  # reader:p@ss, then nothing
+    assert summary.uri == server.url("/moved.whl").replace("http://", "http://reader:***@")
+
+
+def test_credentials_split_off_a_uri_are_percent_decoded() -> None:
+    assert split_credentials("http://u%3Ax:p%40ss%3A1@127.0.0.1:9/a.whl") == (
+        "http://127.0.0.1:9/a.whl",
+        ("u:x", "p@ss:1"),
+    )
+    assert split_credentials("https://127.0.0.1/a.whl") == ("https://127.0.0.1/a.whl", None)
+
+
+def test_a_file_uri_with_credentials_is_refused_without_echoing_them(
+    tmp_path: Path, wheelhouse: Path, good: Path
+) -> None:
+    pm = make_manager(tmp_path, wheelhouse)
+    with pytest.raises(HostError) as caught:
+        pm.read_metadata(f"file://user:hunter2@{good}", good.name)
+    assert caught.value.code == INVALID_REQUEST
+    assert "hunter2" not in repr(caught.value.to_dict())
