@@ -140,6 +140,11 @@ class _Endpoint(BaseModel):
     port: int
 
 
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
 class AsyncValidatePlugin(BasePlugin, ConfigValidateMixin):
     hiagent_tools = ("noop",)
     seen: ClassVar[list[str]] = []  # records _validate calls for the tests
@@ -152,6 +157,8 @@ class AsyncValidatePlugin(BasePlugin, ConfigValidateMixin):
         AsyncValidatePlugin.seen.append(self.key)
         if self.key == "bad":
             raise RuntimeError("key is bad")
+        if self.key == "unprintable":
+            raise _UnprintableError()
 
     def noop(self) -> None:
         return None
