@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 from hiagent_host import logs
 from hiagent_host.api import openapi
 from hiagent_host.api.auth import BearerAuthMiddleware
+from hiagent_host.api.keepalive import KeepAliveMiddleware
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, starlette_routes
@@ -58,9 +59,10 @@ def create_app(
     keys = read_api_keys(config)
     metrics = services.metrics if services is not None else Metrics()
     middleware = [
+        Middleware(KeepAliveMiddleware),  # outermost: sees every early answer
         Middleware(
             RequestContextMiddleware, metrics=metrics, access_log_enabled=config.logging.access_log
-        )
+        ),
     ]
     if keys:
         middleware.append(Middleware(BearerAuthMiddleware, keys=keys))

@@ -9,7 +9,7 @@ the 413. Malformed JSON is a 400 `BadRequest`; a non-object, a missing key or a 
 from __future__ import annotations
 
 import re
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
@@ -17,10 +17,6 @@ from starlette.requests import ClientDisconnect, Request
 from hiagent_host.errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, HostError, InvalidInput
 
 T = TypeVar("T")
-
-# After the cap is exceeded we keep reading (and dropping) this much more, so a client that is
-# still sending sees the 413 instead of a reset connection; beyond it the connection is closed.
-DRAIN_LIMIT_BYTES: Final = 64 * 1024 * 1024
 
 _FIELD = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
@@ -50,8 +46,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             declared_bytes = int(declared)
         except ValueError:
             raise bad_request("invalid Content-Length header") from None
-        if declared_bytes > limit:
-            await _drain(request, 0)
+        if declared_bytes > limit:  # the body is left unread: see api/keepalive.py
             raise payload_too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -63,23 +58,11 @@ async def read_body(request: Request, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                if message.get("more_body", False):
-                    await _drain(request, size)
                 raise payload_too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _drain(request: Request, seen: int) -> None:
-    while seen <= DRAIN_LIMIT_BYTES:
-        message = await request.receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
 
 
 def decode(body: bytes, type_: type[T], *, where: str = "body") -> T:
