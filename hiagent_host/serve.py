@@ -1,7 +1,8 @@
 """Hypercorn serving the app: bind, workers, keep-alive and graceful shutdown from config.
 
 SIGTERM or SIGINT: stop accepting, let in-flight calls and streams finish for up to
-`server.graceful_shutdown_s` (then cancel them, which cancels their calls in the children),
+`server.graceful_shutdown_s` (then answer them 503 `ShuttingDown`, an SSE `error` event for a
+stream, which cancels their calls in the children; see `api/shutdown.py`),
 close the services (the pool's stop ladder for every child), and return 0. The services are
 opened before Hypercorn binds: a start that fails (a bad store, a port in use) returns 1.
 """
@@ -23,6 +24,7 @@ from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 
 from hiagent_host import logs
+from hiagent_host.api.shutdown import ANSWER_MARGIN_S, Shutdown
 from hiagent_host.app import WITH_WORKER_ENV, ExtraRoutes, create_app, open_services
 from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
 from hiagent_host.errors import HostError
@@ -43,7 +45,8 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.bind = [f"{host}:{server.port}"]
     hc.workers = server.workers
     hc.keep_alive_timeout = server.keep_alive_s
-    hc.graceful_timeout = server.graceful_shutdown_s
+    # then the requests still running are answered ShuttingDown (api/shutdown.py)
+    hc.graceful_timeout = server.graceful_shutdown_s + ANSWER_MARGIN_S
     hc.accesslog = None  # the app writes its own structured access log
     hc.errorlog = logging.getLogger("hypercorn.error")
     return hc
@@ -113,6 +116,7 @@ async def _serve_one(
     grace_s = config.server.graceful_shutdown_s
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    shutdowns: list[Shutdown] = []  # the app's, once it exists
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -123,6 +127,8 @@ async def _serve_one(
             signal.Signals(signum).name,
             grace_s,
         )
+        for shutdown in shutdowns:
+            shutdown.begin(grace_s)  # calls still running at the end answer ShuttingDown
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -130,6 +136,7 @@ async def _serve_one(
     try:
         async with open_services(config, with_worker=with_worker) as services:
             app = create_app(config, services=services, extra_routes=extra_routes)
+            shutdowns.append(app.state.shutdown)
             log.info("serving with %s", config.source)
             # In a task of its own: Hypercorn's shutdown leaves the task it ran in marked as
             # being cancelled, which would cancel the pool's clean shutdown right after.
