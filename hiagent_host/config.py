@@ -74,6 +74,7 @@ class PackagesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     download_timeout_s: Seconds = 300.0
     max_download_bytes: Bytes = 256 * 1024 * 1024
     max_unpacked_bytes: Bytes = 1024 * 1024 * 1024
+    max_cache_bytes: BytesOrOff = 2 * 1024 * 1024 * 1024
     install_idle_timeout_s: Seconds = 120.0
     install_timeout_s: Seconds = 900.0
     probe_timeout_s: Seconds = 60.0

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import stat
 import threading
 import time
 import urllib.error
@@ -113,17 +114,46 @@ def _local_path(uri: str, config: PackagesConfig) -> Path:
 
 @contextlib.contextmanager
 def _open_file(path: Path, uri: str, max_bytes: int) -> Iterator[_Source]:
+    """A regular file, opened without blocking (a FIFO or a device is refused, not waited
+    on); `_Exact` then refuses one whose content is not its size (/proc and /sys files)."""
+    with contextlib.suppress(OSError):  # the open below reports a missing file
+        if not stat.S_ISREG(path.stat().st_mode):  # a socket cannot even be opened
+            raise _not_a_file(path, uri, "it is not a regular file")
     try:
-        f = path.open("rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise DownloadFailed(
             f"cannot read {path}: {exc.strerror}", data={"url": uri, "reason": exc.strerror}
         ) from exc
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size > max_bytes:
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_a_file(path, uri, "it is not a regular file")
+        if st.st_size > max_bytes:
             raise _too_large(uri, max_bytes)
-        yield f
+        if st.st_size == 0:
+            raise _not_a_file(path, uri, "it is empty (or a pseudo-file, as under /proc)")
+        yield _Exact(f, st.st_size, path, uri)
+
+
+class _Exact:
+    """A file read to exactly its size: more or fewer bytes than `fstat` said is refused."""
+
+    def __init__(self, f: Any, size: int, path: Path, uri: str) -> None:
+        self._f, self._left, self._path, self._uri = f, size, path, uri
+
+    def read1(self, size: int = -1, /) -> bytes:
+        chunk: bytes = self._f.read(min(size, self._left + 1) if size > 0 else self._left + 1)
+        if len(chunk) > self._left or (not chunk and self._left):
+            raise _not_a_file(self._path, self._uri, "its content does not match its size")
+        self._left -= len(chunk)
+        return chunk
+
+
+def _not_a_file(path: Path, uri: str, why: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"file:// uri {path} cannot be installed: {why}", data={"uri": uri, "reason": why}
+    )
 
 
 @contextlib.contextmanager
