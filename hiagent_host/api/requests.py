@@ -9,7 +9,7 @@ the 413. Malformed JSON is a 400 `BadRequest`; a non-object, a missing key or a 
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
@@ -17,6 +17,10 @@ from starlette.requests import ClientDisconnect, Request
 from hiagent_host.errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, HostError, InvalidInput
 
 T = TypeVar("T")
+
+# A request body (and the `cfg` header) may nest objects and arrays this deep, no deeper:
+# plugins and the wire stay far from any recursion limit (docs/http-api.md).
+MAX_JSON_DEPTH: Final = 64
 
 _FIELD = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
@@ -70,11 +74,42 @@ def decode(body: bytes, type_: type[T], *, where: str = "body") -> T:
     if not body.strip():
         body = b"{}"
     try:
-        return msgspec.json.decode(body, type=type_)
+        value = msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         raise _invalid(exc, where) from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"malformed JSON in the request {where}: {exc}") from None
+    except RecursionError:  # msgspec gives up near the interpreter's recursion limit
+        raise too_deep(where, None) from None
+    if len(body) > 2 * MAX_JSON_DEPTH:  # anything shorter cannot nest that deep
+        check_depth(value, where)
+    return value
+
+
+def too_deep(where: str, field: str | None) -> InvalidInput:
+    message = f"the request {where} nests JSON deeper than {MAX_JSON_DEPTH} levels"
+    return invalid(message, field)
+
+
+def check_depth(value: Any, where: str, field: str | None = None) -> None:
+    """InvalidRequest (naming `field`, else the top-level key) if `value` nests too deep."""
+    pending: list[tuple[Any, int, str | None]]
+    roots = value.__struct_fields__ if isinstance(value, msgspec.Struct) else None
+    if field is not None:
+        pending = [(value, 1, field)]
+    elif roots is not None:
+        pending = [(getattr(value, name), 2, name) for name in roots]
+    elif isinstance(value, dict):
+        pending = [(item, 2, str(key)) for key, item in value.items()]
+    else:
+        pending = [(value, 1, None)]
+    while pending:
+        item, depth, field = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep(where, field)
+            children = item.values() if isinstance(item, dict) else item
+            pending += [(child, depth + 1, field) for child in children]
 
 
 def convert(value: Any, type_: type[T], *, where: str) -> T:

@@ -88,6 +88,9 @@ def _cfg_header(request: Request) -> dict[str, Any] | None:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError:
         raise requests.bad_request("header `cfg` is not valid JSON", field=CFG_HEADER) from None
+    except RecursionError:
+        raise requests.too_deep("header `cfg`", CFG_HEADER) from None
+    requests.check_depth(value, "header `cfg`", CFG_HEADER)
     if value is None:
         return None
     if not isinstance(value, dict):

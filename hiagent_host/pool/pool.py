@@ -30,7 +30,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import msgspec
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from hiagent_host import redact
 from hiagent_host.config import Config
@@ -270,7 +270,7 @@ class Pool:
         wanted = str(canonicalize_name(name))
         try:
             wanted_version = None if version is None else Version(version)
-        except InvalidVersion:
+        except ValueError:  # InvalidVersion, or an int of too many digits
             return
         keys = {
             c.key
@@ -612,5 +612,5 @@ def _same(record: PackageRecord, name: str, version: str) -> bool:
         return canonicalize_name(record.name) == canonicalize_name(name) and Version(
             record.version
         ) == Version(version)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or an int of too many digits
         return False
