@@ -6,7 +6,7 @@ the echo, stream, secret and hang fixtures installed through /v1 before any test
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -14,7 +14,8 @@ from typing import Any, Final
 import httpx
 import httpx2
 import pytest
-from mcp.client import Client, IncomingMessage
+from mcp.client import Client
+from mcp.client.session import MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.api.support import INSTALL_TIMEOUT_S, LiveServer, free_port, write_config
@@ -72,7 +73,8 @@ def mcp_host(
         auth={"api_keys": [API_KEY]},
         mcp={"config_file": str(operator), "deny_tools": ["hiagent-plugin-hang/*/block_loop"]},
     )
-    host = McpHost(config, port, root / "server.log").start()
+    host = McpHost(config, port, root / "server.log")
+    host.start()
     try:
         for name in INSTALLED:
             host.install(wheels[name])
@@ -81,16 +83,13 @@ def mcp_host(
         host.stop()
 
 
-MessageHandler = Callable[[IncomingMessage], Awaitable[None]]
-
-
 @asynccontextmanager
 async def connect(
     host: McpHost,
     *,
     mode: str = "auto",
     headers: dict[str, str] | None = None,
-    message_handler: MessageHandler | None = None,
+    message_handler: MessageHandlerFnT | None = None,
 ) -> AsyncIterator[Client]:
     """The official MCP client, connected to `host` with the API key (and `headers`)."""
     http = httpx2.AsyncClient(headers={**AUTH, **(headers or {})}, timeout=MCP_TIMEOUT_S)

@@ -52,7 +52,8 @@ async def test_tools_list_names_every_exposed_tool_with_its_schema(
     repeat = tools[f"{ECHO}repeat"]
     assert repeat.input_schema["type"] == "object"
     assert repeat.input_schema["properties"]["count"]["description"] == "how many times"
-    assert repeat.description is not None and repeat.description.startswith("`text` `count`")
+    assert repeat.description is not None
+    assert repeat.description.startswith("`text` `count`")
     assert repeat.meta is not None
     assert repeat.meta["io.hiagent/tool"] == {
         "pkg": "hiagent-plugin-echo", "version": "0.1.0", "plugin": "echo", "tool": "repeat",
@@ -82,18 +83,16 @@ async def test_an_async_tool_returns_its_result(mcp_host: McpHost, mode: str) ->
 async def test_a_streaming_tool_sends_a_progress_notification_per_item_then_everything(
     mcp_host: McpHost, mode: str
 ) -> None:
-    progress: list[tuple[float, str | None]] = []
+    seen: list[tuple[float, str | None]] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append((value, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
 
     async with connect(mcp_host, mode=mode) as client:
-        result = await client.call_tool(
-            f"{STREAM}numbers", {"n": 4}, progress_callback=on_progress
-        )
+        result = await client.call_tool(f"{STREAM}numbers", {"n": 4}, progress_callback=on_progress)
     assert not result.is_error
     assert result.structured_content == {"items": [0, 1, 2, 3]}
-    assert progress == [(1.0, "0"), (2.0, "1"), (3.0, "2"), (4.0, "3")]
+    assert seen == [(1.0, "0"), (2.0, "1"), (3.0, "2"), (4.0, "3")]
 
 
 async def test_a_failing_tool_is_an_error_result_with_its_code_and_message(
@@ -107,7 +106,8 @@ async def test_a_failing_tool_is_an_error_result_with_its_code_and_message(
     assert broke.structured_content["error"]["code"] == "StreamBroke"
     assert broke.structured_content["error"]["data"] == {"sent": 2}
     [content] = broke.content
-    assert isinstance(content, types.TextContent) and content.text.startswith("StreamBroke: ")
+    assert isinstance(content, types.TextContent)
+    assert content.text.startswith("StreamBroke: ")
     assert invalid.is_error
     assert invalid.structured_content is not None
     assert invalid.structured_content["error"]["code"] == INVALID_TOOL_INPUT
@@ -140,7 +140,7 @@ async def test_cancelling_a_streaming_call_closes_the_plugins_stream(
     closed_before = _plugin_log(mcp_host, "stream").count("slow stream closed after")
     first = anyio.Event()
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         first.set()
 
     async with connect(mcp_host, mode=mode) as client, anyio.create_task_group() as tg:
@@ -152,7 +152,9 @@ async def test_cancelling_a_streaming_call_closes_the_plugins_stream(
         with anyio.fail_after(WAIT_S):
             await first.wait()
         tg.cancel_scope.cancel()
-    await _until(lambda: _plugin_log(mcp_host, "stream").count("slow stream closed") > closed_before)
+    await _until(
+        lambda: _plugin_log(mcp_host, "stream").count("slow stream closed") > closed_before
+    )
 
 
 async def test_plugin_config_comes_from_the_operator_file_overlaid_by_the_connection(
@@ -180,7 +182,8 @@ async def test_descriptions_follow_the_callers_accept_language(mcp_host: McpHost
     async with connect(mcp_host, headers={"Accept-Language": "zh-CN,zh;q=0.9"}) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     echo = tools[f"{ECHO}echo"]
-    assert echo.title is not None and echo.title.startswith("回显: ")
+    assert echo.title is not None
+    assert echo.title.startswith("回显: ")
 
 
 async def test_installing_a_package_sends_tools_list_changed_on_the_session_stream(
@@ -251,4 +254,3 @@ def _pid(host: McpHost, pkg: str) -> int | None:
 def _plugin_log(host: McpHost, fixture: str) -> str:
     logs = sorted((host.config.parent / "data" / "state").rglob(f"*{fixture}*/*.log"))
     return "".join(p.read_text(encoding="utf-8", errors="replace") for p in logs)
-
