@@ -73,6 +73,7 @@ class McpEndpoint:
             instructions=INSTRUCTIONS,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            get_tool_input_schema=self._input_schema,
         )
         self._server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, self._initialized
@@ -184,6 +185,12 @@ class McpEndpoint:
         except anyio.get_cancelled_exc_class():
             run.outcome(CANCELLED)
             raise
+
+    def _input_schema(self, name: str) -> dict[str, Any] | None:
+        """For the SDK's `Mcp-Param-*` header checks: the schema from the last catalog built
+        (without this the SDK would run tools/list for every call)."""
+        entry = None if self._catalog is None else self._catalog.current.by_name.get(name)
+        return None if entry is None else entry.input_schema
 
     def _need_catalog(self) -> ToolCatalog:
         if self._catalog is None:
