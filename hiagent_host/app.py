@@ -79,6 +79,7 @@ def create_app(
         lifespan=_lifespan(config, metrics, with_worker, services, mcp),
     )
     app.state.openapi = openapi.encoded(OPERATIONS, secured=bool(keys))
+    app.state.mcp = mcp
     if services is not None:
         app.state.services = services
     return app
@@ -122,6 +123,14 @@ def _lifespan(
             yield
 
     return lifespan
+
+
+def begin_drain(app: Starlette) -> None:
+    """The server stops taking connections: end the streams that would otherwise hold its
+    graceful shutdown open to the end (MCP's notification streams)."""
+    mcp: McpEndpoint | None = app.state.mcp
+    if mcp is not None:
+        mcp.drain()
 
 
 def app_from_environment() -> Starlette:

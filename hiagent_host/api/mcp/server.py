@@ -26,6 +26,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 import hiagent_host
@@ -39,6 +40,8 @@ from hiagent_host.config import Config
 from hiagent_host.errors import CANCELLED, TOOL_NOT_FOUND, HostError
 
 SERVER_NAME: Final = "hiagent-host"
+# A handshake-era session's standalone stream (server → client notifications) is a GET.
+STREAM_METHOD: Final = "GET"
 INSTRUCTIONS: Final = (
     "Every tool of the HiAgent plugins installed on this host. Tool names are "
     "<package>__<plugin>__<tool>; each runs in its plugin's own process."
@@ -84,8 +87,10 @@ class McpEndpoint:
         self._plugin_config = PluginConfig(
             config.mcp.config_file, client_config=config.mcp.client_config
         )
-        self._manager: StreamableHTTPSessionManager | None = None
         self._app: Any = None
+        self._listen: ListenHandler | None = None
+        self._streams: set[anyio.CancelScope] = set()
+        self._draining = False
 
     @asynccontextmanager
     async def run(self, services: Services) -> AsyncIterator[None]:
@@ -110,18 +115,41 @@ class McpEndpoint:
         self._services = services
         self._catalog = ToolCatalog(services.packages, mcp)
         self._changes = changes
+        self._listen = listen
+        self._draining = False
         async with changes, manager.run():
             self._app = changes.track(manager.handle_request)
             try:
                 yield
             finally:
-                listen.close()
+                self.drain()
                 self._app = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
             raise RuntimeError("the MCP endpoint is used outside its run() context")
-        await self._app(scope, receive, send)
+        if scope["method"] != STREAM_METHOD:
+            await self._app(scope, receive, send)
+            return
+        if self._draining:
+            await Response(status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
+            return
+        with anyio.CancelScope() as stream:
+            self._streams.add(stream)
+            try:
+                await self._app(scope, receive, send)
+            finally:
+                self._streams.discard(stream)
+
+    def drain(self) -> None:
+        """The host is stopping: end the streams that never end by themselves (handshake-era
+        GET streams, 2026 `subscriptions/listen` streams), so they do not hold the graceful
+        shutdown for its whole length; calls in flight finish as usual."""
+        self._draining = True
+        for stream in list(self._streams):
+            stream.cancel()
+        if self._listen is not None:
+            self._listen.close()
 
     # ---- handlers ----------------------------------------------------------------------
 

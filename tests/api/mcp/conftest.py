@@ -90,9 +90,11 @@ async def connect(
     mode: str = "auto",
     headers: dict[str, str] | None = None,
     message_handler: MessageHandlerFnT | None = None,
+    auth: bool = True,
 ) -> AsyncIterator[Client]:
     """The official MCP client, connected to `host` with the API key (and `headers`)."""
-    http = httpx2.AsyncClient(headers={**AUTH, **(headers or {})}, timeout=MCP_TIMEOUT_S)
+    sent = {**(AUTH if auth else {}), **(headers or {})}
+    http = httpx2.AsyncClient(headers=sent, timeout=MCP_TIMEOUT_S)
     transport = streamable_http_client(host.mcp_url, http_client=http)
     async with (
         http,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -20,6 +21,7 @@ from tests.api.mcp.conftest import (
     McpHost,
     connect,
 )
+from tests.api.support import free_port, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +33,8 @@ CLOCK_TOOL: Final = "hiagent-plugin-clock__xn--h6qv61a8ige15c__current_time"
 # Waiting for a plugin process to notice a cancelled call, or for a notification, is bounded.
 WAIT_S: Final = 30.0
 POLL_S: Final = 0.05
+# A stopping host with nothing in flight exits well within this.
+STOP_BOUND_S: Final = 20.0
 
 
 @pytest.fixture(params=MODES)
@@ -254,3 +258,29 @@ def _pid(host: McpHost, pkg: str) -> int | None:
 def _plugin_log(host: McpHost, fixture: str) -> str:
     logs = sorted((host.config.parent / "data" / "state").rglob(f"*{fixture}*/*.log"))
     return "".join(p.read_text(encoding="utf-8", errors="replace") for p in logs)
+
+
+async def test_stopping_the_host_ends_open_mcp_streams_instead_of_waiting_for_them(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "runtime.toml", tmp_path / "data", wheelhouse, port,
+        server={"graceful_shutdown_s": 3 * STOP_BOUND_S},
+    )  # fmt: skip
+    host = McpHost(config, port, tmp_path / "server.log")
+    host.start()
+    try:
+        async with (
+            connect(host, mode="legacy", auth=False) as legacy,
+            connect(host, auth=False) as modern,
+            modern.listen(tools_list_changed=True),
+        ):
+            await legacy.list_tools()  # the session's GET stream is open by now
+            host.signal(signal.SIGTERM)
+            # well inside the grace period, which open streams would otherwise use up
+            code = await anyio.to_thread.run_sync(host.wait, STOP_BOUND_S)
+    finally:
+        host.stop()
+    assert code == 0
+    assert '"level": "error"' not in host.log()
