@@ -11,7 +11,8 @@ object>` on its requests (unless `mcp.client_config = false`): keys are `"<packa
 plugin of the package) or `"<package>/<plugin>"`, values are config objects. A call's config is
 the operator's table, overlaid key by key with the package entry, then the plugin entry of the
 header. Values never leave the host: the header is registered for log redaction whole, and
-every string of the operator's table is scrubbed from the errors a caller sees.
+every string of the operator's table is registered too and scrubbed from the errors a caller
+sees.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class PluginConfig:
             if entry:
                 cfg.update(entry)
         hidden = secrets.secret_values(EVERY_VALUE, stored)
+        secrets.registry.add(hidden)  # the operator's values are all secret: never log them
         return (cfg or None), hidden
 
     def _from_header(self, headers: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:
