@@ -43,7 +43,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
@@ -178,20 +178,23 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 # ---- load generators ---------------------------------------------------------------------
 
 
-def wrk(
-    url: str,
-    body: bytes,
-    concurrency: int,
-    duration_s: float,
-    name: str,
-    headers: dict[str, str] | None = None,
-) -> Result:
+@dataclass(frozen=True)
+class Target:
+    """What a load generator sends: one POST, again and again."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # besides Content-Type
+
+
+def wrk(target: Target, concurrency: int, duration_s: float, name: str) -> Result:
+    url = target.url
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
-            f"wrk.body = [==[{body.decode()}]==]\n"
+            f"wrk.body = [==[{target.body.decode()}]==]\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
-            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in target.headers.items())
         )
     try:
         threads = min(concurrency, 2)
@@ -241,16 +244,10 @@ async def _http_worker(
         writer.close()
 
 
-def python_client(
-    url: str,
-    body: bytes,
-    concurrency: int,
-    duration_s: float,
-    name: str,
-    headers: dict[str, str] | None = None,
-) -> Result:
-    parts = httpx.URL(url)
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+def python_client(target: Target, concurrency: int, duration_s: float, name: str) -> Result:
+    parts = httpx.URL(target.url)
+    body = target.body
+    extra = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
     request = (
         f"POST {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}:{parts.port}\r\n"
         f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
@@ -378,44 +375,35 @@ def main() -> None:
             warm = httpx.post(f"{url}/v1/RunPluginTool", content=body, timeout=60).json()
             if warm["error"]:
                 raise SystemExit(f"warm-up call failed: {warm['error']}")
-            mcp_body, mcp_headers = mcp_call(f"{ECHO_PKG}__{ECHO_PLUGIN}__{args.tool}", tool_input)
+            mcp = mcp_call(f"{url}/mcp", f"{ECHO_PKG}__{ECHO_PLUGIN}__{args.tool}", tool_input)
             mcp_warm = httpx.post(
-                f"{url}/mcp", content=mcp_body, timeout=60,
-                headers=mcp_headers | {"Content-Type": "application/json"},
+                mcp.url, content=mcp.body, timeout=60,
+                headers=mcp.headers | {"Content-Type": "application/json"},
             )  # fmt: skip
+            echo = Target(f"{url}/bench/echo", body)
+            run_tool = Target(f"{url}/v1/RunPluginTool", body)
             if mcp_warm.status_code != 200 or mcp_warm.json()["result"]["isError"]:
                 raise SystemExit(f"MCP warm-up call failed: {mcp_warm.text}")
             rounds: list[list[Result]] = [[] for _ in range(args.rounds)]
             for concurrency in CONCURRENCY:
-                generator(f"{url}/bench/echo", body, concurrency, 1.0, "warm-up")
-                generator(f"{url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
-                generator(f"{url}/mcp", mcp_body, concurrency, 1.0, "warm-up", mcp_headers)
+                for target in (echo, run_tool, mcp):
+                    generator(target, concurrency, 1.0, "warm-up")
                 for measured in rounds:  # interleaved, so that drift hits all four alike
+                    duration = args.duration_s
+                    measured.append(generator(echo, concurrency, duration, "(a) JSON echo route"))
                     measured.append(
-                        generator(
-                            f"{url}/bench/echo", body, concurrency, args.duration_s,
-                            "(a) JSON echo route",
-                        )
-                    )  # fmt: skip
+                        generator(run_tool, concurrency, duration, "(b) RunPluginTool echo")
+                    )
+                    measured.append(pipe_echo(tool_input, concurrency, duration))
                     measured.append(
-                        generator(
-                            f"{url}/v1/RunPluginTool", body, concurrency, args.duration_s,
-                            "(b) RunPluginTool echo",
-                        )
-                    )  # fmt: skip
-                    measured.append(pipe_echo(tool_input, concurrency, args.duration_s))
-                    measured.append(
-                        generator(
-                            f"{url}/mcp", mcp_body, concurrency, args.duration_s,
-                            "(d) MCP tools/call echo", mcp_headers,
-                        )
-                    )  # fmt: skip
+                        generator(mcp, concurrency, duration, "(d) MCP tools/call echo")
+                    )
         finally:
             stop_server(proc)
     report(rounds)
 
 
-def mcp_call(tool: str, arguments: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+def mcp_call(url: str, tool: str, arguments: dict[str, Any]) -> Target:
     """A 2026-07-28 `tools/call`: one POST that needs no session, as the specification has it."""
     meta = {
         "io.modelcontextprotocol/protocolVersion": MCP_VERSION,
@@ -432,7 +420,7 @@ def mcp_call(tool: str, arguments: dict[str, Any]) -> tuple[bytes, dict[str, str
         "Mcp-Method": "tools/call",
         "Mcp-Name": tool,
     }
-    return json.dumps(body).encode(), headers
+    return Target(url, json.dumps(body).encode(), headers)
 
 
 def report(rounds: list[list[Result]]) -> None:
