@@ -284,3 +284,32 @@ async def test_stopping_the_host_ends_open_mcp_streams_instead_of_waiting_for_th
         host.stop()
     assert code == 0
     assert '"level": "error"' not in host.log()
+
+
+async def test_a_package_replaced_by_another_process_is_noticed_by_the_watch(
+    mcp_host: McpHost, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    # a second host on the same data, as a second Hypercorn worker or a Redis worker would be
+    port = free_port()
+    config = _copy_config(mcp_host.config, tmp_path / "other.toml", port)
+    other = McpHost(config, port, tmp_path / "other.log")
+    other.start()
+    try:
+        async with connect(mcp_host) as client, client.listen(tools_list_changed=True) as events:
+            await anyio.to_thread.run_sync(other.install, wheels["secret"])
+            with anyio.fail_after(WAIT_S):
+                event = await anext(aiter(events))
+    finally:
+        other.stop()
+    assert type(event).__name__ == "ToolsListChanged"
+
+
+def _copy_config(source: Path, target: Path, port: int) -> Path:
+    text = source.read_text(encoding="utf-8")
+    target.write_text(text.replace(f"port = {_port_of(text)}", f"port = {port}"), "utf-8")
+    return target
+
+
+def _port_of(config_text: str) -> int:
+    line = next(x for x in config_text.splitlines() if x.startswith("port = "))
+    return int(line.removeprefix("port = "))
