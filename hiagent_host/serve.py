@@ -25,7 +25,13 @@ from hypercorn.utils import wrap_app
 
 from hiagent_host import logs
 from hiagent_host.api.shutdown import ANSWER_MARGIN_S, Shutdown
-from hiagent_host.app import WITH_WORKER_ENV, ExtraRoutes, create_app, open_services
+from hiagent_host.app import (
+    WITH_WORKER_ENV,
+    ExtraRoutes,
+    begin_drain,
+    create_app,
+    open_services,
+)
 from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.rpc.busypoll import loop_factory
@@ -116,7 +122,6 @@ async def _serve_one(
     grace_s = config.server.graceful_shutdown_s
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    shutdowns: list[Shutdown] = []  # the app's, once it exists
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -127,8 +132,6 @@ async def _serve_one(
             signal.Signals(signum).name,
             grace_s,
         )
-        for shutdown in shutdowns:
-            shutdown.begin(grace_s)  # calls still running at the end answer ShuttingDown
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -136,14 +139,20 @@ async def _serve_one(
     try:
         async with open_services(config, with_worker=with_worker) as services:
             app = create_app(config, services=services, extra_routes=extra_routes)
-            shutdowns.append(app.state.shutdown)
             log.info("serving with %s", config.source)
             # In a task of its own: Hypercorn's shutdown leaves the task it ran in marked as
             # being cancelled, which would cancel the pool's clean shutdown right after.
             # what hypercorn.asyncio.serve does, with the sockets bound above
             asgi = wrap_app(cast(ASGIFramework, app), hc.wsgi_max_body_size, "asgi")
+
+            async def shutdown_trigger() -> None:
+                await stop.wait()
+                shutdown: Shutdown = app.state.shutdown
+                shutdown.begin(grace_s)  # calls still running at the end answer ShuttingDown
+                begin_drain(app)
+
             await asyncio.create_task(
-                worker_serve(asgi, hc, sockets=sockets, shutdown_trigger=stop.wait)
+                worker_serve(asgi, hc, sockets=sockets, shutdown_trigger=shutdown_trigger)
             )
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

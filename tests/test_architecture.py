@@ -28,7 +28,13 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"jobs", "pool", "packages", "storage", "config"} | BOTTOM,
 }
 TOP = {"cli", "app", "serve", "__main__", "__init__"}
-FRAMEWORK_OWNERS = {"starlette": {"api", "app"}, "hypercorn": {"serve"}, "arq": {"jobs"}}
+FRAMEWORK_OWNERS = {
+    "starlette": {"api", "app"},
+    "hypercorn": {"serve"},
+    "arq": {"jobs"},
+    "mcp": {"api"},
+    "mcp_types": {"api"},
+}
 
 
 def _layer(path: Path) -> str:

@@ -1,14 +1,15 @@
 """Tool routes: RunPluginTool (JSON or SSE), its adapter-runtime form, and RunPluginValidate.
 
-Secret config values (per the plugin's config schema) are masked by the pool, in the errors
-that come back and in every log; the raw `cfg` header is never logged.
+Secret config values (per the plugin's config schema, plus any the caller adds) are masked by
+the pool, in the errors that come back and in every log; the raw `cfg` header is never
+logged. `ToolRun` is that call path, shared with the MCP endpoint (api/mcp/).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 
@@ -23,6 +24,8 @@ from hiagent_host.api.middleware import annotate
 from hiagent_host.api.services import Services
 from hiagent_host.api.sse import EventStream
 from hiagent_host.errors import INVALID_REQUEST, PACKAGE_NOT_FOUND, HostError
+from hiagent_host.pool.secrets import scrub
+from hiagent_host.redact import Secrets
 
 CFG_HEADER: Final = "cfg"
 STREAM_KEY: Final = "stream"
@@ -109,17 +112,45 @@ async def run_plugin_validate(
 
 async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -> Response:
     annotate(request, pkg=call.pkg, version=call.version, plugin=call.plugin, tool=call.tool)
-    label = _package_label(call.pkg)
-    start = time.perf_counter()
-
-    def outcome(result: str) -> None:
-        package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else label
-        s.metrics.observe_tool_call(package, result, time.perf_counter() - start)
-
+    run = ToolRun(s, call)
     if stream:
+        return EventStream(
+            run.stream,
+            keepalive_s=s.config.server.sse_keepalive_s,
+            on_outcome=run.outcome,
+        )
+    return responses.ok(await run.result())
 
-        def open_stream() -> AbstractAsyncContextManager[AsyncIterator[Any]]:
-            return s.pool.stream_tool(
+
+class ToolRun:
+    """One tool call through the pool, as /v1 and /mcp both make it.
+
+    The pool masks the secret config values (per the plugin's config schema, plus
+    `extra_secrets`) in the errors that come back, in the log lines written during the call
+    and in the plugin process's stderr; the call's outcome and duration are counted in the
+    metrics once.
+    """
+
+    def __init__(self, s: Services, call: ToolCall, *, extra_secrets: Iterable[str] = ()) -> None:
+        self._s = s
+        self.call = call
+        self.hidden = Secrets(extra_secrets)
+        self._label = _package_label(call.pkg)
+        self._start = time.perf_counter()
+
+    def outcome(self, result: str) -> None:
+        """Count the call: "ok", an error code, or why it ended early."""
+        package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else self._label
+        self._s.metrics.observe_tool_call(package, result, time.perf_counter() - self._start)
+
+    def scrub(self, exc: HostError) -> HostError:
+        return scrub(exc, self.hidden)
+
+    async def result(self) -> Any:
+        """The tool's result; a failure is counted and raised with secrets scrubbed."""
+        call = self.call
+        try:
+            result = await self._s.pool.run_tool(
                 call.pkg,
                 call.version,
                 call.plugin,
@@ -127,15 +158,18 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
                 call.input,
                 call.cfg,
                 timeout_s=call.timeout_s,
+                secrets=self.hidden,
             )
+        except HostError as exc:
+            self.outcome(exc.code)
+            raise self.scrub(exc) from None
+        self.outcome("ok")
+        return result
 
-        return EventStream(
-            open_stream,
-            keepalive_s=s.config.server.sse_keepalive_s,
-            on_outcome=outcome,
-        )
-    try:
-        result = await s.pool.run_tool(
+    def stream(self) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """The tool's stream (leaving it early cancels the call); the caller counts it."""
+        call = self.call
+        return self._s.pool.stream_tool(
             call.pkg,
             call.version,
             call.plugin,
@@ -143,12 +177,8 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
             call.input,
             call.cfg,
             timeout_s=call.timeout_s,
+            secrets=self.hidden,
         )
-    except HostError as exc:
-        outcome(exc.code)
-        raise
-    outcome("ok")
-    return responses.ok(result)
 
 
 @functools.lru_cache(maxsize=1024)

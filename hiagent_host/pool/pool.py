@@ -55,7 +55,7 @@ from hiagent_host.pool.errors import (
 )
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
 from hiagent_host.pool.secrets import ScrubbedItems, call_secrets, scrub
-from hiagent_host.redact import NO_SECRETS
+from hiagent_host.redact import NO_SECRETS, Secrets
 from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
 from hiagent_host.rpc.pending import running_asyncio_loop
@@ -178,11 +178,15 @@ class Pool:
         cfg: dict[str, Any] | None,
         *,
         timeout_s: float | None = None,
+        secrets: Secrets = NO_SECRETS,
     ) -> Any:
-        """Run one tool in the package's child and return its result."""
+        """Run one tool in the package's child and return its result; `secrets` are masked
+        along with those the config schema marks."""
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg}
         timeout = self._deadline(timeout_s)
-        return await self._call(name, version, RUN_TOOL, params, timeout, plugin=plugin)
+        return await self._call(
+            name, version, RUN_TOOL, params, timeout, plugin=plugin, secrets=secrets
+        )
 
     @asynccontextmanager
     async def stream_tool(
@@ -195,6 +199,7 @@ class Pool:
         cfg: dict[str, Any] | None,
         *,
         timeout_s: float | None = None,
+        secrets: Secrets = NO_SECRETS,
     ) -> AsyncIterator[AsyncIterator[Any]]:
         """Stream one tool's items; leaving early cancels the call in the child.
 
@@ -203,7 +208,7 @@ class Pool:
         timeout = self._deadline(timeout_s)
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg, "stream": True}
         record = self._record(name, version)
-        hidden = call_secrets(record, plugin, cfg)
+        hidden = call_secrets(record, plugin, cfg) | secrets
         child = await self._acquire(record)
         child.remember(hidden)
         try:
@@ -218,11 +223,18 @@ class Pool:
             self._release(child)
 
     async def validate(
-        self, name: str, version: str, plugin: str, cfg: dict[str, Any] | None
+        self,
+        name: str,
+        version: str,
+        plugin: str,
+        cfg: dict[str, Any] | None,
+        *,
+        secrets: Secrets = NO_SECRETS,
     ) -> None:
         """Have the plugin check `cfg`; its rejection is raised with the plugin's code."""
         params = {"plugin": plugin, "cfg": cfg}
-        await self._call(name, version, VALIDATE, params, self._pool.call_timeout_s, plugin=plugin)
+        timeout = self._pool.call_timeout_s
+        await self._call(name, version, VALIDATE, params, timeout, plugin=plugin, secrets=secrets)
 
     async def metadata(self, name: str, version: str) -> dict[str, Any]:
         """Every plugin's Metadata, as the running child describes it."""
@@ -238,11 +250,12 @@ class Pool:
         timeout_s: float,
         *,
         plugin: str | None = None,
+        secrets: Secrets = NO_SECRETS,
     ) -> Any:
         """One request; the secrets of its cfg are masked in its errors, in the log lines
         written meanwhile, and in the child's stderr."""
         record = self._record(name, version)
-        hidden = call_secrets(record, plugin, params.get("cfg")) if plugin else NO_SECRETS
+        hidden = secrets | (call_secrets(record, plugin, params.get("cfg")) if plugin else secrets)
         with redact.scope(hidden):
             child = await self._acquire(record)
             child.remember(hidden)
