@@ -19,8 +19,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -212,13 +212,9 @@ class Pool:
         child = await self._acquire(record)
         child.remember(hidden)
         try:
-            async with child.stream(RUN_TOOL, params, timeout) as items:
-                yield ScrubbedItems(items, hidden) if hidden else items
-        except ToolTimeout as exc:
-            self._timeouts += 1
-            raise scrub(exc, hidden) from exc.__cause__
-        except HostError as exc:
-            raise scrub(exc, hidden) from exc.__cause__
+            with self._failures(hidden):
+                async with child.stream(RUN_TOOL, params, timeout) as items:
+                    yield ScrubbedItems(items, hidden) if hidden else items
         finally:
             self._release(child)
 
@@ -260,14 +256,21 @@ class Pool:
             child = await self._acquire(record)
             child.remember(hidden)
             try:
-                return await child.call(method, params, timeout_s)
-            except ToolTimeout as exc:
-                self._timeouts += 1
-                raise scrub(exc, hidden) from exc.__cause__
-            except HostError as exc:
-                raise scrub(exc, hidden) from exc.__cause__
+                with self._failures(hidden):
+                    return await child.call(method, params, timeout_s)
             finally:
                 self._release(child)
+
+    @contextmanager
+    def _failures(self, hidden: Secrets) -> Iterator[None]:
+        """A call's errors leave with its secrets masked; deadlines are counted."""
+        try:
+            yield
+        except ToolTimeout as exc:
+            self._timeouts += 1
+            raise scrub(exc, hidden) from exc.__cause__
+        except HostError as exc:
+            raise scrub(exc, hidden) from exc.__cause__
 
     def _deadline(self, timeout_s: float | None) -> float:
         if timeout_s is None:

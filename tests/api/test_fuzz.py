@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from hiagent_host.api.routes import OPERATIONS, Operation
 from hiagent_host.errors import DOWNLOAD_FAILED
-from tests.api.conftest import install
-from tests.api.support import REQUEST_TIMEOUT_S, LiveServer, free_port, write_config
+from tests.api.conftest import own_server
+from tests.api.support import REQUEST_TIMEOUT_S, LiveServer
 
 SEEDS: Final = (1, 2, 3)
 EXAMPLES_PER_SEED: Final = 20
@@ -128,16 +128,8 @@ def adapter_request(draw: st.DrawFn) -> tuple[dict[str, str], dict[str, str], by
 def fuzz_server(
     tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, wheels: dict[str, Path]
 ) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("fuzz")
-    port = free_port()
-    config = write_config(root / "runtime.toml", root / "data", wheelhouse, port)
-    live = LiveServer(config, port, root / "server.log").start()
-    try:
-        with httpx.Client(base_url=live.url, timeout=REQUEST_TIMEOUT_S) as http:
-            assert install(http, wheels["echo"]).status_code == 200
+    with own_server(tmp_path_factory.mktemp("fuzz"), wheelhouse, [wheels["echo"]]) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def check(response: httpx.Response, what: str) -> None:

@@ -24,14 +24,12 @@ from hiagent_host.errors import HostError
 from hiagent_host.logs import configure
 from hiagent_host.pool.secrets import scrub, secret_values
 from hiagent_host.redact import Secrets, renderings
-from tests.api.conftest import Installed, install
+from tests.api.conftest import Installed, own_server
 from tests.api.support import (
     REQUEST_TIMEOUT_S,
     LiveServer,
     envelope_error,
-    free_port,
     parse_sse,
-    write_config,
 )
 
 PLANTED: Final = "sk-PLANTED-7f3a9c51e2"
@@ -201,17 +199,8 @@ def debug_server(
 ) -> Iterator[LiveServer]:
     """A server of its own at log level debug (stderr of plugins is copied into its log)."""
     root = tmp_path_factory.mktemp("secrets")
-    port = free_port()
-    config = write_config(
-        root / "runtime.toml", root / "data", wheelhouse, port, logging={"level": "debug"}
-    )
-    live = LiveServer(config, port, root / "server.log").start()
-    try:
-        with httpx.Client(base_url=live.url, timeout=REQUEST_TIMEOUT_S) as http:
-            assert install(http, wheels["secret"]).status_code == 200
+    with own_server(root, wheelhouse, [wheels["secret"]], logging={"level": "debug"}) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def _calls(http: httpx.Client, secret: str) -> list[httpx.Response]:
