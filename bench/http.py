@@ -2,22 +2,29 @@
 
 (a) a trivial JSON echo route on the same Starlette/Hypercorn stack (same app, same middleware),
 (b) `POST /v1/RunPluginTool` on the echo fixture tool (HTTP → pool → child → back),
-(c) a raw JSON-RPC echo over a pipe to a bare child (no HTTP, no pool, no SDK).
+(c) a raw JSON-RPC echo over a pipe to a bare child (no HTTP, no pool, no SDK),
+(d) MCP `tools/call` of the same tool at `/mcp` (one self-contained 2026-07-28 POST).
 
 (a) and (b) run on two servers side by side: "before" (one worker on asyncio's loop: the set-up
 before issue 17; with `--baseline-ref REF`, the code of that git commit too) and "after" (the
-defaults of this checkout, `--workers` worker processes). Each at concurrency 1 and 32 with a
-bounded loopback load generator (wrk when installed, else a small asyncio HTTP/1.1 client), in
-interleaved rounds so that drift on the machine hits every row alike; each figure is the median
-over the rounds. Targets: after (b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1; after (b) req/s
-≥ 0.9 × after (a) and ≥ 1.3 × before (b) at concurrency 32; after (b) p50 at concurrency 1 no
-worse than before (b).
+defaults of this checkout with `--workers` worker processes, or `--after-settings`); (d) on
+"after". Each at concurrency 1 and 32 with a bounded loopback load generator (wrk when
+installed, else a small asyncio HTTP/1.1 client), in interleaved rounds so that drift on the
+machine hits every row alike; each figure is the median over the rounds, and the CPU the
+server's processes (plugin processes included) spent per request is measured alongside.
+Targets: after (b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1, and no worse than before (b);
+after (b) req/s ≥ 0.9 × after (a) and ≥ 1.3 × before (b) at concurrency 32; (d) p50 − (b)
+p50 ≤ 1 ms at concurrency 1 (what MCP adds over RunPluginTool).
 
     .venv/bin/python bench/http.py [--duration-s 2] [--rounds 7] [--tool echo_async|echo]
                                    [--workers 2] [--baseline-ref main]
+                                   [--after-settings 'workers = 1\nevent_loop = "asyncio"']
+                                   [--after-env HIAGENT_POOL_BUSY_POLL_US=0]
+    .venv/bin/python bench/http.py --redaction   # secret redaction per request, before/after
 
 Many short rounds rather than a few long ones: on a shared VM the machine's speed drifts over
-seconds, and a slow spell then shifts one round's figures, not the medians.
+seconds, and a slow spell then shifts one round's figures, not the medians. The load average
+is printed first: with other work on the machine, req/s say little, CPU per request more.
 
 Busy polling (`pool.busy_poll_us`) is on in both; the environment reaches the servers, so
 `HIAGENT_POOL_BUSY_POLL_US=0 .venv/bin/python bench/http.py` measures without.
@@ -66,6 +73,9 @@ ECHO_PLUGIN: Final = "echo"
 # Both return their input: echo_async on the child's event loop, echo (sync) in a worker thread.
 ECHO_TOOLS: Final = ("echo_async", "echo")
 CONCURRENCY: Final = (1, 32)
+MCP_VERSION: Final = "2026-07-28"
+# What MCP may add to a tool call over /v1 RunPluginTool (p50, concurrency 1).
+MCP_ADDED_TARGET_MS: Final = 1.0
 # The server must answer /ping within this time after it was started.
 START_TIMEOUT_S: Final = 60.0
 # Installing the echo fixture (venv + probe) takes a second or two warm.
@@ -187,12 +197,23 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 # ---- load generators ---------------------------------------------------------------------
 
 
-def wrk(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -> Result:
+@dataclass(frozen=True)
+class Target:
+    """What a load generator sends: one POST, again and again."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # besides Content-Type
+
+
+def wrk(target: Target, concurrency: int, duration_s: float, name: str) -> Result:
+    url = target.url
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
-            f"wrk.body = [==[{body.decode()}]==]\n"
+            f"wrk.body = [==[{target.body.decode()}]==]\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
+            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in target.headers.items())
         )
     try:
         threads = min(concurrency, 2)
@@ -242,14 +263,13 @@ async def _http_worker(
         writer.close()
 
 
-Generator = Callable[[str, bytes, int, float, str], Result]
-
-
-def python_client(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -> Result:
-    parts = httpx.URL(url)
+def python_client(target: Target, concurrency: int, duration_s: float, name: str) -> Result:
+    parts = httpx.URL(target.url)
+    body = target.body
+    extra = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
     request = (
         f"POST {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}:{parts.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies: list[float] = []
     errors: list[int] = []
@@ -347,6 +367,11 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
 
 
+Generator = Callable[[Target, int, float, str], Result]
+TOOL_INPUT: Final = {"text": "hello, plugin"}
+ARGS = argparse.Namespace()
+
+
 def start(server: Server, root: Path, wheelhouse: Path, wheel: Path) -> bytes:
     """Start `server`, install the echo fixture on it, warm it up; the RunPluginTool body."""
     root.mkdir()
@@ -377,14 +402,12 @@ def start(server: Server, root: Path, wheelhouse: Path, wheel: Path) -> bytes:
 
 
 def measure(
-    server: Server, generator: Generator, path: str, body: bytes, concurrency: int, row: str
+    server: Server, generator: Generator, target: Target, concurrency: int, row: str
 ) -> Result:
-    """One measurement of `path` on `server`, with the CPU its processes spent per request."""
+    """One measurement of `target` on `server`, with the CPU its processes spent per request."""
     assert server.proc is not None
     before = session_cpu_s(server.proc.pid)
-    result = generator(
-        f"{server.url}{path}", body, concurrency, ARGS.duration_s, f"{row}, {server.label}"
-    )
+    result = generator(target, concurrency, ARGS.duration_s, f"{row}, {server.label}")
     spent = session_cpu_s(server.proc.pid) - before
     result.cpu_ms = spent * 1000 / max(1.0, result.rps * ARGS.duration_s)
     return result
@@ -420,10 +443,6 @@ def baseline_checkout(ref: str | None) -> Iterator[Path]:
             subprocess.run([*git, "worktree", "remove", "--force", str(where)], check=True)
 
 
-TOOL_INPUT: Final = {"text": "hello, plugin"}
-ARGS = argparse.Namespace()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=2.0, help="per measurement")
@@ -437,8 +456,14 @@ def main() -> None:
     parser.add_argument(
         "--after-env", action="append", default=[], help="KEY=VALUE for the after server only"
     )
+    parser.add_argument(
+        "--redaction", action="store_true", help="only the redaction rows (many distinct secrets)"
+    )
     parser.parse_args(namespace=ARGS)
-    generator = wrk if shutil.which("wrk") else python_client
+    if ARGS.redaction:
+        redaction_report()
+        return
+    generator: Generator = wrk if shutil.which("wrk") else python_client
     print(f"load generator: {'wrk' if generator is wrk else 'python asyncio client'}; "
           f"{ARGS.duration_s:g} s per measurement, {ARGS.rounds} interleaved rounds; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
@@ -458,26 +483,62 @@ def main() -> None:
         servers = (before, after)
         try:
             bodies = [start(server, root / server.label, wheelhouse, wheel) for server in servers]
+            targets = [
+                (Target(f"{s.url}/bench/echo", b), Target(f"{s.url}/v1/RunPluginTool", b))
+                for s, b in zip(servers, bodies, strict=True)
+            ]
+            mcp = mcp_call(
+                f"{after.url}/mcp", f"{ECHO_PKG}__{ECHO_PLUGIN}__{ARGS.tool}", TOOL_INPUT
+            )
+            mcp_warm = httpx.post(
+                mcp.url, content=mcp.body, timeout=60,
+                headers=mcp.headers | {"Content-Type": "application/json"},
+            )  # fmt: skip
+            if mcp_warm.status_code != 200 or mcp_warm.json()["result"]["isError"]:
+                raise SystemExit(f"MCP warm-up call failed: {mcp_warm.text}")
             rounds: list[list[Result]] = [[] for _ in range(ARGS.rounds)]
             for concurrency in CONCURRENCY:
-                for server, body in zip(servers, bodies, strict=True):
-                    generator(f"{server.url}/bench/echo", body, concurrency, 1.0, "warm-up")
-                    generator(f"{server.url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
+                for echo, run_tool in targets:
+                    generator(echo, concurrency, 1.0, "warm-up")
+                    generator(run_tool, concurrency, 1.0, "warm-up")
+                generator(mcp, concurrency, 1.0, "warm-up")
                 for measured in rounds:  # interleaved, so that drift hits every row alike
-                    for server, body in zip(servers, bodies, strict=True):
-                        for row, path in (
-                            ("(a) JSON echo route", "/bench/echo"),
-                            ("(b) RunPluginTool echo", "/v1/RunPluginTool"),
-                        ):
-                            measured.append(
-                                measure(server, generator, path, body, concurrency, row)
-                            )  # fmt: skip
+                    for server, (echo, run_tool) in zip(servers, targets, strict=True):
+                        row = measure(server, generator, echo, concurrency, "(a) JSON echo route")
+                        measured.append(row)
+                        row = measure(
+                            server, generator, run_tool, concurrency, "(b) RunPluginTool echo"
+                        )
+                        measured.append(row)
                     measured.append(pipe_echo(TOOL_INPUT, concurrency, ARGS.duration_s))
+                    measured.append(
+                        measure(after, generator, mcp, concurrency, "(d) MCP tools/call echo")
+                    )
         finally:
             for server in servers:
                 if server.proc is not None:
                     stop_server(server.proc)
     report(rounds)
+
+
+def mcp_call(url: str, tool: str, arguments: dict[str, Any]) -> Target:
+    """A 2026-07-28 `tools/call`: one POST that needs no session, as the specification has it."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MCP_VERSION,
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta},
+    }  # fmt: skip
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MCP_VERSION,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+    return Target(url, json.dumps(body).encode(), headers)
 
 
 def report(rounds: list[list[Result]]) -> None:
@@ -497,7 +558,7 @@ def report(rounds: list[list[Result]]) -> None:
     per_round = [ratios(measured) for measured in rounds]
     for i, (label, target) in enumerate(RATIOS):
         print(
-            f"{label:52} {overall[i]:5.2f}  (target {target})"
+            f"{label:52} {overall[i]:6.2f}  (target {target})"
             f"  rounds: {', '.join(f'{r[i]:.2f}' for r in per_round)}"
         )
 
@@ -509,6 +570,7 @@ RATIOS: Final = (
     ("after (b) / before (b) req/s at concurrency 32:", "≥ 1.30"),
     ("before (b) / before (a) req/s at concurrency 32:", "for reference"),
     ("after (b) / before (b) CPU per request at conc. 32:", "for reference"),
+    ("(d) p50 − after (b) p50 at concurrency 1, ms:", f"≤ {MCP_ADDED_TARGET_MS:.1f}"),
 )
 
 
@@ -534,6 +596,7 @@ def ratios(results: list[Result]) -> tuple[float, ...]:
         return by[(f"(b) RunPluginTool echo, {label}", concurrency)]
 
     pipe = by[("(c) raw JSON-RPC pipe echo", 1)]
+    mcp = by[("(d) MCP tools/call echo, after", 1)]
     return (
         tool("after", 1).p50_ms / (echo("after", 1).p50_ms + pipe.p50_ms),
         tool("after", 1).p50_ms / tool("before", 1).p50_ms,
@@ -541,7 +604,93 @@ def ratios(results: list[Result]) -> tuple[float, ...]:
         tool("after", 32).rps / tool("before", 32).rps,
         tool("before", 32).rps / echo("before", 32).rps,
         tool("after", 32).cpu_ms / tool("before", 32).cpu_ms,
+        mcp.p50_ms - tool("after", 1).p50_ms,
     )
+
+
+# ---- redaction: the old process-wide registry against per-call secrets ----------------------
+
+REDACTION_REGISTRY_SIZES: Final = (64, 1024, 4096)
+# Per request: the access log line, one debug line and one stderr line of the plugin.
+REDACTION_LINE: Final = (
+    '2026-12-05T03:40:00.123Z info hiagent_host.access: 127.0.0.1 "POST /v1/RunPluginTool '
+    'HTTP/1.1" 200 1.234 ms pkg=hiagent-plugin-secret plugin=secret tool=has_key'
+)
+REDACTION_REQUESTS: Final = 2000
+SECRET_SCHEMA: Final = {
+    "properties": {"api_key": {"type": "string", "x-hiagent-secret": True}},
+}
+
+
+class OldRegistry:
+    """The registry before #12, as it was: every line scans every secret, re-sorted per add."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._values: dict[str, None] = {}
+        self._sorted: list[str] = []
+
+    def add(self, values: list[str]) -> None:
+        for value in values:
+            self._values.pop(value, None)
+            self._values[value] = None
+        while len(self._values) > self._size:
+            del self._values[next(iter(self._values))]
+        self._sorted = sorted(self._values, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for value in self._sorted:
+            if value in text:
+                text = text.replace(value, "***")
+        return text
+
+
+def _old_request(registry: OldRegistry, secret: str) -> None:
+    header = json.dumps({"api_key": secret})
+    registry.add([header])  # every raw cfg header was registered
+    registry.add([secret])
+    for _ in range(3):
+        registry.redact(REDACTION_LINE)
+
+
+def _new_request(recent: Any, secret: str) -> None:
+    from hiagent_host import redact
+    from hiagent_host.pool.secrets import secret_values
+
+    secrets = redact.Secrets(secret_values(SECRET_SCHEMA, {"api_key": secret}))
+    recent.add(secrets)
+    with redact.scope(secrets):
+        for _ in range(2):
+            redact.active().redact(REDACTION_LINE)  # the server log's lines
+    recent.redact(REDACTION_LINE)  # a stderr line of the child
+
+
+def redaction_report() -> None:
+    """µs per request with a registry (or window) already full of distinct secrets."""
+    from hiagent_host.pool.logs import RECENT_SECRET_VALUES
+    from hiagent_host.redact import Secrets, SecretWindow
+
+    print(f"{'':44} {'secrets':>8} {'µs/request':>11}")
+    for size in REDACTION_REGISTRY_SIZES:
+        distinct = (f"sk-{i:08d}-{os.urandom(8).hex()}" for i in range(10**9))
+        registry = OldRegistry(size)
+        for _ in range(size):
+            registry.add([next(distinct)])
+        recent = SecretWindow(RECENT_SECRET_VALUES)
+        for _ in range(size):
+            recent.add(Secrets([next(distinct)]))
+        timings = {}
+        for name, run, state in (
+            ("before: one registry, every line scans all", _old_request, registry),
+            ("after: the call's secrets + child's window", _new_request, recent),
+        ):
+            start = time.perf_counter()
+            for _ in range(REDACTION_REQUESTS):
+                run(state, next(distinct))
+            timings[name] = (time.perf_counter() - start) / REDACTION_REQUESTS * 1e6
+            print(f"{name:44} {size:>8} {timings[name]:>11.1f}")
+        before, after = timings.values()
+        print(f"{'before / after':44} {size:>8} {before / after:>11.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """The ASGI app: routes, the middleware stack, and the services behind them.
 
 Stack, outermost first: Starlette's error guard → request context (request id, timing,
-metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router.
+metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router
+(/v1 and the rest from api/routes.py, and /mcp, the MCP endpoint, unless `mcp.enabled` is off).
 `open_services` recovers the package store, opens the pool and the job backend, builds the base
 venv in the background, and closes them in reverse (the pool stops every child through its
-ladder). `serve` opens them itself,
-before Hypercorn serves, so a failed start is an error and not a server without services;
-otherwise (tests) the app's lifespan does.
+ladder). `serve` opens them itself, before Hypercorn serves, so a failed start is an error and
+not a server without services; otherwise (tests) the app's lifespan does. The lifespan also
+runs the MCP endpoint's session manager, inside the services either way.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Final
 
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from hiagent_host.api import openapi
 from hiagent_host.api.auth import BearerAuthMiddleware
+from hiagent_host.api.keepalive import KeepAliveMiddleware
+from hiagent_host.api.mcp import McpEndpoint
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, public_paths, starlette_routes
 from hiagent_host.api.services import Services
+from hiagent_host.api.shutdown import Shutdown, ShutdownMiddleware
 from hiagent_host.config import Config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import make_backend
@@ -34,6 +39,9 @@ from hiagent_host.packages import PackageManager
 from hiagent_host.pool import Pool
 
 log = logging.getLogger("hiagent_host.app")
+
+# The Model Context Protocol endpoint (docs/mcp.md).
+MCP_PATH: Final = "/mcp"
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 ExtraRoutes = Sequence[BaseRoute]
@@ -53,21 +61,30 @@ def create_app(
     """
     keys = read_api_keys(config)
     metrics = services.metrics if services is not None else Metrics()
+    shutdown = Shutdown()
     middleware = [
+        Middleware(KeepAliveMiddleware),  # outermost: sees every early answer
         Middleware(
             RequestContextMiddleware, metrics=metrics, access_log_enabled=config.logging.access_log
-        )
+        ),
+        Middleware(ShutdownMiddleware, shutdown=shutdown),
     ]
     if keys:
         middleware.append(
             Middleware(BearerAuthMiddleware, keys=keys, exempt=public_paths(OPERATIONS))
         )
+    mcp = McpEndpoint(config) if config.mcp.enabled else None
+    routes: list[BaseRoute] = [*starlette_routes(OPERATIONS), *extra_routes]
+    if mcp is not None:
+        routes.append(Route(MCP_PATH, mcp, include_in_schema=False))
     app = Starlette(
-        routes=[*starlette_routes(OPERATIONS), *extra_routes],
+        routes=routes,
         middleware=middleware,
-        lifespan=None if services is not None else _lifespan(config, metrics, with_worker),
+        lifespan=_lifespan(config, metrics, with_worker, services, mcp),
     )
     app.state.openapi = openapi.encoded(OPERATIONS, secured=bool(keys))
+    app.state.shutdown = shutdown  # serve() starts it on SIGTERM/SIGINT
+    app.state.mcp = mcp
     if services is not None:
         app.state.services = services
     return app
@@ -107,11 +124,32 @@ async def _warm_base(packages: PackageManager, cancel: threading.Event) -> None:
             log.warning("cannot build the base venv now (%s: %s)", exc.code, exc.message)
 
 
-def _lifespan(config: Config, metrics: Metrics, with_worker: bool | None) -> Lifespan:
+def _lifespan(
+    config: Config,
+    metrics: Metrics,
+    with_worker: bool | None,
+    given: Services | None,
+    mcp: McpEndpoint | None,
+) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(config, metrics=metrics, with_worker=with_worker) as services:
-            app.state.services = services
+        async with AsyncExitStack() as stack:
+            services = given
+            if services is None:
+                services = await stack.enter_async_context(
+                    open_services(config, metrics=metrics, with_worker=with_worker)
+                )
+                app.state.services = services
+            if mcp is not None:
+                await stack.enter_async_context(mcp.run(services))
             yield
 
     return lifespan
+
+
+def begin_drain(app: Starlette) -> None:
+    """The server stops taking connections: end the streams that would otherwise hold its
+    graceful shutdown open to the end (MCP's notification streams)."""
+    mcp: McpEndpoint | None = app.state.mcp
+    if mcp is not None:
+        mcp.drain()

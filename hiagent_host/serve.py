@@ -8,8 +8,9 @@ before it serves, runs its event loop (`server.event_loop`: uvloop, else asyncio
 serves through Hypercorn's public `hypercorn.asyncio.serve`, the socket given as `fd://N`.
 
 SIGTERM or SIGINT: stop accepting, let in-flight calls and streams finish for up to
-`server.graceful_shutdown_s` (then cancel them, which cancels their calls in the children),
-close the services (the pool's stop ladder for every child), and return 0. The supervisor
+`server.graceful_shutdown_s` (then answer them 503 `ShuttingDown`, an SSE `error` event for a
+stream, which cancels their calls in the children; see `api/shutdown.py`), close the services
+(the pool's stop ladder for every child), and return 0. The supervisor
 passes the signal on to its workers and waits for them; a worker that dies on its own is
 started again, after `WORKER_RESTART_DELAY_S`; one that cannot start stops them all (exit 1).
 """
@@ -32,7 +33,8 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
 from hiagent_host import logs
-from hiagent_host.app import ExtraRoutes, create_app, open_services
+from hiagent_host.api.shutdown import ANSWER_MARGIN_S, Shutdown
+from hiagent_host.app import ExtraRoutes, begin_drain, create_app, open_services
 from hiagent_host.cli_exit import EXIT_FAILED
 from hiagent_host.config import Config, read_api_keys
 from hiagent_host.errors import HostError
@@ -59,7 +61,8 @@ def hypercorn_config(config: Config, fd: int) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [f"fd://{fd}"]
     hc.keep_alive_timeout = server.keep_alive_s
-    hc.graceful_timeout = server.graceful_shutdown_s
+    # then the requests still running are answered ShuttingDown (api/shutdown.py)
+    hc.graceful_timeout = server.graceful_shutdown_s + ANSWER_MARGIN_S
     hc.accesslog = None  # the app writes its own structured access log
     hc.errorlog = logging.getLogger("hypercorn.error")
     return hc
@@ -163,9 +166,16 @@ async def _serve_one(
             log.info("serving on %s:%s with %s", *sock.getsockname()[:2], config.source)
             # Hypercorn takes the socket over, and closes it as it stops accepting.
             hc = hypercorn_config(config, sock.detach())
+
+            async def shutdown_trigger() -> None:
+                await stop.wait()
+                shutdown: Shutdown = app.state.shutdown
+                shutdown.begin(grace_s)  # calls still running at the end answer ShuttingDown
+                begin_drain(app)
+
             # In a task of its own: Hypercorn's shutdown leaves the task it ran in marked as
             # being cancelled, which would cancel the pool's clean shutdown right after.
-            await asyncio.create_task(hypercorn_serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+            await asyncio.create_task(hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger))  # type: ignore[arg-type]
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -179,8 +189,8 @@ def _supervise(
     stopping = False
     failed = False
     workers: dict[int, int] = {}  # pid → worker number
-    # Workers drain for graceful_shutdown_s and then stop their plugin processes.
-    stop_wait_s = config.server.graceful_shutdown_s + WORKER_STOP_MARGIN_S
+    # Workers drain for graceful_shutdown_s, answer what is left, then stop their plugins.
+    stop_wait_s = config.server.graceful_shutdown_s + ANSWER_MARGIN_S + WORKER_STOP_MARGIN_S
     kill_at = math.inf
 
     def start(number: int) -> None:

@@ -1,14 +1,15 @@
 """Tool routes: RunPluginTool (JSON or SSE), its adapter-runtime form, and RunPluginValidate.
 
-Secret config values (per the plugin's config schema) are registered for log redaction before
-the call and scrubbed from any error that comes back.
+Secret config values (per the plugin's config schema, plus any the caller adds) are masked by
+the pool, in the errors that come back and in every log; the raw `cfg` header is never
+logged. `ToolRun` is that call path, shared with the MCP endpoint (api/mcp/).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 
@@ -17,12 +18,14 @@ from packaging.utils import canonicalize_name
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hiagent_host.api import models, requests, responses, secrets
+from hiagent_host.api import models, requests, responses
 from hiagent_host.api.endpoints import endpoint, raw_endpoint
 from hiagent_host.api.middleware import annotate
 from hiagent_host.api.services import Services
 from hiagent_host.api.sse import EventStream
 from hiagent_host.errors import INVALID_REQUEST, PACKAGE_NOT_FOUND, HostError
+from hiagent_host.pool.secrets import scrub
+from hiagent_host.redact import Secrets
 
 CFG_HEADER: Final = "cfg"
 STREAM_KEY: Final = "stream"
@@ -83,12 +86,14 @@ def _cfg_header(request: Request) -> dict[str, Any] | None:
     if raw is None or not raw.strip():
         return None
     # Header values arrive as latin-1; clients send UTF-8 JSON.
-    data = raw.encode("latin-1")
-    secrets.registry.add([raw])  # the whole header is secret-bearing: never log it
+    data = raw.encode("latin-1")  # secret-bearing: never logged, never echoed in an error
     try:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError:
         raise requests.bad_request("header `cfg` is not valid JSON", field=CFG_HEADER) from None
+    except RecursionError:
+        raise requests.too_deep("header `cfg`", CFG_HEADER) from None
+    requests.check_depth(value, "header `cfg`", CFG_HEADER)
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -102,27 +107,50 @@ async def run_plugin_validate(
 ) -> None:
     """Check a config with the plugin; a config it rejects is a 4xx with the plugin's reason."""
     annotate(request, pkg=body.pkg, version=body.version, plugin=body.plugin)
-    hidden = _secrets(s, body.pkg, body.version, body.plugin, body.cfg)
-    try:
-        await s.pool.validate(body.pkg, body.version, body.plugin, body.cfg)
-    except HostError as exc:
-        raise scrub(exc, hidden) from None
+    await s.pool.validate(body.pkg, body.version, body.plugin, body.cfg)
 
 
 async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -> Response:
     annotate(request, pkg=call.pkg, version=call.version, plugin=call.plugin, tool=call.tool)
-    hidden = _secrets(s, call.pkg, call.version, call.plugin, call.cfg)
-    label = _package_label(call.pkg)
-    start = time.perf_counter()
-
-    def outcome(result: str) -> None:
-        package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else label
-        s.metrics.observe_tool_call(package, result, time.perf_counter() - start)
-
+    run = ToolRun(s, call)
     if stream:
+        return EventStream(
+            run.stream,
+            keepalive_s=s.config.server.sse_keepalive_s,
+            on_outcome=run.outcome,
+        )
+    return responses.ok(await run.result())
 
-        def open_stream() -> AbstractAsyncContextManager[AsyncIterator[Any]]:
-            return s.pool.stream_tool(
+
+class ToolRun:
+    """One tool call through the pool, as /v1 and /mcp both make it.
+
+    The pool masks the secret config values (per the plugin's config schema, plus
+    `extra_secrets`) in the errors that come back, in the log lines written during the call
+    and in the plugin process's stderr; the call's outcome and duration are counted in the
+    metrics once.
+    """
+
+    def __init__(self, s: Services, call: ToolCall, *, extra_secrets: Iterable[str] = ()) -> None:
+        self._s = s
+        self.call = call
+        self.hidden = Secrets(extra_secrets)
+        self._label = _package_label(call.pkg)
+        self._start = time.perf_counter()
+
+    def outcome(self, result: str) -> None:
+        """Count the call: "ok", an error code, or why it ended early."""
+        package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else self._label
+        self._s.metrics.observe_tool_call(package, result, time.perf_counter() - self._start)
+
+    def scrub(self, exc: HostError) -> HostError:
+        return scrub(exc, self.hidden)
+
+    async def result(self) -> Any:
+        """The tool's result; a failure is counted and raised with secrets scrubbed."""
+        call = self.call
+        try:
+            result = await self._s.pool.run_tool(
                 call.pkg,
                 call.version,
                 call.plugin,
@@ -130,16 +158,18 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
                 call.input,
                 call.cfg,
                 timeout_s=call.timeout_s,
+                secrets=self.hidden,
             )
+        except HostError as exc:
+            self.outcome(exc.code)
+            raise self.scrub(exc) from None
+        self.outcome("ok")
+        return result
 
-        return EventStream(
-            open_stream,
-            keepalive_s=s.config.server.sse_keepalive_s,
-            scrub=lambda exc: scrub(exc, hidden),
-            on_outcome=outcome,
-        )
-    try:
-        result = await s.pool.run_tool(
+    def stream(self) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """The tool's stream (leaving it early cancels the call); the caller counts it."""
+        call = self.call
+        return self._s.pool.stream_tool(
             call.pkg,
             call.version,
             call.plugin,
@@ -147,42 +177,10 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
             call.input,
             call.cfg,
             timeout_s=call.timeout_s,
+            secrets=self.hidden,
         )
-    except HostError as exc:
-        outcome(exc.code)
-        raise scrub(exc, hidden) from None
-    outcome("ok")
-    return responses.ok(result)
 
 
 @functools.lru_cache(maxsize=1024)
 def _package_label(pkg: str) -> str:
     return str(canonicalize_name(pkg))
-
-
-def _secrets(
-    s: Services, pkg: str, version: str, plugin: str, cfg: dict[str, Any] | None
-) -> list[str]:
-    """The secret values in `cfg`, registered for log redaction (empty when cfg is)."""
-    if not cfg:
-        return []
-    try:
-        record = s.packages.get(pkg, version)
-    except HostError:
-        return []  # the call fails on the missing package before any plugin sees cfg
-    schema = (record.metadata.get(plugin) or {}).get("config_schema")
-    values = secrets.secret_values(schema, cfg)
-    secrets.registry.add(values)
-    return values
-
-
-def scrub(exc: HostError, hidden: list[str]) -> HostError:
-    """`exc` with every secret masked in its message and data."""
-    if not hidden:
-        return exc
-    return HostError(
-        secrets.redact(exc.message, hidden),
-        code=exc.code,
-        http_status=exc.http_status,
-        data=secrets.redact_value(exc.data, hidden),
-    )
