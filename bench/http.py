@@ -406,24 +406,32 @@ def measure(
 ) -> Result:
     """One measurement of `target` on `server`, with the CPU its processes spent per request."""
     assert server.proc is not None
-    before = session_cpu_s(server.proc.pid)
+    before = tree_cpu_s(server.proc.pid)
     result = generator(target, concurrency, ARGS.duration_s, f"{row}, {server.label}")
-    spent = session_cpu_s(server.proc.pid) - before
+    spent = tree_cpu_s(server.proc.pid) - before
     result.cpu_ms = spent * 1000 / max(1.0, result.rps * ARGS.duration_s)
     return result
 
 
-def session_cpu_s(sid: int) -> float:
-    """CPU seconds (user + system) of the live processes of session `sid` (the server was
-    started in a session of its own: its workers and plugin processes are in it)."""
-    ticks = 0
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) of the live processes descending from `root`, `root`
+    included: the server, its workers and their plugin processes (each in a session and
+    sandbox of its own, but still their server's children)."""
+    stats: dict[int, tuple[int, int]] = {}  # pid → (parent, ticks)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue  # it has just exited
-        if int(fields[3]) == sid:  # fields after the name: state ppid pgrp session …
-            ticks += int(fields[11]) + int(fields[12])  # utime stime
+        # the fields after the name: state ppid pgrp session … utime (12th) stime (13th)
+        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    ticks = 0
+    for pid, (_, spent) in stats.items():
+        ancestor = pid
+        while ancestor in stats and ancestor != root:
+            ancestor = stats[ancestor][0]
+        if ancestor == root:
+            ticks += spent
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

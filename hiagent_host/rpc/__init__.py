@@ -5,7 +5,7 @@ docs/protocol.md is the contract; `hiagent_shim` implements the other end.
 
 from __future__ import annotations
 
-from hiagent_host.rpc.busypoll import BusyPoll, running_busy_poll
+from hiagent_host.rpc.busypoll import MIN_CPUS, BusyPoll, running_busy_poll, usable_cpus
 from hiagent_host.rpc.errors import (
     DeadlineExceeded,
     FrameTooLarge,
@@ -26,6 +26,7 @@ from hiagent_host.rpc.peer import RpcPeer, StreamCall
 
 __all__ = [
     "METADATA",
+    "MIN_CPUS",
     "PROTOCOL_VERSION",
     "RUN_TOOL",
     "SHUTDOWN",
@@ -43,4 +44,5 @@ __all__ = [
     "error_to_host",
     "initialize",
     "running_busy_poll",
+    "usable_cpus",
 ]
