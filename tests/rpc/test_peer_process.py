@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import msgspec
 import pytest
 from anyio.abc import Process
@@ -129,25 +130,44 @@ async def write_until_refused(writer: FrameWriter) -> None:
         await anyio.sleep(0.01)  # the loop notices the closed pipe
 
 
+class CountingStream(anyio.abc.ByteSendStream):
+    """A child's stdin that counts the writes made to it."""
+
+    def __init__(self, inner: anyio.abc.ByteSendStream) -> None:
+        self.inner = inner
+        self.sends: list[bytes] = []
+
+    async def send(self, item: bytes) -> None:
+        self.sends.append(item)
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.aclose()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 @pytest.mark.anyio
-async def test_a_burst_of_frames_from_concurrent_callers_reaches_the_child_whole_in_order() -> None:
-    """The first caller writes; the frames the others queue meanwhile leave with it."""
+async def test_frames_flushed_in_one_turn_after_the_first_leave_together_in_the_next() -> None:
     with anyio.fail_after(STEP_S):
         async with await anyio.open_process([sys.executable, str(CHILD), "1"]) as process:
             assert process.stdin is not None
-            writer = FrameWriter(process.stdin, 1 << 20)
+            stdin = CountingStream(process.stdin)
+            writer = FrameWriter(stdin, 1 << 20)
 
             async def send(n: int) -> None:
                 writer.queue(Request(id=n, method="echo", params={"n": n}))
                 assert await writer.flush(stall_s=STEP_S)
 
             async with anyio.create_task_group() as tg:
-                for n in range(CALLS):
+                for n in range(CALLS):  # all started in the same turn of the loop
                     tg.start_soon(send, n)
             await writer.aclose()
             assert process.stdout is not None
             answers = b""
             async for chunk in process.stdout:
                 answers += chunk
+    assert [len(sent.splitlines()) for sent in stdin.sends] == [1, CALLS - 1]
     ids = [msgspec.json.decode(line)["id"] for line in answers.splitlines()]
     assert ids == list(range(CALLS))
