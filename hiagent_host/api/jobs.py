@@ -28,7 +28,9 @@ async def get_install_status(request: Request, s: Services, body: models.JobRef)
         "status": str(info.status),
         "reason": info.reason,
         "data": info.data,
-        "phase": getattr(info, "phase", None),
+        "phase": info.phase,
+        "downloaded_bytes": info.downloaded_bytes,
+        "download_size_bytes": info.download_size_bytes,
     }
 
 

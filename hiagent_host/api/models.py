@@ -77,6 +77,19 @@ class RunPluginValidate(msgspec.Struct, kw_only=True):
     cfg: dict[str, Any] | None = None
 
 
+class GetPackageLog(msgspec.Struct, kw_only=True):
+    pkg: NonEmpty
+    version: NonEmpty
+    max_lines: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 200
+
+
+class UploadQuery(msgspec.Struct, kw_only=True):
+    """The query string of UploadPackage (the body is the wheel file itself)."""
+
+    filename: NonEmpty
+    force: bool = False
+
+
 class AdapterQuery(msgspec.Struct, kw_only=True):
     """The query string of RunPluginToolAdapterRuntime (the body is the tool input)."""
 
@@ -169,6 +182,13 @@ class JobStatus(msgspec.Struct):
     reason: str | None
     data: PackageMetaBrief | None
     phase: str | None = None
+    downloaded_bytes: int | None = None
+    download_size_bytes: int | None = None
+
+
+class PackageLog(msgspec.Struct):
+    lines: list[str]
+    truncated: bool
 
 
 class PluginIcon(msgspec.Struct):
@@ -185,6 +205,8 @@ class InstalledPackage(msgspec.Struct):
     installed_at: str
     venv_path: str
     disk_size_bytes: int
+    wheel_sha256: str
+    wheel_size: int
 
 
 class ProcessInfo(msgspec.Struct):

@@ -128,7 +128,7 @@ def _operation(
             "description": ERROR_STATUSES["401"],
             "content": {"application/json": {"schema": error_ref}},
         }
-    out["responses"] = responses
+    out["responses"] = op.extra.get("responses") or responses
     if secured and op.public:
         out["security"] = []
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.routing import Route
 
-from hiagent_host.api import jobs, models, packages, system, tools
+from hiagent_host.api import console, jobs, models, packages, system, tools
 from hiagent_host.api.endpoints import Endpoint
 
 
@@ -60,6 +60,28 @@ ADAPTER_PARAMETERS = [
         "schema": {"type": "string"},
     },
 ]
+
+UPLOAD_PARAMETERS = [
+    {
+        "name": "filename",
+        "in": "query",
+        "required": True,
+        "description": "The wheel's file name, e.g. `hiagent_plugin_clock-0.1.0-py3-none-any.whl`.",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    {
+        "name": "force",
+        "in": "query",
+        "required": False,
+        "description": "Replace the version if it is installed.",
+        "schema": {"type": "boolean", "default": False},
+    },
+]
+UPLOAD_BODY = {
+    "required": True,
+    "description": "The wheel file itself (at most `packages.max_download_bytes`).",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
 OPERATIONS: Sequence[Operation] = (
     Operation(
@@ -112,6 +134,15 @@ OPERATIONS: Sequence[Operation] = (
         "packages",
     ),
     _v1("GetPluginIcon", packages.get_plugin_icon, models.PluginRef, models.PluginIcon, "packages"),
+    _v1(
+        "UploadPackage",
+        packages.upload_package,
+        None,
+        models.JobId,
+        "jobs",
+        extra={"parameters": UPLOAD_PARAMETERS, "requestBody": UPLOAD_BODY},
+    ),
+    _v1("GetPackageLog", packages.get_package_log, models.GetPackageLog, models.PackageLog, "host"),
     _v1("RunPluginTool", tools.run_plugin_tool, models.RunPluginTool, Any, "tools", streams=True),
     _v1(
         "RunPluginToolAdapterRuntime",
@@ -156,6 +187,37 @@ OPERATIONS: Sequence[Operation] = (
         envelope=False,
         method="GET",
         tag="host",
+    ),
+    Operation(
+        "/",
+        console.root,
+        "Redirects to the console.",
+        envelope=False,
+        method="GET",
+        tag="host",
+        public=True,
+        media_type="text/html",
+        extra={"responses": {"307": {"description": "To /console."}}},
+    ),
+    Operation(
+        console.CONSOLE_PATH,
+        console.page,
+        "The web console (served offline; data through /v1 with the API key).",
+        envelope=False,
+        method="GET",
+        tag="host",
+        public=True,
+        media_type="text/html",
+    ),
+    Operation(
+        console.SCRIPT_PATH,
+        console.script,
+        "The console's script.",
+        envelope=False,
+        method="GET",
+        tag="host",
+        public=True,
+        media_type="text/javascript",
     ),
     Operation(
         "/docs",

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hiagent_host.api import secrets
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.config import Config
 
@@ -25,4 +27,7 @@ class Services:
     pool: Pool
     jobs: JobBackend
     metrics: Metrics
+    # Masks secrets in text the host hands out that it did not write (plugin logs); app.py
+    # passes the log redactor, which also knows the configured API keys.
+    redact: Callable[[str], str] = secrets.registry.redact
     started_at: float = field(default_factory=time.monotonic)

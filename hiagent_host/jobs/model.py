@@ -84,6 +84,14 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any] | None = None  # PackageMetaBrief on finished
 
 
+class Step(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a started install is: its phase, and while downloading the bytes so far."""
+
+    phase: str
+    downloaded_bytes: int | None = None
+    download_size_bytes: int | None = None  # from Content-Length or the file; None: unknown
+
+
 class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a caller may learn about a job."""
 
@@ -99,6 +107,8 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     started_at: str | None
     finished_at: str | None
     attempts: int  # how many times the install has started (retries and re-runs included)
+    downloaded_bytes: int | None = None  # while started: bytes of the wheel fetched so far
+    download_size_bytes: int | None = None  # ... of this many, when known
 
 
 class QueueHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +132,7 @@ class Installer(Protocol):
         force: bool,
         progress: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        on_bytes: Callable[[int, int | None], None] | None = None,
     ) -> Any: ...
 
     def get(self, name: str, version: str) -> Any:
@@ -233,6 +244,18 @@ def brief_of(record: Any, spec: JobSpec) -> dict[str, Any]:
         "uri": spec.uri,
         "filename": spec.filename,
     }
+
+
+def step_of(stored: str | None) -> Step:
+    """A stored Step (JSON), or a bare phase name as older records hold it."""
+    if not stored:
+        return Step(phase="")
+    if stored.startswith("{"):
+        try:
+            return msgspec.json.decode(stored, type=Step)
+        except msgspec.DecodeError:
+            return Step(phase="")
+    return Step(phase=stored)
 
 
 def reason_of(exc: HostError) -> str:

@@ -38,12 +38,14 @@ from hiagent_host.jobs.model import (
     JobStatus,
     Outcome,
     QueueHealth,
+    Step,
     invalid_state,
     is_job_id,
     iso_from_unix,
     job_not_found,
     new_job_id,
     queue_unavailable,
+    step_of,
 )
 from hiagent_host.jobs.worker import (
     ARQ_JOB_TIMEOUT_EXTRA_S,
@@ -77,7 +79,7 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         return None
     spec = msgspec.json.decode(job[keys.F_SPEC], type=JobSpec)
     cancel_requested = keys.F_CANCEL in job
-    phase = None
+    step = Step(phase="")
     finished_ms = _int(job.get(keys.F_FINISHED_AT_MS))
     data = None
     reason = None
@@ -88,7 +90,9 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         finished_ms = finished_ms or _int(result.get("ft"))
     elif stored.in_progress:
         status = JobStatus.STARTED
-        phase = PHASE_CANCELLING if cancel_requested else job.get(keys.F_PHASE)
+        step = step_of(job.get(keys.F_PHASE))
+        if cancel_requested:
+            step = Step(phase=PHASE_CANCELLING)
     elif stored.score is not None:
         status = JobStatus.DEFERRED if stored.score > now_ms else JobStatus.QUEUED
     else:
@@ -98,7 +102,7 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         status=status,
         reason=reason,
         data=data if status is JobStatus.FINISHED else None,
-        phase=phase,
+        phase=step.phase or None,
         uri=spec.uri,
         filename=spec.filename,
         force=spec.force,
@@ -106,6 +110,8 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         started_at=_iso_ms(_int(job.get(keys.F_STARTED_AT_MS))),
         finished_at=_iso_ms(finished_ms) if status.terminal else None,
         attempts=_int(job.get(keys.F_RUNS)) or 0,
+        downloaded_bytes=step.downloaded_bytes,
+        download_size_bytes=step.download_size_bytes,
     )
 
 

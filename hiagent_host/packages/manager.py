@@ -37,7 +37,14 @@ from hiagent_host.packages.errors import (
     PackageBusy,
     PackageNotFound,
 )
-from hiagent_host.packages.fetch import FetchedWheel, clean_partials, fetch
+from hiagent_host.packages.fetch import (
+    FetchedWheel,
+    OnBytes,
+    clean_partials,
+    fetch,
+    no_bytes,
+    store_upload,
+)
 from hiagent_host.packages.layout import RECORD_FILE, Layout, package_dirs
 from hiagent_host.packages.records import (
     EventKind,
@@ -160,8 +167,12 @@ class PackageManager:
         force: bool,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        on_bytes: OnBytes | None = None,
     ) -> PackageRecord:
-        """Install the wheel at `uri` (named `filename`) into a venv of its own."""
+        """Install the wheel at `uri` (named `filename`) into a venv of its own.
+
+        `progress` is told each phase as it begins; `on_bytes` the bytes downloaded so far.
+        """
         report = progress or _no_progress
         cancel = cancel or threading.Event()
         started = time.monotonic()
@@ -170,7 +181,7 @@ class PackageManager:
         if not force:
             self._refuse_installed(dir_name, file_version, file_name)
         report(DOWNLOADING)
-        wheel = self._fetch(uri, filename, cancel)
+        wheel = self._fetch(uri, filename, cancel, on_bytes)
         _check(cancel)
         report(VALIDATING)
         contents = self._inspect(wheel, filename)
@@ -201,6 +212,18 @@ class PackageManager:
         """The most recently installed venv: its compiled SDK spares the probe a compile."""
         newest = max(self.list(), key=lambda r: r.installed_at, default=None)
         return None if newest is None else self.venv_dir(newest)
+
+    def store_upload(self, path: Path, filename: str) -> str:
+        """Keep an uploaded wheel file in the fetch cache; the `file://` uri to install it from.
+
+        The file name is checked as an install checks it, the size against the same cap;
+        the wheel itself is validated by the install that follows. `path` is left in place.
+        """
+        names.parse_filename(filename)
+        wheel = store_upload(
+            path, filename, cache_dir=self.layout.cache_dir, config=self.config.packages
+        )
+        return wheel.path.as_uri()
 
     # ---- delete ------------------------------------------------------------------------
 
@@ -258,10 +281,12 @@ class PackageManager:
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _fetch(self, uri: str, filename: str, cancel: threading.Event) -> FetchedWheel:
+    def _fetch(
+        self, uri: str, filename: str, cancel: threading.Event, on_bytes: OnBytes | None = None
+    ) -> FetchedWheel:
         return fetch(
             uri, filename, cache_dir=self.layout.cache_dir, config=self.config.packages,
-            cancel=cancel,
+            cancel=cancel, on_bytes=on_bytes or no_bytes, also_allowed=(self.layout.cache_dir,),
         )  # fmt: skip
 
     def _inspect(self, wheel: FetchedWheel, filename: str) -> WheelContents:
