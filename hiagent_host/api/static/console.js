@@ -260,37 +260,44 @@ async function showPackage(name, version) {
   const card = $("#package-detail");
   card.hidden = false;
   card.replaceChildren(el("h2", {}, `${name} ${version}`), el("p", { class: "muted" }, "Loading…"));
-  let plugins;
-  try { plugins = await call("GetPackageMetadata", { pkg: name, version }); } catch (err) {
+  let plugins, listed;
+  try {
+    // GetPackageMetadata lists the plugins in the order of their entry-point names, which
+    // calls use (a plugin's own `name` may be a display name).
+    [plugins, listed] = await Promise.all([call("GetPackageMetadata", { pkg: name, version }), call("ListPackages")]);
+  } catch (err) {
     card.replaceChildren(el("h2", {}, `${name} ${version}`), errorBox(err));
     return;
   }
+  const row = listed.find(p => p.name === name && p.version === version);
+  const entries = row ? row.plugins : plugins.map(p => p.name);
   const log = el("div");
   card.replaceChildren(el("h2", {}, `${name} ${version}`),
-    ...plugins.map(plugin => pluginView(name, version, plugin)),
+    ...plugins.map((plugin, i) => pluginView(name, version, entries[i], plugin)),
     el("h3", {}, "Log (plugin stderr, secrets masked) ",
       el("button", { type: "button", class: "secondary", onclick: () => loadLog(name, version, log) }, "Refresh")), log);
   loadLog(name, version, log);
   card.scrollIntoView({ block: "start" });
 }
 
-function pluginView(pkg, version, plugin) {
+function pluginView(pkg, version, entry, plugin) {
   const icon = el("img", { alt: "" });
-  call("GetPluginIcon", { pkg, version, plugin: plugin.name })
+  call("GetPluginIcon", { pkg, version, plugin: entry })
     .then(data => { icon.src = iconSource(data); })
     .catch(() => { icon.hidden = true; });
   const labels = plugin.labels || {};
-  const title = labels.name_en && labels.name_en !== plugin.name ? `${plugin.name} (${labels.name_en})` : plugin.name;
+  const names = [...new Set([entry, plugin.name, labels.name_en].filter(Boolean))];
+  const title = names[0] + (names.length > 1 ? ` (${names.slice(1).join(", ")})` : "");
   const config = schemaForm(plugin.config_schema || {}, "cfg");
   const configSection = config.empty ? null : el("div", {},
     el("h3", {}, "Config"), config.node,
-    el("div", { class: "row" }, el("button", { type: "button", class: "secondary", onclick: () => validate(pkg, version, plugin.name, config, configOut) }, "Validate config")));
+    el("div", { class: "row" }, el("button", { type: "button", class: "secondary", onclick: () => validate(pkg, version, entry, config, configOut) }, "Validate config")));
   const configOut = el("div");
-  return el("div", { class: "plugin", "data-plugin": plugin.name },
+  return el("div", { class: "plugin", "data-plugin": entry },
     el("div", { class: "plugin-head" }, icon, el("div", {}, el("strong", {}, title), el("div", { class: "muted" }, labels.description_en || plugin.description || ""))),
     configSection, configOut,
     el("h3", {}, "Tools"),
-    ...Object.values(plugin.tools || {}).map(tool => toolView(pkg, version, plugin.name, tool, config)));
+    ...Object.values(plugin.tools || {}).map(tool => toolView(pkg, version, entry, tool, config)));
 }
 
 function iconSource(data) {
