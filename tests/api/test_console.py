@@ -199,3 +199,29 @@ def test_without_a_key_the_console_shows_no_data_and_every_data_route_refuses(
         response = httpx.request(op.method, f"{console_server.url}{op.path}", json={}, timeout=30)
         assert response.status_code == 401, op.path
         assert envelope_error(response)["code"] == "Unauthorized"
+
+
+def test_the_package_log_tail_masks_api_keys_and_bearer_tokens(
+    console_server: LiveServer, wheels: dict[str, Path]
+) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=console_server.url, headers=headers, timeout=180) as http:
+        noisy = wheels["noisy"]
+        meta = http.post(
+            "/v1/InstallPackage", json={"uri": noisy.as_uri(), "filename": noisy.name}
+        ).json()["data"]
+        ref = {"pkg": meta["name"], "version": meta["version"]}
+        leak = f"key={API_KEY} header=Bearer tok-1234567"
+        call = ref | {"plugin": "noisy", "tool": "chatter", "input": {"text": leak}}
+        assert http.post("/v1/RunPluginTool", json=call).json()["data"] == {"text": leak}
+
+        log = http.post("/v1/GetPackageLog", json=ref | {"max_lines": 3}).json()["data"]
+        assert len(log["lines"]) == 3
+        assert log["truncated"] is True
+        text = "\n".join(http.post("/v1/GetPackageLog", json=ref).json()["data"]["lines"])
+        assert "noisy print: key=*** header=Bearer ***" in text
+        assert API_KEY not in text
+        assert "tok-1234567" not in text
+
+        missing = http.post("/v1/GetPackageLog", json={"pkg": "nope", "version": "1.0"})
+        assert envelope_error(missing)["code"] == "PackageNotFound"
