@@ -82,7 +82,9 @@ def chromium(profile_dir: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait_for(driver: WebDriver, what: Callable[[WebDriver], T], timeout_s: float = STEP_TIMEOUT_S) -> T:
+def wait_for(
+    driver: WebDriver, what: Callable[[WebDriver], T], timeout_s: float = STEP_TIMEOUT_S
+) -> T:
     """`what(driver)` once it is truthy (polled by Selenium, bounded by `timeout_s`)."""
     result: T = WebDriverWait(driver, timeout_s).until(what)
     return result
@@ -96,7 +98,9 @@ def click(driver: WebDriver, css: str) -> None:
         return True
 
     WebDriverWait(
-        driver, STEP_TIMEOUT_S, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        driver,
+        STEP_TIMEOUT_S,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
     ).until(clicked)
 
 

@@ -29,7 +29,9 @@ SECRET_VALUE: Final = "sk-console-secret-5f0e1d"
 
 
 @pytest.fixture(scope="module")
-def console_server(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[LiveServer]:
+def console_server(
+    tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path
+) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("console")
     port = free_port()
     config = write_config(
@@ -108,23 +110,32 @@ def test_an_operator_installs_runs_and_deletes_packages_through_the_console(
         _field(tool, "timezone").clear()
         _field(tool, "timezone").send_keys("Asia/Shanghai")
         out = _run(driver, tool)
-        result = wait_for(driver, lambda d: out.find_elements(By.CSS_SELECTOR, "[data-testid=result]"))
+        result = wait_for(
+            driver, lambda d: out.find_elements(By.CSS_SELECTOR, "[data-testid=result]")
+        )
         assert json.loads(result[0].text) == "2024-05-01T20:00:00+08:00"
 
         # A plugin error is shown with its code and message.
         _field(tool, "timezone").clear()
         _field(tool, "timezone").send_keys("Mars/Olympus")
         out = _run(driver, tool)
-        error = wait_for(driver, lambda d: out.find_elements(By.CSS_SELECTOR, "[data-testid=error]"))
+        error = wait_for(
+            driver, lambda d: out.find_elements(By.CSS_SELECTOR, "[data-testid=error]")
+        )
         assert error[0].text.startswith("UnknownTimezone: unknown timezone 'Mars/Olympus'")
 
         # The process that served the calls is listed, live.
         driver.find_element(By.CSS_SELECTOR, 'nav [data-view="processes"]').click()
-        wait_for(driver, ec.text_to_be_present_in_element((By.ID, "processes-table"), "hiagent-plugin-clock"))
+        wait_for(
+            driver,
+            ec.text_to_be_present_in_element((By.ID, "processes-table"), "hiagent-plugin-clock"),
+        )
         driver.find_element(By.CSS_SELECTOR, 'nav [data-view="packages"]').click()
 
         # Delete it, after the confirmation.
-        click(driver, '#packages-table tr[data-package="hiagent-plugin-clock"] [data-testid=delete]')
+        click(
+            driver, '#packages-table tr[data-package="hiagent-plugin-clock"] [data-testid=delete]'
+        )
         alert = wait_for(driver, ec.alert_is_present())
         assert "Delete hiagent-plugin-clock 0.1.0?" in alert.text
         alert.accept()
@@ -144,14 +155,19 @@ def test_an_operator_installs_runs_and_deletes_packages_through_the_console(
 
 
 def test_streamed_items_appear_as_they_arrive_and_secrets_stay_in_their_field(
-    console_server: LiveServer, browser: WebDriver, wheel_server: WheelServer, wheels: dict[str, Path]
+    console_server: LiveServer,
+    browser: WebDriver,
+    wheel_server: WheelServer,
+    wheels: dict[str, Path],
 ) -> None:
     driver = browser
     with artefacts_on_failure(driver, "console-stream-secret"):
         _login(driver, console_server)
 
         # Install from a URL (the loopback wheel server), then stream a tool.
-        driver.find_element(By.ID, "url-uri").send_keys(f"{wheel_server.url}/{wheels['stream'].name}")
+        driver.find_element(By.ID, "url-uri").send_keys(
+            f"{wheel_server.url}/{wheels['stream'].name}"
+        )
         driver.find_element(By.CSS_SELECTOR, "#url-form button").click()
         _install_finished(driver)
         tool = _tool(driver, "stream", "numbers")
@@ -177,7 +193,9 @@ def test_streamed_items_appear_as_they_arrive_and_secrets_stay_in_their_field(
         secret.send_keys(SECRET_VALUE)
         tool = _tool(driver, "secret", "has_key")
         out = _run(driver, tool)
-        result = wait_for(driver, lambda d: out.find_elements(By.CSS_SELECTOR, "[data-testid=result]"))
+        result = wait_for(
+            driver, lambda d: out.find_elements(By.CSS_SELECTOR, "[data-testid=result]")
+        )
         assert json.loads(result[0].text) == {"has_key": True, "region": "cn"}
         assert SECRET_VALUE not in driver.page_source
         assert SECRET_VALUE not in json.dumps(driver.execute_script("return {...sessionStorage}"))
