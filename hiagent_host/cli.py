@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import msgspec
 
-from hiagent_host import cli_jobs, cli_run, cli_serve
+from hiagent_host import cli_jobs, cli_new, cli_run, cli_serve
 from hiagent_host.cli_jobs import source_to_uri
 from hiagent_host.config import load_config
 from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
@@ -239,6 +239,7 @@ REGISTRARS: Final[tuple[Registrar, ...]] = (
     cli_serve.add_arguments,
     cli_jobs.add_arguments,
     cli_run.add_arguments,
+    cli_new.add_arguments,
 )
 
 

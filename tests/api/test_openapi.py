@@ -27,7 +27,9 @@ NOT_FUZZED: Final = {
     "/v1/InstallPackage",
     "/v1/InstallPackageAsync",
     "/v1/ReadPackageMetadata",
+    "/v1/UploadPackage",
     "/openapi.json",
+    "/",  # a redirect to /console, which is fuzzed itself
 }
 MAX_EXAMPLES: Final = 15
 
@@ -37,7 +39,7 @@ def test_every_route_is_documented_with_its_body_and_responses(client: httpx.Cli
     assert document["openapi"].startswith("3.1")
     for op in OPERATIONS:
         operation = document["paths"][op.path][op.method.lower()]
-        assert "200" in operation["responses"], op.path
+        assert operation["responses"].keys() & {"200", "307"}, op.path
         if op.body is not None:
             schema = operation["requestBody"]["content"]["application/json"]["schema"]
             assert schema, op.path
