@@ -31,7 +31,7 @@ _DIST_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 ICON_SIZE: Final = 64
 ICON_RGB: Final = (0x24, 0x56, 0xD6)
 
-PYPROJECT: Final = Template('''\
+PYPROJECT: Final = Template("""\
 [build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
@@ -53,7 +53,7 @@ packages = ["$module"]
 
 [tool.setuptools.package-data]
 $module = ["icon.png"]
-''')
+""")
 
 PLUGIN: Final = Template('''\
 """$title: a HiAgent plugin (scaffolded by `hiagent-host new`)."""
@@ -104,7 +104,7 @@ def test_the_metadata_lists_both_tools() -> None:
     assert list($cls.get_metadata().tools) == ["greet", "count_words"]
 ''')
 
-README: Final = Template('''\
+README: Final = Template("""\
 # $dist
 
 A HiAgent plugin: `$entry` with the tools `greet` (sync) and `count_words` (async).
@@ -113,7 +113,7 @@ A HiAgent plugin: `$entry` with the tools `greet` (sync) and `count_words` (asyn
     hiagent-host install dist/$wheel          # into the host's package store
     hiagent-host run $dist 0.1.0 $entry greet --input '{"name": "Ada"}'
     python -m pytest tests                    # the plugin's own test (needs the SDK importable)
-''')
+""")
 
 
 def add_arguments(subparsers: Any) -> None:

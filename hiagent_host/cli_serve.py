@@ -36,7 +36,12 @@ PS_COLUMNS: Final = (
 
 def add_arguments(subparsers: Any) -> None:
     """Register `serve` and `ps` on an argparse subparsers object."""
-    serve = subparsers.add_parser("serve", help="run the HTTP server (Hypercorn)")
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the HTTP server (Hypercorn)",
+        description="Serve the /v1 API, the console (/console) and the docs (/docs) until "
+        "SIGTERM or Ctrl-C, then drain and stop every plugin process.",
+    )
     serve.add_argument("--host", help="address to bind (default: server.host)")
     serve.add_argument("--port", type=int, help="TCP port (default: server.port)")
     serve.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
@@ -46,9 +51,18 @@ def add_arguments(subparsers: Any) -> None:
         default=None,
         help="redis queue backend: also run an install worker in this process",
     )
+    serve.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS,
+        help="log JSON lines (overrides [logging] json)",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
-    ps = subparsers.add_parser("ps", help="list a running server's plugin processes")
+    ps = subparsers.add_parser(
+        "ps",
+        help="list a running server's plugin processes",
+        description="Ask a running server (ListProcesses) for its plugin processes: package, "
+        "pid, state, uptime, calls, restarts, memory and the last exit reason.",
+    )
     ps.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
     ps.add_argument("--url", help="server base URL (default: from server.host/port)")
     ps.add_argument(
@@ -75,6 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.port is not None:
             server = msgspec.structs.replace(server, port=args.port)
         config = msgspec.structs.replace(config, server=server)
+        if getattr(args, "json", False):
+            as_json = msgspec.structs.replace(config.logging, json=True)
+            config = msgspec.structs.replace(config, logging=as_json)
         read_api_keys(config)
     except HostError as exc:
         print(f"hiagent-host serve: {exc.code}: {exc.message}", file=sys.stderr)
