@@ -42,14 +42,21 @@ ADAPTER_PARAMETERS = [
             "name": name,
             "in": "query",
             "required": True,
-            "schema": {"type": "string", "minLength": 1},
+            "description": description,
+            "schema": {"type": "string", "minLength": 1, "examples": [example]},
         }
-        for name in ("pkg", "version", "plugin", "tool")
+        for name, description, example in (
+            ("pkg", "Distribution name, any PEP 503 spelling.", "hiagent-plugin-clock"),
+            ("version", "Version, any PEP 440-equal spelling.", "0.1.0"),
+            ("plugin", "The plugin's entry-point name.", "时间工具"),
+            ("tool", "The tool's name.", "convert_time"),
+        )
     ),
     {
         "name": "timeout_s",
         "in": "query",
         "required": False,
+        "description": "Deadline in seconds (capped at pool.max_call_timeout_s).",
         "schema": {"type": "number", "exclusiveMinimum": 0},
     },
     {

@@ -21,7 +21,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 
 from hiagent_host.api.routes import OPERATIONS
-from tests.api.browser import artefacts_on_failure, chromium, click, wait_for
+from tests.api.browser import artefacts_on_failure, click, wait_for
 from tests.api.conftest import API_KEY
 from tests.api.support import LiveServer, WheelServer, envelope_error, free_port, write_config
 
@@ -42,12 +42,6 @@ def console_server(
         yield live
     finally:
         live.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    with chromium(tmp_path / "profile") as driver:
-        yield driver
 
 
 def _login(driver: WebDriver, server: LiveServer) -> None:
