@@ -13,9 +13,10 @@ the call is sent to the child (acquiring and starting it are bounded on their ow
 
 With `prewarm_on_install`, a package version installed or replaced while the pool runs gets
 its child started right away (if there is room: prewarming never evicts), so that its first
-call is warm: at once for installs made in this process (the package listener), within
-`PREWARM_SCAN_S` for installs made by another one (a queue worker, the CLI), which the pool
-notices by listing the records.
+call is warm. An install made in this process (the package listener) returns once that child
+has answered its handshake (bounded by `start_timeout_s`; a failure to start is logged, never
+the install's); one made by another process (a queue worker, the CLI) is noticed within
+`PREWARM_SCAN_S`, by listing the records.
 """
 
 from __future__ import annotations
@@ -309,24 +310,34 @@ class Pool:
         self._records.clear()
         await self._retire_keys(keys, cause)
         if event.record is not None and self._pool.prewarm_on_install:
-            self.prewarm(event.record)
+            child = self.prewarm(event.record)
+            if child is not None:  # the install returns once its process answers
+                await self._settle(child)
+
+    async def _settle(self, child: Child) -> None:
+        """Wait (bounded) for a prewarmed child's handshake; its failure is its own business
+        (the restart policy counts it), never the install's."""
+        with anyio.move_on_after(self._pool.start_timeout_s + START_WAIT_MARGIN_S):
+            try:
+                await child.wait_ready()
+            except HostError as exc:
+                log.warning("prewarming %r failed: %s", child, exc.message)
 
     # ---- prewarming --------------------------------------------------------------------
 
-    def prewarm(self, record: PackageRecord) -> bool:
+    def prewarm(self, record: PackageRecord) -> Child | None:
         """Start a child of `record` now, unless one serves it already or there is no room
-        (it never evicts) or the package is crash-looping; whether one was started."""
+        (it never evicts) or the package is crash-looping; the child started, if any."""
         if self._closing:
-            return False
+            return None
         key: SlotKey = (record.dir_name, record.version_dir)
         self._retire_stale(key, fingerprint(record))
         if self._serving.get(key) or not self._has_room():
-            return False
+            return None
         if self._policy.blocked_for(key, time.monotonic()) is not None:
-            return False
+            return None
         log.info("prewarming %s %s", record.name, record.version)
-        self._start(key, record)
-        return True
+        return self._start(key, record)
 
     def _builds(self) -> dict[tuple[str, str, str], PackageRecord]:
         """Every installed build, by (dir, version dir, build); blocking (a worker thread)."""
