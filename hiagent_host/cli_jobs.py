@@ -25,7 +25,7 @@ import anyio
 import msgspec
 
 from hiagent_host import logs
-from hiagent_host.cli_output import Progress, render_record
+from hiagent_host.cli_output import Progress, add_json_option, render_record
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import run_worker
@@ -53,10 +53,7 @@ def add_arguments(subparsers: Any) -> None:
         description="Run arq installs from the Redis queue until SIGTERM or SIGINT.",
     )
     _config_option(worker)
-    worker.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS,
-        help="log JSON lines (overrides [logging] json)",
-    )  # fmt: skip
+    add_json_option(worker, help="log JSON lines (overrides [logging] json)")
     worker.set_defaults(func=cmd_worker)
 
     install = subparsers.add_parser(
@@ -65,10 +62,7 @@ def add_arguments(subparsers: Any) -> None:
         description="Submit InstallPackageAsync to the running server and follow the job.",
     )
     install.add_argument("source", help="a wheel path, or a file://, http:// or https:// URI")
-    install.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS,
-        help="print the installed record (and errors) as JSON",
-    )  # fmt: skip
+    add_json_option(install, help="print the installed record (and errors) as JSON")
     add_install_async_arguments(install)
     install.set_defaults(func=cmd_install_async)
 

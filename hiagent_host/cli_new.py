@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Final
 
+from hiagent_host.cli_output import add_json_option
 from hiagent_host.errors import INVALID_REQUEST, HostError
 from hiagent_host.packages.wheelbuild import build_wheel, read_project
 
@@ -130,7 +131,7 @@ def add_arguments(subparsers: Any) -> None:
     new.add_argument(
         "--plugin", help="the entry-point name callers pass as `plugin` (default: from NAME)"
     )
-    _json_option(new)
+    add_json_option(new)
     new.set_defaults(func=cmd_new)
 
     build = subparsers.add_parser(
@@ -141,15 +142,8 @@ def add_arguments(subparsers: Any) -> None:
     )
     build.add_argument("dir", nargs="?", type=Path, default=Path(), help="the project directory")
     build.add_argument("--out", type=Path, help="where the wheel goes (default: DIR/dist)")
-    _json_option(build)
+    add_json_option(build)
     build.set_defaults(func=cmd_build)
-
-
-def _json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS,
-        help="print the result (and errors) as JSON",
-    )  # fmt: skip
 
 
 # ---- new ------------------------------------------------------------------------------

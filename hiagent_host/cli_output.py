@@ -7,11 +7,19 @@ control characters, so that logs and pipes stay readable.
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any, Final, TextIO
 
 SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 MIB: Final = 1024 * 1024
+
+
+def add_json_option(
+    parser: argparse.ArgumentParser, help: str = "print the result (and errors) as JSON"
+) -> None:
+    """`--json` on a subcommand; its default is suppressed, so `hiagent-host --json CMD` works."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=help)
 
 
 def size(n: int) -> str:

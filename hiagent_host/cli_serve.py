@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
+from hiagent_host.cli_output import add_json_option
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.errors import HostError
 
@@ -51,10 +52,7 @@ def add_arguments(subparsers: Any) -> None:
         default=None,
         help="redis queue backend: also run an install worker in this process",
     )
-    serve.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS,
-        help="log JSON lines (overrides [logging] json)",
-    )  # fmt: skip
+    add_json_option(serve, help="log JSON lines (overrides [logging] json)")
     serve.set_defaults(func=cmd_serve)
 
     ps = subparsers.add_parser(
@@ -68,9 +66,7 @@ def add_arguments(subparsers: Any) -> None:
     ps.add_argument(
         "--api-key", help=f"API key (default: ${API_KEY_ENV}, else the first configured)"
     )
-    ps.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON list"
-    )
+    add_json_option(ps, help="print the raw JSON list")
     ps.set_defaults(func=cmd_ps)
 
 
