@@ -34,6 +34,12 @@ async def get_install_status(request: Request, s: Services, body: models.JobRef)
     }
 
 
+@endpoint(models.ListJobs)
+async def list_jobs(request: Request, s: Services, body: models.ListJobs) -> Any:
+    """The newest install jobs first, with their status (expired jobs are gone)."""
+    return await s.jobs.list(body.limit)
+
+
 @endpoint(models.JobRef)
 async def cancel_install(request: Request, s: Services, body: models.JobRef) -> None:
     """Cancel a queued or running install; a finished one is a 400 InvalidJobState."""

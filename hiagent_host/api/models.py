@@ -153,6 +153,14 @@ class GetPackageLog(msgspec.Struct, kw_only=True):
     max_lines: MaxLines = 200
 
 
+class ListJobs(msgspec.Struct, kw_only=True):
+    """How many jobs to list."""
+
+    limit: Annotated[
+        int, M(ge=1, le=1000, description="At most this many, newest first.", examples=[50])
+    ] = 100
+
+
 class UploadQuery(msgspec.Struct, kw_only=True):
     """The query string of UploadPackage (the body is the wheel file itself)."""
 
@@ -287,6 +295,25 @@ class JobStatus(msgspec.Struct):
     download_size_bytes: Annotated[
         int | None, M(description="While downloading: the wheel's size, when known.")
     ] = None
+
+
+class JobSummary(msgspec.Struct):
+    """One install job, as ListJobs reports it."""
+
+    job_id: Annotated[str, M(description="The job's id.")]
+    status: Annotated[str, M(description="queued, deferred, started, finished, failed or stopped.")]
+    reason: Annotated[str | None, M(description='On failed or stopped: "<code>: <message>".')]
+    data: Annotated[PackageMetaBrief | None, M(description="On finished: the installed package.")]
+    phase: Annotated[str | None, M(description="While started: what it is doing.")]
+    uri: Annotated[str, M(description="The wheel's uri.")]
+    filename: Annotated[str, M(description="The wheel's file name.")]
+    force: Annotated[bool, M(description="Whether it replaces an installed version.")]
+    enqueued_at: Annotated[str, M(description="When it was queued (RFC 3339, UTC).")]
+    started_at: Annotated[str | None, M(description="When its last run started.")]
+    finished_at: Annotated[str | None, M(description="When it ended.")]
+    attempts: Annotated[int, M(description="How many times its install started.")]
+    downloaded_bytes: Annotated[int | None, M(description="While downloading: bytes so far.")]
+    download_size_bytes: Annotated[int | None, M(description="... of this many, when known.")]
 
 
 class PackageLog(msgspec.Struct):

@@ -131,6 +131,7 @@ OPERATIONS: Sequence[Operation] = (
         "jobs",
     ),
     _v1("CancelInstallPackage", jobs.cancel_install, models.JobRef, None, "jobs"),
+    _v1("ListJobs", jobs.list_jobs, models.ListJobs, list[models.JobSummary], "jobs"),
     _v1("RetryInstallPackage", jobs.retry_install, models.JobRef, models.JobId | None, "jobs"),
     _v1("DeletePackage", packages.delete_package, models.PackageRef, None, "packages"),
     _v1(

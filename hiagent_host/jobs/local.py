@@ -191,6 +191,12 @@ class JobStore:
             if (record := self.read(path.stem)) is not None:
                 yield record
 
+    def newest(self, limit: int) -> list[JobInfo]:
+        """What `list` answers: the newest jobs that have not expired."""
+        records = sorted(self.records(), key=lambda r: r.enqueued_at_unix_s, reverse=True)
+        infos = (self.info(r) for r in records)
+        return [info for info in infos if info is not None][:limit]
+
     # ---- transitions (each under the lock) ----
 
     def submit(self, spec: JobSpec) -> tuple[str, bool]:
@@ -424,6 +430,9 @@ class LocalBackend:
         if spec is not None:
             self._spawn(new_id, spec)
         return new_id
+
+    async def list(self, limit: int) -> list[JobInfo]:
+        return await self._io(partial(self._store.newest, limit))
 
     async def health(self) -> QueueHealth:
         return QueueHealth(

@@ -171,6 +171,11 @@ class JobBackend(Protocol):
         instead. Queued/started: InvalidJobState."""
         ...
 
+    async def list(self, limit: int) -> list[JobInfo]:
+        """The newest jobs first (by when they were queued), at most `limit`; expired ones
+        are not listed."""
+        ...
+
     async def health(self) -> QueueHealth: ...
 
 

@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 TX_ATTEMPTS: Final = 8
 # arq's in-progress key outlives a job's timeout by this much (arq adds it).
 ARQ_IN_PROGRESS_EXTRA_S: Final = 10.0
+# Listing jobs scans the job hashes in batches of this many keys (one round trip each) ...
+SCAN_COUNT: Final = 1000
+# ... and looks at no more than this many (kept for result_ttl_s, so a busy day's worth).
+MAX_LISTED_SCAN: Final = 20_000
 
 
 @dataclass(frozen=True)
@@ -288,6 +292,28 @@ class RedisBackend:
         if info is None:
             raise job_not_found(job_id)
         return info
+
+    async def list(self, limit: int) -> list[JobInfo]:
+        async with self._guard():
+            ids: list[str] = []
+            async for key in self._redis.scan_iter(match=f"{keys.JOB}*", count=SCAN_COUNT):
+                job_id = (key.decode() if isinstance(key, bytes) else key).removeprefix(keys.JOB)
+                if is_job_id(job_id):
+                    ids.append(job_id)
+                if len(ids) >= MAX_LISTED_SCAN:
+                    break
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hget(keys.job(job_id), keys.F_ENQUEUED_AT_MS)
+                stamps = await pipe.execute()
+            newest = sorted(zip((_int(s) or 0 for s in stamps), ids, strict=True), reverse=True)
+            infos: list[JobInfo] = []
+            for _, job_id in newest:
+                if len(infos) >= limit:
+                    break
+                if (info := await self._info(job_id)) is not None:
+                    infos.append(info)
+        return infos
 
     async def cancel(self, job_id: str) -> None:
         if not is_job_id(job_id):

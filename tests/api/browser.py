@@ -85,8 +85,10 @@ def chromium(profile_dir: Path) -> Iterator[WebDriver]:
 def wait_for(
     driver: WebDriver, what: Callable[[WebDriver], T], timeout_s: float = STEP_TIMEOUT_S
 ) -> T:
-    """`what(driver)` once it is truthy (polled by Selenium, bounded by `timeout_s`)."""
-    result: T = WebDriverWait(driver, timeout_s).until(what)
+    """`what(driver)` once it is truthy (polled by Selenium, bounded by `timeout_s`); an element
+    that a re-render replaced meanwhile counts as not yet."""
+    wait = WebDriverWait(driver, timeout_s, ignored_exceptions=(StaleElementReferenceException,))
+    result: T = wait.until(what)
     return result
 
 

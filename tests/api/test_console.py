@@ -118,6 +118,16 @@ def test_an_operator_installs_runs_and_deletes_packages_through_the_console(
         )
         assert error[0].text.startswith("UnknownTimezone: unknown timezone 'Mars/Olympus'")
 
+        # The upload's job is listed with the others.
+        driver.find_element(By.CSS_SELECTOR, 'nav [data-view="jobs"]').click()
+        wait_for(
+            driver,
+            lambda d: any(
+                "finished" in row.text and clock.name in row.text
+                for row in d.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-job]")
+            ),
+        )
+
         # The process that served the calls is listed, live.
         driver.find_element(By.CSS_SELECTOR, 'nav [data-view="processes"]').click()
         wait_for(

@@ -5,7 +5,6 @@
 "use strict";
 
 const KEY_STORE = "hiagent-host.apikey";
-const JOBS_STORE = "hiagent-host.jobs";
 const PHASES = ["downloading", "validating", "creating venv", "installing dependencies", "probing"];
 const REFRESH_MS = 2000; // processes, health and running jobs
 const SECRET = "x-hiagent-secret";
@@ -197,7 +196,6 @@ $("#upload-form").addEventListener("submit", async ev => {
     box.replaceChildren(errorBox(err));
     return;
   }
-  rememberJob(job.job_id, file.name);
   followJob(job.job_id, file.name, box);
 });
 
@@ -213,7 +211,6 @@ async function startInstall(route, body) {
   box.replaceChildren(el("p", { class: "muted" }, `Submitting ${body.filename}…`));
   let job;
   try { job = await call(route, body); } catch (err) { box.replaceChildren(errorBox(err)); return; }
-  rememberJob(job.job_id, body.filename);
   followJob(job.job_id, body.filename, box);
 }
 
@@ -528,43 +525,34 @@ async function loadProcesses() {
     el("td", {}, p.last_exit_reason || "-"))));
 }
 
-function storedJobs() {
-  try { return JSON.parse(sessionStorage.getItem(JOBS_STORE) || "[]"); } catch { return []; }
-}
-function rememberJob(jobId, filename) {
-  const jobs = storedJobs().filter(j => j.id !== jobId);
-  jobs.unshift({ id: jobId, filename });
-  sessionStorage.setItem(JOBS_STORE, JSON.stringify(jobs.slice(0, 50)));
-}
-
 async function loadJobs() {
   const tbody = $("#jobs-table tbody");
-  const jobs = storedJobs();
-  if (!jobs.length) {
-    tbody.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No jobs started from this tab.")));
+  let jobs;
+  try { jobs = await call("ListJobs", { limit: 100 }); } catch (err) {
+    tbody.replaceChildren(el("tr", {}, el("td", { colspan: 7 }, errorBox(err))));
     return;
   }
-  const rows = await Promise.all(jobs.map(async job => {
-    try { return [job, await call("GetInstallPackageAsyncStatus", { job_id: job.id }), null]; } catch (err) { return [job, null, err]; }
-  }));
-  tbody.replaceChildren(...rows.map(([job, info, err]) => {
+  if (!jobs.length) {
+    tbody.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No install jobs (finished ones expire after queue.result_ttl_s).")));
+    return;
+  }
+  tbody.replaceChildren(...jobs.map(job => {
     const actions = el("td");
-    if (info && ["queued", "started", "deferred"].includes(info.status)) {
-      actions.append(el("button", { type: "button", class: "danger", onclick: () => jobAction("CancelInstallPackage", job.id) }, "Cancel"));
-    } else if (info) {
-      actions.append(el("button", { type: "button", class: "secondary", onclick: () => jobAction("RetryInstallPackage", job.id) }, "Retry"));
+    if (["queued", "started", "deferred"].includes(job.status)) {
+      actions.append(el("button", { type: "button", class: "danger", onclick: () => jobAction("CancelInstallPackage", job.job_id) }, "Cancel"));
+    } else {
+      actions.append(el("button", { type: "button", class: "secondary", onclick: () => jobAction("RetryInstallPackage", job.job_id) }, "Retry"));
     }
-    const detail = err ? errorBox(err) : info.reason || (info.data ? `${info.data.name} ${info.data.version}` : "");
-    return el("tr", {}, el("td", { class: "mono" }, job.id.slice(0, 12)), el("td", {}, job.filename),
-      el("td", {}, info ? info.status : "-"), el("td", {}, (info && info.phase) || ""), el("td", {}, detail), actions);
+    const detail = job.reason || (job.data ? `${job.data.name} ${job.data.version}` : "");
+    const status = el("span", { class: job.status === "finished" ? "ok" : ["failed", "stopped"].includes(job.status) ? "err" : "" }, job.status);
+    return el("tr", { "data-job": job.job_id },
+      el("td", { class: "mono", title: job.job_id }, job.job_id.slice(0, 12)), el("td", {}, job.filename),
+      el("td", {}, status), el("td", {}, job.phase || ""), el("td", {}, detail), el("td", {}, when(job.enqueued_at)), actions);
   }));
 }
 
 async function jobAction(route, jobId) {
-  try {
-    const result = await call(route, { job_id: jobId });
-    if (result && result.job_id) rememberJob(result.job_id, (storedJobs().find(j => j.id === jobId) || {}).filename || "");
-  } catch (err) { alert(`${err.code}: ${err.message}`); }
+  try { await call(route, { job_id: jobId }); } catch (err) { alert(`${err.code}: ${err.message}`); }
   loadJobs();
 }
 
