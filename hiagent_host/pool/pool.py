@@ -266,12 +266,17 @@ class Pool:
         }
         await self._retire_keys(keys, StopCause.STOPPED)
 
-    async def _retire_keys(self, keys: set[SlotKey], cause: StopCause) -> None:
-        """Every child of `keys`: no new calls, drain, stop; forget their crash history."""
-        children = [c for c in self._live if c.key in keys]
+    async def _retire_keys(
+        self, keys: set[SlotKey], cause: StopCause, keep: tuple[str, str, str] | None = None
+    ) -> None:
+        """Every child of `keys` (but those of build `keep`): no new calls, drain, stop;
+        forget their crash history."""
+        children = [c for c in self._live if c.key in keys and c.fingerprint != keep]
         for key in keys:
             self._forget(key)
-            self._serving.pop(key, None)
+            kept = [c for c in self._serving.pop(key, []) if c.fingerprint == keep]
+            if kept:
+                self._serving[key] = kept
         async with anyio.create_task_group() as tg:
             for child in children:
                 tg.start_soon(self._retire, child, cause)
@@ -308,10 +313,15 @@ class Pool:
         if event.record is not None:
             keys.add((event.record.dir_name, event.record.version_dir))
         self._records.clear()
-        await self._retire_keys(keys, cause)
+        # A child of the new build may be up already (a call, or a prewarm scan, that came
+        # between the commit and this event): it stays.
+        keep = fingerprint(event.record) if event.record is not None else None
+        await self._retire_keys(keys, cause, keep)
         if event.record is not None and self._pool.prewarm_on_install:
-            child = self.prewarm(event.record)
-            if child is not None:  # the install returns once its process answers
+            self.prewarm(event.record)
+            # The install returns once its process answers (whoever started it).
+            key: SlotKey = (event.record.dir_name, event.record.version_dir)
+            for child in list(self._serving.get(key, [])):
                 await self._settle(child)
 
     async def _settle(self, child: Child) -> None:

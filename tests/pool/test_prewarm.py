@@ -9,8 +9,11 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pytest
 
+from hiagent_host.packages import PackageEvent
 from hiagent_host.pool import Pool
 from tests.packages.support import subprocess_env, write_runtime_toml
 from tests.pool.support import Store, wait_for_async
@@ -105,3 +108,28 @@ async def test_prewarming_never_evicts_a_process_to_make_room(
         [process] = pool.snapshot()
         assert process.package == "hiagent-plugin-echo"
         assert pool.stats().evictions == 0
+
+
+async def test_a_child_of_the_new_build_that_started_before_the_install_event_is_kept(
+    fresh: Store, built_wheels: dict[str, Path]
+) -> None:
+    # What a prewarm scan (or a call) does when it sees the new record before the install's
+    # own event reaches the pool: here a listener that runs before the pool's does it.
+    config = fresh.config(prewarm_on_install=True)
+    manager = fresh.manager(config)
+    pool = Pool(config, manager)
+    token = anyio.lowlevel.current_token()
+
+    def early(event: PackageEvent) -> None:
+        if event.record is not None:
+            anyio.from_thread.run_sync(pool.prewarm, event.record, token=token)
+
+    manager.add_listener(early)
+    wheel = built_wheels["echo"]
+    async with pool:
+        install = partial(manager.install, wheel.as_uri(), wheel.name, force=False)
+        record = await anyio.to_thread.run_sync(install)
+        assert [p.state for p in pool.snapshot()] == ["ready"]  # the install waited for it
+        answer = await pool.run_tool(record.name, record.version, "echo", "echo", {"b": 2}, None)
+        assert answer == {"b": 2}
+        assert pool.stats().starts == 1
