@@ -13,7 +13,7 @@ from typing import Any, Final
 import msgspec
 
 from hiagent_host.cli_output import add_json_option
-from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.config import Config, load_config, read_api_keys, with_server
 from hiagent_host.errors import HostError
 
 API_KEY_ENV: Final = "HIAGENT_API_KEY"
@@ -78,13 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hiagent_host.serve import serve  # Hypercorn is loaded only to serve
 
     try:
-        config = _config(args)
-        server = config.server
-        if args.host is not None:
-            server = msgspec.structs.replace(server, host=args.host)
-        if args.port is not None:
-            server = msgspec.structs.replace(server, port=args.port)
-        config = msgspec.structs.replace(config, server=server)
+        options = {"host": args.host, "port": args.port}
+        config = with_server(_config(args), **{k: v for k, v in options.items() if v is not None})
         if getattr(args, "json", False):
             as_json = msgspec.structs.replace(config.logging, json=True)
             config = msgspec.structs.replace(config, logging=as_json)

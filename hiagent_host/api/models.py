@@ -12,39 +12,51 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from hiagent_host.packages.names import MAX_FILENAME_CHARS, MAX_NAME_CHARS, MAX_VERSION_CHARS
+
+MAX_URI_CHARS: Final = 8192
+MAX_JOB_ID_CHARS: Final = 64
+
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 M = msgspec.Meta
 WHEEL: Final = "hiagent_plugin_clock-0.1.0-py3-none-any.whl"
+# Caps on what callers name things with: absurd lengths are a 422 naming the field.
 Pkg = Annotated[
     str,
-    M(min_length=1, description="Distribution name, any PEP 503 spelling.",
-      examples=["hiagent-plugin-clock"]),
+    M(min_length=1, max_length=MAX_NAME_CHARS, description="Distribution name, any PEP 503 "
+      "spelling.", examples=["hiagent-plugin-clock"]),
 ]  # fmt: skip
 Ver = Annotated[
-    str, M(min_length=1, description="Version, any PEP 440-equal spelling.", examples=["0.1.0"])
-]
+    str,
+    M(min_length=1, max_length=MAX_VERSION_CHARS,
+      description="Version, any PEP 440-equal spelling.", examples=["0.1.0"]),
+]  # fmt: skip
 PluginName = Annotated[
     str,
-    M(min_length=1, description="The plugin's entry-point name (group hiagent.plugins).",
-      examples=["时间工具"]),
+    M(min_length=1, max_length=MAX_NAME_CHARS,
+      description="The plugin's entry-point name (group hiagent.plugins).", examples=["时间工具"]),
 ]  # fmt: skip
 ToolName = Annotated[
-    str, M(min_length=1, description="The tool's name.", examples=["convert_time"])
-]
+    str,
+    M(min_length=1, max_length=MAX_NAME_CHARS, description="The tool's name.",
+      examples=["convert_time"]),
+]  # fmt: skip
 Uri = Annotated[
     str,
-    M(min_length=1,
+    M(min_length=1, max_length=MAX_URI_CHARS,
       description="Where the wheel is: file:// (a path on the server), http:// or https://.",
       examples=[f"https://plugins.example.com/{WHEEL}"]),
 ]  # fmt: skip
 Filename = Annotated[
-    str, M(min_length=1, description="The wheel's file name (no path separator).", examples=[WHEEL])
-]
+    str,
+    M(min_length=1, max_length=MAX_FILENAME_CHARS,
+      description="The wheel's file name (no path separator).", examples=[WHEEL]),
+]  # fmt: skip
 JobIdText = Annotated[
     str,
-    M(min_length=1, description="The id InstallPackageAsync returned.",
+    M(min_length=1, max_length=MAX_JOB_ID_CHARS, description="The id InstallPackageAsync returned.",
       examples=["5c3e0d1b9a8f4e2d8c7b6a5f4e3d2c1b"]),
 ]  # fmt: skip
 Cfg = Annotated[

@@ -72,9 +72,8 @@ async def upload_package(request: Request, s: Services) -> Any:
 
 
 async def _receive_file(request: Request, path: Path, limit: int) -> None:
-    """The request body into `path`; 413 once it passes `limit` bytes (the rest is drained, up
-    to a bound, so that a client still sending reads the answer)."""
-    size = 0
+    """The request body into `path`; 413 as soon as it passes `limit` bytes (what the client
+    still sends is drained by the keep-alive middleware)."""
     too_large = HostError(
         f"the upload is larger than packages.max_download_bytes ({limit} bytes)",
         code=PAYLOAD_TOO_LARGE,
@@ -83,16 +82,14 @@ async def _receive_file(request: Request, path: Path, limit: int) -> None:
     )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        size = int(declared)  # nothing of it is kept
+        raise too_large
+    size = 0
     async with await anyio.open_file(path, "wb") as out:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit + requests.DRAIN_LIMIT_BYTES:
-                break
-            if size <= limit:
-                await out.write(chunk)
-    if size > limit:
-        raise too_large
+            if size > limit:
+                raise too_large
+            await out.write(chunk)
     if size == 0:
         raise requests.bad_request("the upload is empty: send the wheel file as the body")
 

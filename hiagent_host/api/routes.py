@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from hiagent_host.api import console, jobs, models, packages, system, tools
 from hiagent_host.api.endpoints import Endpoint
+from hiagent_host.packages.names import MAX_NAME_CHARS, MAX_VERSION_CHARS
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,23 @@ ADAPTER_PARAMETERS = [
             "in": "query",
             "required": True,
             "description": description,
-            "schema": {"type": "string", "minLength": 1, "examples": [example]},
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": longest,
+                "examples": [example],
+            },
         }
-        for name, description, example in (
-            ("pkg", "Distribution name, any PEP 503 spelling.", "hiagent-plugin-clock"),
-            ("version", "Version, any PEP 440-equal spelling.", "0.1.0"),
-            ("plugin", "The plugin's entry-point name.", "时间工具"),
-            ("tool", "The tool's name.", "convert_time"),
+        for name, description, example, longest in (
+            (
+                "pkg",
+                "Distribution name, any PEP 503 spelling.",
+                "hiagent-plugin-clock",
+                MAX_NAME_CHARS,
+            ),
+            ("version", "Version, any PEP 440-equal spelling.", "0.1.0", MAX_VERSION_CHARS),
+            ("plugin", "The plugin's entry-point name.", "时间工具", MAX_NAME_CHARS),
+            ("tool", "The tool's name.", "convert_time", MAX_NAME_CHARS),
         )
     ),
     {

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hiagent_host.api import secrets
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.config import Config
 
@@ -27,7 +26,7 @@ class Services:
     pool: Pool
     jobs: JobBackend
     metrics: Metrics
-    # Masks secrets in text the host hands out that it did not write (plugin logs); app.py
-    # passes the log redactor, which also knows the configured API keys.
-    redact: Callable[[str], str] = secrets.registry.redact
+    # Masks API keys and bearer tokens in text the host hands out that a plugin wrote (its
+    # log, already masked of its calls' secrets as it was written): app.py's log redactor.
+    redact: Callable[[str], str]
     started_at: float = field(default_factory=time.monotonic)

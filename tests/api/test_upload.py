@@ -76,18 +76,21 @@ async def test_an_upload_over_the_download_cap_is_refused_with_413(
 
 
 @pytest.mark.parametrize(
-    ("filename", "status", "code"),
-    [("../evil-1.0-py3-none-any.whl", 400, "InvalidRequest"),
-     ("not-a-wheel.zip", 400, "InvalidRequest")],
-)  # fmt: skip
-async def test_an_upload_with_a_bad_file_name_is_refused_before_its_body_is_read(
-    capped: httpx.AsyncClient, filename: str, status: int, code: str
+    "filename",
+    ["../evil-1.0-py3-none-any.whl", "not-a-wheel.zip", "x" * 300 + "-1.0-py3-none-any.whl"],
+)
+async def test_an_upload_with_a_bad_file_name_is_refused_as_install_package_refuses_it(
+    capped: httpx.AsyncClient, filename: str
 ) -> None:
-    response = await capped.post(
+    uploaded = await capped.post(
         "/v1/UploadPackage", params={"filename": filename}, content=b"PK\x03\x04"
     )
-    assert response.status_code == status
-    assert envelope_error(response)["code"] == code
+    installed = await capped.post(
+        "/v1/InstallPackage", json={"uri": "file:///nowhere.whl", "filename": filename}
+    )
+    assert uploaded.status_code == installed.status_code
+    assert uploaded.status_code in {400, 422}
+    assert envelope_error(uploaded)["code"] == envelope_error(installed)["code"] == "InvalidRequest"
 
 
 async def test_an_uploaded_file_that_is_not_a_wheel_fails_its_job_as_an_invalid_package(
