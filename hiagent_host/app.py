@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from hiagent_host import logs
 from hiagent_host.api import openapi
 from hiagent_host.api.auth import BearerAuthMiddleware
 from hiagent_host.api.keepalive import KeepAliveMiddleware
@@ -107,7 +108,14 @@ async def open_services(
         background.start_soon(_warm_base, packages, cancel)
         try:
             metrics.watch_pool(pool.stats)
-            yield Services(config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics)
+            yield Services(
+                config=config,
+                packages=packages,
+                pool=pool,
+                jobs=jobs,
+                metrics=metrics,
+                redact=logs.Redactor(read_api_keys(config)),
+            )
             log.info("stopping plugin processes")
         finally:
             cancel.set()  # a base build still running stops (its subprocess is killed)
