@@ -67,10 +67,8 @@ def add_arguments(subparsers: Any) -> None:
 def add_install_async_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `cmd_install_async` reads (`install --async` may reuse them)."""
     _config_option(parser)
-    if not any("--filename" in action.option_strings for action in parser._actions):
-        parser.add_argument("--filename", help="the wheel's file name (default: from the source)")
-    if not any("--force" in action.option_strings for action in parser._actions):
-        parser.add_argument("--force", action="store_true", help="replace an installed version")
+    add_once(parser, "--filename", help="the wheel's file name (default: from the source)")
+    add_once(parser, "--force", action="store_true", help="replace an installed version")
     parser.add_argument(
         "--server", help="the server's base URL (default: from [server] host and port)"
     )
@@ -83,8 +81,16 @@ def add_install_async_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
-    if not any("--config" in action.option_strings for action in parser._actions):
-        parser.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
+    add_once(parser, "--config", default=argparse.SUPPRESS, help="path to runtime.toml")
+
+
+def add_once(parser: argparse.ArgumentParser, flag: str, **options: Any) -> None:
+    """`parser.add_argument(flag, **options)` unless the parser has `flag` already (another
+    command shares this parser): argparse refuses a second one with `ArgumentError`."""
+    try:
+        parser.add_argument(flag, **options)
+    except argparse.ArgumentError:
+        pass  # the parser's own option stands
 
 
 def _load(args: argparse.Namespace) -> Config:

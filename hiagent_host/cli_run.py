@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from hiagent_host.cli_exit import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from hiagent_host.cli_jobs import add_once
 from hiagent_host.config import Config, load_config
 from hiagent_host.errors import (
     CONFIG_INVALID,
@@ -52,12 +53,8 @@ def add_arguments(subparsers: Any) -> None:
     run.add_argument(
         "--timeout-s", type=float, default=None, help="deadline (default: pool.call_timeout_s)"
     )
-    if not any("--config" in action.option_strings for action in run._actions):
-        run.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
-    if not any("--json" in action.option_strings for action in run._actions):
-        run.add_argument(
-            "--json", action="store_true", default=argparse.SUPPRESS, help="errors as JSON"
-        )
+    add_once(run, "--config", default=argparse.SUPPRESS, help="path to runtime.toml")
+    add_once(run, "--json", action="store_true", default=argparse.SUPPRESS, help="errors as JSON")
     run.set_defaults(func=cmd_run)
 
 
