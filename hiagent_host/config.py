@@ -12,10 +12,11 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import platformdirs
+from packaging.utils import canonicalize_name
 
 from hiagent_host.errors import ConfigError
 
@@ -23,6 +24,8 @@ ENV_PREFIX: Final = "HIAGENT_"
 CONFIG_ENV: Final = "HIAGENT_CONFIG"
 DEFAULT_FILE: Final = "runtime.toml"
 APP_NAME: Final = "hiagent-host"
+# A jail's private /tmp (and /dev/shm) below 1 MiB would break ordinary temp files.
+MIN_SANDBOX_TMP_BYTES: Final = 1024 * 1024
 # Busy polling longer than this (10 ms) would only burn CPU: such calls are not quick.
 MAX_BUSY_POLL_US: Final = 10_000
 
@@ -73,6 +76,7 @@ class PackagePolicy(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     cpu_s: int | None = None
     open_files: int | None = None
     processes: int | None = None
+    network: bool = True  # false: an empty network namespace (loopback only) in the sandbox
 
 
 class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -100,6 +104,17 @@ class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
     packages: dict[str, PackagePolicy] = msgspec.field(default_factory=dict)
+    sandbox: Literal["auto", "on", "off"] = "auto"
+    sandbox_program: str = "bwrap"
+    sandbox_tmp_bytes: Annotated[int, msgspec.Meta(ge=MIN_SANDBOX_TMP_BYTES)] = 128 * 1024 * 1024
+
+    def policy(self, name: str) -> PackagePolicy:
+        """The `[pool.packages."<name>"]` table of `name` (any PEP 503 spelling), or the default."""
+        wanted = canonicalize_name(name)
+        for key, policy in self.packages.items():
+            if canonicalize_name(key) == wanted:
+                return policy
+        return PackagePolicy()
 
 
 class QueueConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

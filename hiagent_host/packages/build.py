@@ -27,7 +27,8 @@ from hiagent_host.packages.bytecode import seed_bytecode
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.fetch import FetchedWheel
 from hiagent_host.packages.layout import Layout, new_build_name
-from hiagent_host.packages.probe import probe, probe_env, start_probe
+from hiagent_host.packages import sandbox
+from hiagent_host.packages.probe import ProbeJail, probe, probe_env, start_probe
 from hiagent_host.packages.records import PackageRecord, now_rfc3339, write_record
 from hiagent_host.packages.recovery import point_link, remove_tree, scratch_dir
 from hiagent_host.packages.venv import Sources, VenvBuilder, disk_size, python_version
@@ -104,7 +105,11 @@ def _build(
     plugin_wheel, sources = _plugin_source(config, request, scratch)
     probe_data = scratch / "data"
     probe_data.mkdir()
-    env = probe_env(config.pool, contents.name, probe_data)
+    jail = sandbox.jail(config)
+    if jail is not None:  # a jail shows it at its real path
+        probe_data = probe_data.resolve()
+    probe_jail = ProbeJail(jail, config.pool.policy(contents.name).network) if jail else None
+    env = probe_env(config.pool, contents.name, probe_data, jailed=jail is not None)
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     prompt = f"{contents.name}-{contents.version}"
     # An offline bundle's wheels are its only source: nothing may come from a base.
@@ -122,7 +127,8 @@ def _build(
         linked = _from_base(*base_args)
     _check(cancel)
     # The probe starts now and imports the SDK while the installer runs.
-    started = start_probe(build_dir, env=env, cwd=probe_data) if linked else None
+    probe_venv = build_dir.parent.resolve() / build_dir.name  # (for the jail, as above)
+    started = start_probe(probe_venv, env=env, cwd=probe_data, jail=probe_jail) if linked else None
     try:
         builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
         if donor is not None:
@@ -143,12 +149,13 @@ def _build(
                 )
             else:
                 result = probe(
-                    build_dir,
+                    probe_venv,
                     env=env,
                     expected_plugins=contents.plugins,
                     timeout_s=cfg.probe_timeout_s,
                     cancel=cancel,
                     cwd=probe_data,
+                    jail=probe_jail,
                 )
     finally:
         if started is not None:

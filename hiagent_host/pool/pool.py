@@ -34,7 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 from hiagent_host.config import Config
 from hiagent_host.errors import InvalidInput
-from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord
+from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord, sandbox
 from hiagent_host.pool import launcher, procfs
 from hiagent_host.pool.child import (
     UNEXPECTED,
@@ -84,6 +84,7 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     rss_bytes: int | None
     last_exit_reason: str | None
     replica: int
+    sandboxed: bool
 
 
 class PoolStats(msgspec.Struct, frozen=True):
@@ -116,6 +117,8 @@ class Pool:
         self.packages = packages
         self._pool = config.pool
         self._host_is_root = os.geteuid() == 0
+        self.sandbox = sandbox.require(config)  # ConfigError: "on" where it cannot be
+        self._jail = sandbox.jail(config)
         self._policy = RestartPolicy(
             limit=self._pool.restart_limit,
             window_s=self._pool.restart_window_s,
@@ -416,7 +419,7 @@ class Pool:
     def _replicas(self, record: PackageRecord) -> int:
         count = self._replica_counts.get(record.name)
         if count is None:
-            policy = launcher.package_policy(self._pool, record.name)
+            policy = self._pool.policy(record.name)
             count = policy.replicas if policy.replicas is not None else self._pool.replicas
             self._replica_counts[record.name] = count
         return count
@@ -441,9 +444,13 @@ class Pool:
         return child
 
     def _spec(self, record: PackageRecord) -> LaunchSpec:
-        policy = launcher.package_policy(self._pool, record.name)
+        policy = self._pool.policy(record.name)
         python = self.packages.venv_python(record)
         data_dir = self.packages.data_dir(record)
+        jail = self._jail
+        if jail is not None:  # a jail shows them at their real paths, and no symlink to them
+            python = python.parent.parent.resolve() / "bin" / python.name
+            data_dir = data_dir.resolve()
         env = launcher.environment(
             self._pool,
             policy,
@@ -451,12 +458,17 @@ class Pool:
             version=record.version,
             venv_bin=python.parent,
             data_dir=data_dir,
+            jailed=jail is not None,
+        )
+        argv = launcher.command(
+            python, policy, host_is_root=self._host_is_root, jail=jail, data_dir=data_dir
         )
         return LaunchSpec(
-            argv=launcher.command(python, policy, host_is_root=self._host_is_root),
+            argv=argv,
             env=env,
             cwd=data_dir,
             log_path=self.packages.log_path(record.name, record.version),
+            jailed=jail is not None,
         )
 
     async def _supervise(self, child: Child) -> None:
@@ -552,6 +564,7 @@ class Pool:
                 rss_bytes=procfs.rss_bytes(c.pid),
                 last_exit_reason=c.last_exit_reason,
                 replica=c.replica,
+                sandboxed=self._jail is not None,
             )
             for c in self._live
         ]
