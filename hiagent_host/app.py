@@ -87,7 +87,7 @@ async def open_services(
         Pool(config, packages) as pool,
         make_backend(config, packages, with_worker=with_worker) as jobs,
     ):
-        metrics.watch_pool(pool.stats)
+        metrics.watch_pool(pool.stats, pool.sandbox.to_dict)
         yield Services(config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics)
         log.info("stopping plugin processes")
 

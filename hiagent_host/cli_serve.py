@@ -30,6 +30,7 @@ PS_COLUMNS: Final = (
     ("CALLS", "calls_total"),
     ("RESTARTS", "restarts"),
     ("RSS", "rss_bytes"),
+    ("SANDBOX", "sandbox"),
     ("LAST EXIT", "last_exit_reason"),
 )
 

@@ -199,6 +199,7 @@ class ProcessInfo(msgspec.Struct):
     rss_bytes: int | None
     last_exit_reason: str | None
     replica: int
+    sandbox: str
 
 
 class Health(msgspec.Struct):
@@ -207,6 +208,7 @@ class Health(msgspec.Struct):
     uptime_s: float
     pool: dict[str, Any]
     queue: dict[str, Any]
+    sandbox: dict[str, Any]
 
 
 class Pong(msgspec.Struct):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from hiagent_host.config import Config
+from hiagent_host.packages import sandbox
 from hiagent_host.packages.base import Linked, clone, locked_base, prepare_base, wanted
 from hiagent_host.packages.bundle import extract_bundle, strip_bundle
 from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels
@@ -27,7 +28,6 @@ from hiagent_host.packages.bytecode import seed_bytecode
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.fetch import FetchedWheel
 from hiagent_host.packages.layout import Layout, new_build_name
-from hiagent_host.packages import sandbox
 from hiagent_host.packages.probe import ProbeJail, probe, probe_env, start_probe
 from hiagent_host.packages.records import PackageRecord, now_rfc3339, write_record
 from hiagent_host.packages.recovery import point_link, remove_tree, scratch_dir

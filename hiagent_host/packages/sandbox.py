@@ -36,6 +36,7 @@ from hiagent_host.config import Config
 from hiagent_host.errors import ConfigError
 
 BWRAP_PACKAGE: Final = "bubblewrap"
+MECHANISM: Final = "bubblewrap"
 # PATH for the trial jail and for looking bwrap up when the host has no PATH.
 SYSTEM_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 # The trial jail runs `true`: it answers in milliseconds; longer means something is wrong.
@@ -97,14 +98,9 @@ class Jail:
 
         `venv` and `data_dir` must be resolved paths: they appear inside at the same paths.
         """
-        mounts: list[tuple[str, list[str]]] = []  # (inside path, bwrap arguments)
-        roots: list[Path] = []  # mounted host directories, to find what must be hidden
-        for path in SYSTEM_DIRS:
-            if os.path.islink(path):
-                mounts.append((path, ["--symlink", os.readlink(path), path]))
-            elif os.path.isdir(path):
-                mounts.append((path, ["--ro-bind", path, path]))
-                roots.append(Path(path))
+        mounts = system_mounts()  # (inside path, bwrap arguments)
+        # mounted host directories, to find what must be hidden
+        roots = [Path(path) for path, args in mounts if args[0] == "--ro-bind"]
         mounts += [(p, ["--ro-bind-try", p, p]) for p in ETC_FILES]
         for extra in _outside_roots(venv, roots):
             mounts.append((str(extra), ["--ro-bind", str(extra), str(extra)]))
@@ -113,13 +109,9 @@ class Jail:
         mounts.append((JAIL_TMP, ["--size", size, "--tmpfs", JAIL_TMP]))
         for hidden in self.hidden:
             if any(hidden.is_relative_to(root) for root in roots):
-                cover = "--tmpfs" if hidden.is_dir() else "--ro-bind"
-                args = (
-                    [cover, str(hidden)]
-                    if cover == "--tmpfs"
-                    else [cover, "/dev/null", str(hidden)]
-                )
-                mounts.append((str(hidden), args))
+                where = str(hidden)
+                cover = ["--tmpfs", where] if hidden.is_dir() else ["--ro-bind", "/dev/null", where]
+                mounts.append((where, cover))
         mounts.append((str(venv), ["--ro-bind", str(venv), str(venv)]))
         mounts.append((str(data_dir), ["--bind", str(data_dir), str(data_dir)]))
         # Parents before children: a later mount would hide what was mounted below it.
@@ -134,6 +126,18 @@ class Jail:
             out += args
         out += ["--chdir", str(data_dir), "--", *argv]
         return out
+
+
+def system_mounts() -> list[tuple[str, list[str]]]:
+    """`SYSTEM_DIRS` as `(path, bwrap arguments)`: read-only binds, or the same symlinks."""
+    out = []
+    for name in SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():
+            out.append((name, ["--symlink", str(path.readlink()), name]))
+        elif path.is_dir():
+            out.append((name, ["--ro-bind", name, name]))
+    return out
 
 
 def setup_failure(stderr_tail: str) -> str | None:
@@ -200,17 +204,14 @@ def _detect(mode: str, program: str, tmp_bytes: int) -> SandboxStatus:
     problem = _trial(found, tmp_bytes)
     if problem is not None:
         return SandboxStatus(mode, False, f"a trial jail with {found} failed: {problem}")
-    return SandboxStatus(mode, True, f"bubblewrap ({found})", program=found)
+    return SandboxStatus(mode, True, f"{MECHANISM} ({found})", program=found)
 
 
 def _trial(program: str, tmp_bytes: int) -> str | None:
     """Start `true` in a jail like the real ones (network namespace included); what failed."""
     argv = [program, *BASE_FLAGS, "--unshare-net", "--proc", "/proc", "--dev", "/dev"]
-    for path in SYSTEM_DIRS:
-        if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
+    for _, args in system_mounts():
+        argv += args
     argv += ["--size", str(tmp_bytes), "--tmpfs", JAIL_TMP, "--", "true"]
     try:
         done = subprocess.run(
@@ -262,14 +263,15 @@ def _link_targets(venv: str, stamp: tuple[int, ...]) -> tuple[Path, ...]:
     if home is not None:
         found.add(home.parent)
     for dirpath, dirnames, filenames in os.walk(venv):
+        here = Path(dirpath)
         for name in [*dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
+            path = here / name
+            if not path.is_symlink():
                 continue
-            target = Path(os.path.realpath(path))
+            target = _resolved(path)
             if target.is_relative_to(root):
                 continue
-            if os.path.basename(dirpath) == "bin" and name.startswith("python"):
+            if here.name == "bin" and name.startswith("python"):
                 found.add(target.parent.parent)  # <prefix>/bin/python3.x → <prefix>
             else:
                 found.add(target if target.is_dir() else target.parent)

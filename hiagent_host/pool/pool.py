@@ -84,7 +84,7 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     rss_bytes: int | None
     last_exit_reason: str | None
     replica: int
-    sandboxed: bool
+    sandbox: str  # "bubblewrap", "bubblewrap, no network", or "none"
 
 
 class PoolStats(msgspec.Struct, frozen=True):
@@ -141,6 +141,19 @@ class Pool:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Pool:
+        found = self.sandbox
+        if found.active:
+            log.info(
+                "plugin processes run sandboxed (pool.sandbox = %s): %s", found.mode, found.reason
+            )
+        elif found.mode == "off":
+            log.info("plugin processes run without a sandbox: %s", found.reason)
+        else:
+            log.warning(
+                "plugin processes run WITHOUT a sandbox (pool.sandbox = %s): %s",
+                found.mode,
+                found.reason,
+            )
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         self._busy = busy_loop(running_asyncio_loop())
@@ -564,11 +577,18 @@ class Pool:
                 rss_bytes=procfs.rss_bytes(c.pid),
                 last_exit_reason=c.last_exit_reason,
                 replica=c.replica,
-                sandboxed=self._jail is not None,
+                sandbox=self._sandbox_of(c),
             )
             for c in self._live
         ]
         return sorted(infos, key=lambda i: (i.package, i.version, i.replica, i.pid or 0))
+
+    def _sandbox_of(self, child: Child) -> str:
+        if self._jail is None:
+            return "none"
+        if self._pool.policy(child.record.name).network:
+            return sandbox.MECHANISM
+        return f"{sandbox.MECHANISM}, no network"
 
     def stats(self) -> PoolStats:
         busy = sum(1 for c in self._live if c.in_flight)

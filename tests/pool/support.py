@@ -115,7 +115,7 @@ def plugin_processes(store: Store) -> list[int]:
 
 def pid_namespace(pid: int) -> int:
     """The inode of the PID namespace of host process `pid`."""
-    return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    return Path(f"/proc/{pid}/ns/pid").stat().st_ino
 
 
 def host_pid(found: dict[str, int]) -> int:
