@@ -34,7 +34,11 @@ PACKAGES: Final = {
     "forkbomb": "hiagent-plugin-forkbomb",
     "grandchild": "hiagent-plugin-grandchild",
     "secret": "hiagent-plugin-secret",
+    "escape": "hiagent-plugin-escape",
+    "clock": "hiagent-plugin-clock",
 }
+# Entry-point names that differ from the fixture directory's.
+PLUGIN_NAMES: Final = {"pool_misbehave": "Misbehave", "clock": "时间工具"}
 # Test settings: short waits, so misbehaving children cost little time.
 TEST_POOL: Final = {
     "stop_grace_s": 0.5,
@@ -82,7 +86,7 @@ class Store:
 
 def plugin_of(fixture: str) -> str:
     """The entry-point name of a fixture package's plugin."""
-    return "Misbehave" if fixture == "pool_misbehave" else fixture
+    return PLUGIN_NAMES.get(fixture, fixture)
 
 
 async def call(pool: Pool, store: Store, fixture: str, tool: str, **tool_input: Any) -> Any:
