@@ -56,6 +56,14 @@ def site_file(venv: Path, relative: str) -> Path:
     return found
 
 
+def inode(path: Path) -> int:
+    return path.stat().st_ino
+
+
+def contents(paths: Any) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in paths}
+
+
 async def test_in_place_writes_to_its_sdk_a_shared_dependency_and_the_base_venv_fail_in_its_call(
     store: Store,
 ) -> None:
@@ -67,16 +75,16 @@ async def test_in_place_writes_to_its_sdk_a_shared_dependency_and_the_base_venv_
         sdk = Path(await call(pool, store, "escape", "sdk_file"))
         dependency = Path(await call(pool, store, "escape", "dependency_file"))
         # the premise: these are the very inodes of the base venv and of clock's venv
-        assert sdk.stat().st_ino == base_sdk.stat().st_ino
-        assert dependency.stat().st_ino == site_file(clock_venv, "pytz/__init__.py").stat().st_ino
-        before = {path: path.read_bytes() for path in (sdk, dependency, base_sdk)}
+        assert inode(sdk) == inode(base_sdk)
+        assert inode(dependency) == inode(site_file(clock_venv, "pytz/__init__.py"))
+        before = contents([sdk, dependency, base_sdk])
         for path in (sdk, dependency):
             error = await failure(pool, store, "append", path=str(path))
             assert error.code == "OSError"
             assert "Read-only file system" in error.message
         error = await failure(pool, store, "append", path=str(base_sdk))
         assert error.code == "FileNotFoundError"  # the base venv is not there at all
-        assert {path: path.read_bytes() for path in before} == before
+        assert contents(before) == before
         # everything goes on: this plugin, the other packages, a fresh start of one of them
         assert await call(pool, store, "escape", "sdk_file") == str(sdk)
         assert await call(pool, store, "pool_misbehave", "echo", text="fine") == "fine"
@@ -105,7 +113,7 @@ async def test_the_host_s_config_keys_logs_and_other_packages_data_are_not_there
             assert error.code == "FileNotFoundError", path
         # of the state directory, only the way to its own data directory is there
         own = await call(pool, store, "escape", "write_data", name="own.txt", text="mine")
-        assert Path(own).read_text(encoding="utf-8") == "mine"
+        assert contents([Path(own)]) == {Path(own): b"mine"}
         state = store.root / "state"
         assert await call(pool, store, "escape", "listdir", path=str(state)) == ["data"]
         assert await call(pool, store, "escape", "read", path=own) == "mine"
