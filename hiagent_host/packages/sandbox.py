@@ -60,6 +60,8 @@ BASE_FLAGS: Final = (
 )  # fmt: skip
 # What bwrap's own error lines start with (a failed step of setting up the jail).
 BWRAP_ERROR_PREFIX: Final = "bwrap: "
+# Symlink chains longer than this are loops (the kernel gives up at 40).
+MAX_SYMLINK_HOPS: Final = 40
 # Where the private tmp is, inside.
 JAIL_TMP: Final = "/tmp"
 
@@ -102,9 +104,11 @@ class Jail:
         # mounted host directories, to find what must be hidden
         roots = [Path(path) for path, args in mounts if args[0] == "--ro-bind"]
         mounts += [(p, ["--ro-bind-try", p, p]) for p in ETC_FILES]
-        for extra in _outside_roots(venv, roots):
+        extras, links = _outside(venv, roots)
+        for extra in extras:
             mounts.append((str(extra), ["--ro-bind", str(extra), str(extra)]))
             roots.append(extra)
+        mounts += [(path, ["--symlink", text, path]) for path, text in links]
         size = str(self.tmp_bytes)
         mounts.append((JAIL_TMP, ["--size", size, "--tmpfs", JAIL_TMP]))
         for hidden in self.hidden:
@@ -230,14 +234,18 @@ def _trial(program: str, tmp_bytes: int) -> str | None:
     return None
 
 
-def _outside_roots(venv: Path, mounted: list[Path]) -> list[Path]:
-    """Host directories the venv needs besides itself: the interpreter's prefix and where its
-    symlinks lead, except what is mounted already."""
-    out: list[Path] = []
-    for target in _link_targets(str(venv), _stamp(venv)):
-        if not any(target.is_relative_to(r) for r in [*mounted, *out]):
-            out = [o for o in out if not o.is_relative_to(target)] + [target]
-    return out
+def _outside(venv: Path, mounted: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """What the venv needs besides itself: host directories (the interpreter's prefix, where
+    its symlinks lead; not those mounted already) and the symlinks on the way there, as
+    `(path, link text)`, recreated as they are rather than mounting their directories."""
+    dirs: list[Path] = []
+    targets, hops = _link_targets(str(venv), _stamp(venv))
+    for target in targets:
+        if not any(target.is_relative_to(r) for r in [*mounted, *dirs]):
+            dirs = [o for o in dirs if not o.is_relative_to(target)] + [target]
+    covered = [*mounted, *dirs]
+    links = [(p, t) for p, t in hops if not any(Path(p).is_relative_to(r) for r in covered)]
+    return dirs, links
 
 
 def _stamp(venv: Path) -> tuple[int, ...]:
@@ -253,12 +261,16 @@ def _stamp(venv: Path) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _link_targets(venv: str, stamp: tuple[int, ...]) -> tuple[Path, ...]:
-    """The directories outside `venv` that it leads to: the interpreter's prefix (where
-    `bin/python` leads, two levels up, or pyvenv.cfg's `home`, one up) and its symlinks'
-    targets. Cached by `stamp`: a venv changes only while it is being built."""
+def _link_targets(
+    venv: str, stamp: tuple[int, ...]
+) -> tuple[tuple[Path, ...], tuple[tuple[str, str], ...]]:
+    """The directories outside `venv` that it leads to (the interpreter's prefix, where
+    `bin/python` leads, two levels up, or pyvenv.cfg's `home`, one up; symlinks' targets),
+    and the symlinks outside it met on the way. Cached by `stamp`: a venv changes only
+    while it is being built."""
     root = Path(venv)
     found: set[Path] = set()
+    hops: dict[str, str] = {}
     home = _pyvenv_home(root)
     if home is not None:
         found.add(home.parent)
@@ -268,14 +280,30 @@ def _link_targets(venv: str, stamp: tuple[int, ...]) -> tuple[Path, ...]:
             path = here / name
             if not path.is_symlink():
                 continue
-            target = _resolved(path)
-            if target.is_relative_to(root):
+            target = _follow(path, root, hops)
+            if target is None:
                 continue
             if here.name == "bin" and name.startswith("python"):
                 found.add(target.parent.parent)  # <prefix>/bin/python3.x → <prefix>
             else:
                 found.add(target if target.is_dir() else target.parent)
-    return tuple(sorted(found))
+    return tuple(sorted(found)), tuple(sorted(hops.items()))
+
+
+def _follow(link: Path, root: Path, hops: dict[str, str]) -> Path | None:
+    """Where `link` finally leads if that is outside `root` (else None); every symlink outside
+    `root` on the way goes into `hops`."""
+    path = link
+    for _ in range(MAX_SYMLINK_HOPS):
+        text = path.readlink()
+        nxt = Path(os.path.normpath(path.parent / text))
+        if not nxt.is_symlink():
+            target = _resolved(nxt)
+            return None if target.is_relative_to(root) else target
+        if not nxt.is_relative_to(root):
+            hops[str(nxt)] = str(nxt.readlink())
+        path = nxt
+    return None
 
 
 def _pyvenv_home(venv: Path) -> Path | None:
