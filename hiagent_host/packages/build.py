@@ -24,7 +24,7 @@ from hiagent_host.packages import sandbox
 from hiagent_host.packages.base import Linked, clone, locked_base, prepare_base, wanted
 from hiagent_host.packages.bundle import extract_bundle, strip_bundle
 from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels
-from hiagent_host.packages.bytecode import seed_bytecode
+from hiagent_host.packages.bytecode import compile_bytecode, seed_bytecode
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.fetch import FetchedWheel
 from hiagent_host.packages.layout import Layout, new_build_name
@@ -140,9 +140,12 @@ def _build(
             started.abandon()
             started = None
         with ThreadPoolExecutor(2, thread_name_prefix="hiagent-describe-venv") as pool:
-            # What the record says about the venv is gathered while the probe runs.
+            # What the record says about the venv is gathered while the probe runs (and, in a
+            # sandbox, where nothing can write it later, the bytecode is compiled first).
             dependencies = pool.submit(builder.dependencies, build_dir)
-            size = pool.submit(disk_size, build_dir)
+            size = pool.submit(
+                _compiled_size, build_dir, jail is not None, cfg.probe_timeout_s, cancel
+            )
             if started is not None:
                 result = started.result(
                     expected_plugins=contents.plugins, timeout_s=cfg.probe_timeout_s, cancel=cancel
@@ -182,6 +185,13 @@ def _build(
     )
     _check(cancel)
     return record
+
+
+def _compiled_size(venv: Path, compile: bool, timeout_s: float, cancel: threading.Event) -> int:
+    """The venv's size on disk, once its bytecode is compiled if `compile`."""
+    if compile and not compile_bytecode(venv, timeout_s=timeout_s, cancel=cancel):
+        log.info("%s: some of its sources did not compile", venv)
+    return disk_size(venv)
 
 
 def _from_base(

@@ -90,7 +90,8 @@ def test_a_jail_mounts_the_venv_and_interpreter_read_only_and_only_the_data_writ
     assert "--unshare-net" not in argv
     assert argv[argv.index("--") + 1 :] == ["python", "-V"]
     assert pairs(argv, "--chdir") == [str(tmp_path / "data")]
-    assert "--die-with-parent" in argv and "--unshare-pid" in argv
+    assert "--die-with-parent" in argv
+    assert "--unshare-pid" in argv
     assert pairs(argv, "--cap-drop") == ["ALL"]
 
 
