@@ -22,12 +22,13 @@ SIGKILL. `pool.sandbox` says whether to sandbox: `on` (refuse to start without i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -46,13 +47,18 @@ TRIAL_TIMEOUT_S: Final = 10.0
 SYSTEM_DIRS: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What of /etc a process needs for users, name resolution, TLS, time zones and the loader;
 # none of it is secret (no shadow, no keys).
+# Files are copied in (bwrap's `--file`: no mount, read afresh at every start), or recreated
+# as symlinks when they lead into a mounted directory (/etc/localtime names its zone so);
+# directories are mounted. Every mount costs bwrap a pass over the mount table.
 ETC_FILES: Final = (
     "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts", "/etc/host.conf",
     "/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/localtime",
-    "/etc/timezone", "/etc/mime.types", "/etc/ssl", "/etc/ca-certificates", "/etc/pki",
-    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
-    "/etc/os-release",
+    "/etc/timezone", "/etc/mime.types", "/etc/ld.so.cache", "/etc/os-release",
 )  # fmt: skip
+ETC_DIRS: Final = ("/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/alternatives")
+# A pseudo-option of our argv: `--file-from PATH DEST` becomes bwrap's `--file FD DEST`, with
+# PATH opened, when the command is spawned (see `opened`).
+FILE_FROM: Final = "--file-from"
 # Flags of every jail: see the module docstring.
 BASE_FLAGS: Final = (
     "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -103,7 +109,8 @@ class Jail:
         mounts = system_mounts()  # (inside path, bwrap arguments)
         # mounted host directories, to find what must be hidden
         roots = [Path(path) for path, args in mounts if args[0] == "--ro-bind"]
-        mounts += [(p, ["--ro-bind-try", p, p]) for p in ETC_FILES]
+        mounts += [(p, ["--ro-bind", p, p]) for p in ETC_DIRS if Path(p).is_dir()]
+        mounts += [(p, args) for p, args in _etc_files(roots)]
         extras, links = _outside(venv, roots)
         for extra in extras:
             mounts.append((str(extra), ["--ro-bind", str(extra), str(extra)]))
@@ -128,8 +135,50 @@ class Jail:
         out += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm"]
         for _, args in mounts:
             out += args
-        out += ["--chdir", str(data_dir), "--", *argv]
+        out += ["--remount-ro", "/", "--chdir", str(data_dir), "--", *argv]
         return out
+
+
+@contextlib.contextmanager
+def opened(argv: Sequence[str]) -> Iterator[tuple[list[str], list[int]]]:
+    """`argv` with each `--file-from PATH DEST` made bwrap's `--file FD DEST` (PATH opened;
+    one that has gone is left out), and the fds to pass; they are closed on leaving."""
+    out: list[str] = []
+    fds: list[int] = []
+    try:
+        i = 0
+        while i < len(argv):
+            if argv[i] != FILE_FROM:
+                out.append(argv[i])
+                i += 1
+                continue
+            source, dest = argv[i + 1], argv[i + 2]
+            i += 3
+            try:
+                fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            fds.append(fd)
+            out += ["--file", str(fd), dest]
+        yield out, fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _etc_files(mounted: list[Path]) -> list[tuple[str, list[str]]]:
+    """`ETC_FILES` that exist: symlinks into `mounted` as such, the others copied in."""
+    out = []
+    for name in ETC_FILES:
+        path = Path(name)
+        if path.is_symlink():
+            target = _resolved(path)
+            if any(target.is_relative_to(r) for r in mounted) and target.exists():
+                out.append((name, ["--symlink", str(target), name]))
+                continue
+        if path.is_file():
+            out.append((name, [FILE_FROM, name, name]))
+    return out
 
 
 def system_mounts() -> list[tuple[str, list[str]]]:

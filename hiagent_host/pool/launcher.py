@@ -37,6 +37,7 @@ import anyio
 import anyio.abc
 
 from hiagent_host.config import PackagePolicy, PoolConfig
+from hiagent_host.packages import sandbox
 from hiagent_host.packages.sandbox import Jail
 
 # PATH after the venv's own bin: the usual system directories, never the host's PATH.
@@ -133,13 +134,16 @@ def environment(
 
 
 async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path) -> anyio.abc.Process:
-    """Start the child in a new session with pipes on stdin, stdout and stderr."""
-    return await anyio.open_process(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-    )
+    """Start the child in a new session with pipes on stdin, stdout and stderr (the files a
+    jail copies in are opened for it meanwhile)."""
+    with sandbox.opened(argv) as (final, fds):
+        return await anyio.open_process(
+            final,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            pass_fds=fds,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,22 @@ def test_the_jail_really_starts_a_process_with_its_venv_read_only(tmp_path: Path
     argv = jail.command(
         [str(venv / "bin" / "python"), "-c", code], venv=venv, data_dir=data, network=False
     )
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=True)
+    with sandbox.opened(argv) as (final, fds):
+        done = subprocess.run(
+            final, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=True, pass_fds=fds
+        )
     assert done.stdout.split() == ["False", "2"]
     assert (data / "ok").read_text() == "ok"
+
+
+def test_files_a_jail_copies_in_are_opened_for_the_spawn_and_closed_after(tmp_path: Path) -> None:
+    present = tmp_path / "hosts"
+    present.write_text("127.0.0.1 localhost\n", encoding="utf-8")
+    argv = ["bwrap", sandbox.FILE_FROM, str(present), "/etc/hosts"]
+    argv += [sandbox.FILE_FROM, str(tmp_path / "gone"), "/etc/gone", "--", "true"]
+    with sandbox.opened(argv) as (final, fds):
+        [fd] = fds
+        assert final == ["bwrap", "--file", str(fd), "/etc/hosts", "--", "true"]
+        assert os.read(fd, 100) == b"127.0.0.1 localhost\n"
+    with pytest.raises(OSError):
+        os.fstat(fd)

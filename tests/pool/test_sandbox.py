@@ -128,6 +128,9 @@ async def test_it_runs_without_capabilities_or_new_privileges_with_a_bounded_pri
         assert status["NoNewPrivs"] == "1"
         assert status["pid"] == 2  # bwrap's init is pid 1 of its namespace
         assert status["tmpdir"] == "/tmp"
+        error = await failure(pool, store, "append", path="/anywhere-else")
+        assert error.code == "OSError"  # outside /tmp and its data, nothing is writable
+        assert "Read-only file system" in error.message
         error = await failure(pool, store, "write_tmp", size_bytes=2 * SMALL_TMP_BYTES)
         assert error.code == "OSError"
         assert "No space left on device" in error.message
