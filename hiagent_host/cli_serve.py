@@ -14,6 +14,7 @@ import msgspec
 
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.errors import HostError
+from hiagent_host.packages import sandbox
 
 API_KEY_ENV: Final = "HIAGENT_API_KEY"
 # `ps` asks a local server a cheap question: it answers at once or not at all.
@@ -77,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server = msgspec.structs.replace(server, port=args.port)
         config = msgspec.structs.replace(config, server=server)
         read_api_keys(config)
+        sandbox.require(config)  # `pool.sandbox = "on"` where there can be none: refuse
     except HostError as exc:
         print(f"hiagent-host serve: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
