@@ -204,15 +204,18 @@ def _ppid(pid: int) -> int:
     return int(raw[raw.rfind(b")") + 2 :].split()[1])
 
 
-def _pss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    return 0
+def _rollup(pid: int) -> dict[str, int]:
+    """/proc/<pid>/smaps_rollup in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        out[key] = int(value.split()[0]) * 1024
+    return out
 
 
 def child_memory(pid: int, jailed: bool) -> dict[str, float]:
-    """RSS of the plugin process; RSS and PSS of it with its jail (bwrap's init and bwrap)."""
+    """RSS of the plugin process; RSS, PSS and USS (its private pages) of it with its jail
+    (bwrap's init and bwrap)."""
     pids = [pid]
     if jailed:
         init = _ppid(pid)
@@ -220,7 +223,10 @@ def child_memory(pid: int, jailed: bool) -> dict[str, float]:
     return {
         "child_rss": float(rss_bytes(pid) or 0),
         "total_rss": float(sum(rss_bytes(p) or 0 for p in pids)),
-        "total_pss": float(sum(_pss_bytes(p) for p in pids)),
+        "total_pss": float(sum(_rollup(p)["Pss"] for p in pids)),
+        "total_uss": float(
+            sum(_rollup(p)["Private_Clean"] + _rollup(p)["Private_Dirty"] for p in pids)
+        ),
     }
 
 
@@ -236,8 +242,8 @@ async def sandbox_warm(
             mode: await stack.enter_async_context(Pool(cfg, PackageManager(cfg)))
             for mode, cfg in configs.items()
         }
-        for _ in range(rounds):
-            for mode, pool in pools.items():
+        for i in range(rounds):
+            for mode, pool in sorted(pools.items(), reverse=i % 2 == 1):  # each goes first
 
                 async def one(pool: Pool = pool) -> Any:
                     return await pool.run_tool(
@@ -284,8 +290,8 @@ def sandbox_cost(config: Config, version: str, args: argparse.Namespace) -> None
     configs = {"off": with_sandbox(config, "off"), "on": with_sandbox(config, "on")}
     warm_rounds = asyncio.run(sandbox_warm(configs, version, args.calls, args.rounds * 4))
     colds: dict[str, list[float]] = {"on": [], "off": []}
-    for _ in range(args.cold_runs * 2):
-        for mode, cfg in configs.items():
+    for i in range(args.cold_runs * 2):
+        for mode, cfg in sorted(configs.items(), reverse=i % 2 == 1):
             colds[mode].append(asyncio.run(cold_start(cfg, version)))
     figures = {mode: medians(rounds) for mode, rounds in warm_rounds.items()}
     cold = {mode: statistics.median(values) for mode, values in colds.items()}
@@ -312,13 +318,15 @@ def sandbox_cost(config: Config, version: str, args: argparse.Namespace) -> None
     )
     m_off, m_on = figures["off"]["memory"], figures["on"]["memory"]
     mib = 2**20
-    print(
-        f"    idle child: plugin process RSS off {m_off['child_rss'] / mib:.1f} on "
-        f"{m_on['child_rss'] / mib:.1f} MiB; with its jail RSS {m_on['total_rss'] / mib:.1f} MiB "
-        f"({(m_on['total_rss'] - m_off['total_rss']) / mib:+.1f}), PSS off "
-        f"{m_off['total_pss'] / mib:.1f} on {m_on['total_pss'] / mib:.1f} MiB "
-        f"({(m_on['total_pss'] - m_off['total_pss']) / mib:+.1f}) (target <= +2 MiB)"
-    )
+
+    def delta(key: str) -> str:
+        return f"off {m_off[key] / mib:.1f} on {m_on[key] / mib:.1f} MiB " + (
+            f"({(m_on[key] - m_off[key]) / mib:+.1f})"
+        )
+
+    print(f"    idle child: the plugin process's RSS {delta('child_rss')}; with its jail:")
+    print(f"      RSS {delta('total_rss')} (bwrap's two processes count the same libc pages)")
+    print(f"      PSS {delta('total_pss')}, USS {delta('total_uss')} (target <= +2 MiB)")
 
 
 def bare_import(python: Path) -> float:
