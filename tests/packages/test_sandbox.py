@@ -150,5 +150,5 @@ def test_files_a_jail_copies_in_are_opened_for_the_spawn_and_closed_after(tmp_pa
         [fd] = fds
         assert final == ["bwrap", "--file", str(fd), "/etc/hosts", "--", "true"]
         assert os.read(fd, 100) == b"127.0.0.1 localhost\n"
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
