@@ -29,7 +29,7 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +38,7 @@ import anyio.abc
 
 from hiagent_host.config import PackagePolicy, PoolConfig
 from hiagent_host.packages import sandbox
+from hiagent_host.packages.probe import BOOT_MODULE
 from hiagent_host.packages.sandbox import Jail
 
 # PATH after the venv's own bin: the usual system directories, never the host's PATH.
@@ -49,11 +50,11 @@ CPU_HARD_MARGIN_S: Final = 1
 PRIVATE_UID_BASE: Final = 2_000_000_000
 PRIVATE_UID_SPAN: Final = 1 << 24
 # What runs first in the child (stdlib, inside the venv): see hiagent_shim/boot.py.
-WRAPPER_MODULE: Final = "hiagent_shim.boot"
+WRAPPER_MODULE: Final = BOOT_MODULE
 # The capabilities a jailed root child keeps for the wrapper's uid switch (then drops).
 UID_SWITCH_CAPS: Final = ("CAP_SETUID", "CAP_SETPCAP")
 # Inside a jail, temp files go to its private, size-bounded tmp.
-JAIL_TMPDIR: Final = "/tmp"
+JAIL_TMPDIR: Final = sandbox.JAIL_TMP
 
 RLIMITS: Final = {
     "memory_bytes": "RLIMIT_AS",
@@ -81,9 +82,8 @@ def command(
     host_is_root: bool,
     jail: Jail | None = None,
     data_dir: Path | None = None,
-    shim_args: Sequence[str] = (),
 ) -> list[str]:
-    """The child's argv: the wrapper, which runs the shim (with `shim_args`), in `jail` if any.
+    """The child's argv: the wrapper, which runs the shim, in `jail` if any.
 
     With a jail, `python` is `<venv>/bin/python` of a resolved venv and `data_dir` is given.
     """
@@ -93,11 +93,11 @@ def command(
         spec["private_uid"] = PRIVATE_UID_BASE + secrets.randbelow(PRIVATE_UID_SPAN)
     if jail is None:
         spec["host_pid"] = os.getpid()
-        return [str(python), "-m", WRAPPER_MODULE, json.dumps(spec), *shim_args]
+        return [str(python), "-m", WRAPPER_MODULE, json.dumps(spec)]
     if data_dir is None:
         raise ValueError("a jailed child needs its data directory")
     spec["drop_all_caps"] = private_uid
-    inner = [str(python), "-m", WRAPPER_MODULE, json.dumps(spec), *shim_args]
+    inner = [str(python), "-m", WRAPPER_MODULE, json.dumps(spec)]
     return jail.command(
         inner,
         venv=python.parent.parent,
