@@ -70,6 +70,26 @@ def test_a_busy_poll_budget_out_of_range_is_named(tmp_path: Path, value: int) ->
     assert info.value.data["problems"] == ["pool.busy_poll_us: must be within 0..10000"]
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [('[pool]\nsandbox = "maybe"\n', "$.pool.sandbox"),
+     ("[pool]\nsandbox_tmp_bytes = 4096\n", "$.pool.sandbox_tmp_bytes"),
+     ('[pool.packages."x"]\nnetwork = "no"\n', "network")],
+)  # fmt: skip
+def test_a_bad_sandbox_setting_fails_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert named in info.value.message
+
+
+def test_sandbox_settings_are_read_per_package(tmp_path: Path) -> None:
+    text = '[pool]\nsandbox = "on"\n[pool.packages."Hiagent_Plugin_X"]\nnetwork = false\n'
+    pool = load_config(write(tmp_path, text), environ={}).pool
+    assert pool.sandbox == "on"
+    assert pool.policy("hiagent-plugin-x").network is False
+    assert pool.policy("other").network is True
+
+
 def test_unreadable_toml_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, "[server\n"), environ={})
