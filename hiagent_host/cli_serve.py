@@ -101,7 +101,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
     except HostError as exc:
         print(f"hiagent-host ps: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    url = (args.url or base_url(config)).rstrip("/") + "/v1/ListProcesses"
+    base = (args.url or base_url(config)).rstrip("/")
+    url = base + "/v1/ListProcesses"
     key = args.api_key or os.environ.get(API_KEY_ENV) or (keys[0] if keys else None)
     request = urllib.request.Request(url, data=b"{}", method="POST")
     request.add_header("Content-Type", "application/json")
@@ -126,7 +127,26 @@ def cmd_ps(args: argparse.Namespace) -> int:
         print(json.dumps(processes, indent=2, ensure_ascii=False))
     else:
         print(format_table(processes))
+        line = _sandbox_line(base)
+        if line is not None:
+            print(line)
     return 0
+
+
+def _sandbox_line(base: str) -> str | None:
+    """`sandbox: <mode>, on|OFF: <reason>` from /v1/health (no key needed), or None."""
+    try:
+        with urllib.request.urlopen(base + "/v1/health", timeout=PS_TIMEOUT_S) as response:
+            found = json.loads(response.read())["data"]["sandbox"]
+    except urllib.error.HTTPError as exc:  # degraded: the health object is in error.data
+        found = ((_json_or_none(exc.read()) or {}).get("error") or {}).get("data", {})
+        found = (found or {}).get("sandbox")
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    state = "on" if found.get("active") else "OFF"
+    return f"sandbox: {found.get('mode')}, {state}: {found.get('reason')}"
 
 
 def _json_or_none(raw: bytes) -> Any:

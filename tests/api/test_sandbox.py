@@ -66,9 +66,11 @@ def test_health_metrics_and_ps_show_the_sandbox(
         [sys.executable, "-m", "hiagent_host", "ps", "--url", server.url],
         cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
     )  # fmt: skip
-    header, *rows = done.stdout.splitlines()
+    header, *rows, last = done.stdout.splitlines()
     assert "SANDBOX" in header.split()
     assert any(row.startswith("hiagent-plugin-echo") and echo["sandbox"] in row for row in rows)
+    state = "on" if found.active else "OFF"
+    assert last == f"sandbox: auto, {state}: {found.reason}"
     starts = [r for r in server.log_records() if "sandbox" in str(r.get("message", ""))]
     assert any(found.reason in str(r["message"]) for r in starts)
 
