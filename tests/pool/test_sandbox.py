@@ -16,7 +16,7 @@ import pytest
 from hiagent_host.config import AuthConfig, PackagePolicy
 from hiagent_host.errors import PLUGIN_START_FAILED, HostError
 from hiagent_host.packages import sandbox
-from hiagent_host.pool import Pool
+from hiagent_host.pool import Pool, launcher
 from hiagent_host.pool.procfs import is_running
 from tests.pool.support import PACKAGES, Store, call, host_pid, open_pool
 
@@ -135,6 +135,20 @@ async def test_it_runs_without_capabilities_or_new_privileges_with_a_bounded_pri
         assert error.code == "OSError"
         assert "No space left on device" in error.message
         assert await call(pool, store, "escape", "write_tmp", size_bytes=1024) == 1024
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the private uid is for root hosts only")
+async def test_as_root_a_process_limit_switches_the_real_uid_and_leaves_no_capability_at_all(
+    store: Store,
+) -> None:
+    config = store.config(packages={ESCAPE: PackagePolicy(processes=100_000)})
+    async with open_pool(store, config) as pool:
+        status = await call(pool, store, "escape", "status")
+        real, effective, _, _ = (int(uid) for uid in status["Uid"].split())
+        assert real >= launcher.PRIVATE_UID_BASE
+        assert effective == 0
+        for kind in ("CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"):
+            assert int(status[kind], 16) == 0, kind
 
 
 async def test_a_double_forked_daemon_is_gone_once_the_plugin_process_stops(store: Store) -> None:
