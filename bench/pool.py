@@ -285,8 +285,9 @@ def jail_setup(config: Config, python: Path, runs: int) -> float:
     return statistics.median(extra)
 
 
-def sandbox_cost(config: Config, version: str, args: argparse.Namespace) -> None:
-    """(d): sandbox on vs off, interleaved, medians; printed."""
+def sandbox_cost(config: Config, version: str, args: argparse.Namespace) -> list[str]:
+    """(d): sandbox on vs off, interleaved, medians; the lines to print."""
+    out: list[str] = []
     configs = {"off": with_sandbox(config, "off"), "on": with_sandbox(config, "on")}
     warm_rounds = asyncio.run(sandbox_warm(configs, version, args.calls, args.rounds * 4))
     colds: dict[str, list[float]] = {"on": [], "off": []}
@@ -295,24 +296,24 @@ def sandbox_cost(config: Config, version: str, args: argparse.Namespace) -> None
             colds[mode].append(asyncio.run(cold_start(cfg, version)))
     figures = {mode: medians(rounds) for mode, rounds in warm_rounds.items()}
     cold = {mode: statistics.median(values) for mode, values in colds.items()}
-    print(
+    out.append(
         f"(d) sandbox on vs off (bubblewrap), alternating: medians of {args.rounds * 4} warm "
         f"rounds of {args.calls} calls, of {args.cold_runs * 2} cold starts"
     )
-    print(
+    out.append(
         f"    cold start to first result: off {cold['off'] * 1e3:.0f} ms, on "
         f"{cold['on'] * 1e3:.0f} ms: {(cold['on'] - cold['off']) * 1e3:+.1f} ms (target <= +25)"
     )
     for row in ("x1", f"x{IN_FLIGHT}"):
         f_off, f_on = figures["off"][row], figures["on"][row]
-        print(
+        out.append(
             f"    echo_async {row:<4} p50 off {f_off['p50_ms']:.3f} on {f_on['p50_ms']:.3f} ms "
             f"({f_on['p50_ms'] / f_off['p50_ms'] - 1:+.1%}); throughput off "
             f"{f_off['per_s']:.0f} on {f_on['per_s']:.0f}/s "
             f"({f_on['per_s'] / f_off['per_s'] - 1:+.1%}) (target within 5%)"
         )
     setup = jail_setup(config, record_python(config), args.cold_runs * 4)
-    print(
+    out.append(
         f"    of which the jail's set-up alone (bwrap running /bin/true vs /bin/true): "
         f"{setup * 1e3:+.1f} ms"
     )
@@ -324,9 +325,10 @@ def sandbox_cost(config: Config, version: str, args: argparse.Namespace) -> None
             f"({(m_on[key] - m_off[key]) / mib:+.1f})"
         )
 
-    print(f"    idle child: the plugin process's RSS {delta('child_rss')}; with its jail:")
-    print(f"      RSS {delta('total_rss')} (bwrap's two processes count the same libc pages)")
-    print(f"      PSS {delta('total_pss')}, USS {delta('total_uss')} (target <= +2 MiB)")
+    out.append(f"    idle child: the plugin process's RSS {delta('child_rss')}; with its jail:")
+    out.append(f"      RSS {delta('total_rss')} (bwrap's two processes count the same libc pages)")
+    out.append(f"      PSS {delta('total_pss')}, USS {delta('total_uss')} (target <= +2 MiB)")
+    return out
 
 
 def bare_import(python: Path) -> float:
@@ -352,7 +354,7 @@ def main() -> None:
         record = manager.install(wheel.as_uri(), wheel.name, force=True)
         python = manager.venv_python(record)
         if args.only_sandbox:
-            sandbox_cost(config, record.version, args)
+            print("\n".join(sandbox_cost(config, record.version, args)))
             return
 
         rounds: list[dict[str, dict[str, float]]] = []
@@ -369,7 +371,7 @@ def main() -> None:
         for _ in range(args.cold_runs):  # interleaved, so load changes hit both alike
             colds.append(asyncio.run(cold_start(config, record.version)))
             imports.append(bare_import(python))
-        sandbox_cost(config, record.version, args)
+        sandbox_lines = sandbox_cost(config, record.version, args)
 
     figures = medians(rounds)
     print(
@@ -409,6 +411,7 @@ def main() -> None:
     print("(c) idle resident memory")
     print(f"    plugin child {figures['pool rss']['child_bytes'] / 2**20:.1f} MiB")
     print(f"    bare echo child {figures['raw rss']['child_bytes'] / 2**20:.1f} MiB")
+    print("\n".join(sandbox_lines))
 
 
 if __name__ == "__main__":
