@@ -1,8 +1,8 @@
 """The jail of every plugin process and install probe: whether there is one, and its bwrap argv.
 
-On Linux, with bubblewrap (`bwrap`), a plugin process runs in its own PID, mount, IPC and UTS
-namespaces (and, for a package with `network = false`, an empty network namespace), with no
-capabilities and no new privileges:
+On Linux, with bubblewrap (`bwrap`), a plugin process runs in its own PID, mount, IPC and
+cgroup namespaces (and, for a package with `network = false`, an empty network namespace),
+with no capabilities and no new privileges:
 
 - read-only: the system directories (`/usr` and its merged-usr links), a few files of `/etc`
   that name resolution, TLS and time zones need, the interpreter's prefix, the package's venv
@@ -59,9 +59,10 @@ ETC_DIRS: Final = ("/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/alterna
 # A pseudo-option of our argv: `--file-from PATH DEST` becomes bwrap's `--file FD DEST`, with
 # PATH opened, when the command is spawned (see `opened`).
 FILE_FROM: Final = "--file-from"
-# Flags of every jail: see the module docstring.
+# Flags of every jail: see the module docstring. (No UTS namespace: without capabilities a
+# plugin cannot set the host name anyway, and every namespace costs time at each start.)
 BASE_FLAGS: Final = (
-    "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+    "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try",
     "--die-with-parent", "--new-session", "--cap-drop", "ALL",
 )  # fmt: skip
 # What bwrap's own error lines start with (a failed step of setting up the jail).
