@@ -269,7 +269,8 @@ def test_every_numeric_key_has_a_range_and_the_range_is_documented() -> None:
         if meta.le is not None and meta.le != MAX_DURATION_S:  # durations: a year, in prose
             assert words.startswith(f"{meta.ge} … {meta.le}"), key
         elif meta.ge is not None:
-            assert words.startswith(f"≥ {meta.ge:g}"), key
+            bound = f"{meta.ge:g}" if isinstance(meta.ge, float) else str(meta.ge)  # 1048576
+            assert words.startswith(f"≥ {bound}"), key
         else:
             assert meta.gt == 0, key
             assert words.startswith("> 0"), key
