@@ -96,19 +96,9 @@ class UserServer(LiveServer):
         super().__init__(config, port, workdir / "server.log", env={"HOME": str(workdir)})
         self.workdir = workdir
 
-    def start(self) -> UserServer:
+    def command(self) -> list[str]:
         argv = [sys.executable, "-m", "hiagent_host", "serve", "--config", str(self.config)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                as_user_command(argv, self.workdir),
-                cwd=ROOT,
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.wait_ready()
-        return self
+        return as_user_command(argv, self.workdir)
 
 
 @pytest.fixture

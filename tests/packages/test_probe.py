@@ -15,7 +15,7 @@ import pytest
 from hiagent_host.config import load_config
 from hiagent_host.packages import sandbox
 from hiagent_host.pool.procfs import is_running
-from tests.packages.support import WAIT_S, write_runtime_toml
+from tests.packages.support import WAIT_S, processes_mentioning, write_runtime_toml
 from tests.pool.support import wait_for
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -47,20 +47,10 @@ probe(
 def probe_processes(marker: str, *, python_only: bool = False) -> list[int]:
     """Live processes whose environment carries `marker` (the probe, its jail, whatever it
     started); `python_only`: only the probe's interpreter."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if python_only and b"hiagent_shim.boot" not in cmdline.split(b"\0"):
-            continue
-        if marker.encode() in environ.split(b"\0") and is_running(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+    found = set(processes_mentioning(marker + "\0", where="environ"))
+    if python_only:
+        found &= set(processes_mentioning("hiagent_shim.boot"))
+    return sorted(pid for pid in found if is_running(pid))
 
 
 @pytest.mark.parametrize("mode", ["on", "off"])
