@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import platformdirs
@@ -23,6 +23,8 @@ ENV_PREFIX: Final = "HIAGENT_"
 CONFIG_ENV: Final = "HIAGENT_CONFIG"
 DEFAULT_FILE: Final = "runtime.toml"
 APP_NAME: Final = "hiagent-host"
+# The plugin-side config (JSON) every plugin process gets; `[plugin_storage]` fills `storage`.
+PLUGIN_CONFIG_ENV: Final = "HIAGENT_PLUGIN_CONFIG"
 # Busy polling longer than this (10 ms) would only burn CPU: such calls are not quick.
 MAX_BUSY_POLL_US: Final = 10_000
 
@@ -116,6 +118,51 @@ class QueueConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         return f"QueueConfig(backend={self.backend!r}, redis_url={redact_url(self.redis_url)!r})"
 
 
+# `[plugin_storage] backend` values that mean an S3-compatible object store (the original
+# runtime's two client libraries; both are served by boto3 in the SDK).
+OBJECT_STORE_BACKENDS: Final = frozenset({"minio", "boto3"})
+# SigV4 presigned URLs live at most seven days.
+MAX_PRESIGN_EXPIRY_S: Final = 7 * 24 * 3600
+
+
+class LocalPathStorage(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    base_dir: Path | None = None
+
+
+class S3Storage(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    ak: str = ""
+    sk: str = ""
+    endpoint: str = ""
+    region: str = ""
+    bucket: str = ""
+    public_endpoint: str = ""
+    path_style: bool = False
+    signature_version: Literal["s3v4", "v4", "s3", "v2"] = "s3v4"
+    ssl_verify: bool = True
+    prefix: str = ""
+    presign_expiry_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_PRESIGN_EXPIRY_S)] = 3600
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    read_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+    def __repr__(self) -> str:  # ak/sk are credentials
+        return (
+            f"S3Storage(endpoint={self.endpoint!r}, bucket={self.bucket!r}, "
+            f"prefix={self.prefix!r}, ak=<redacted>, sk=<redacted>)"
+        )
+
+
+class PluginStorageConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where plugins' `save()` puts files: the original runtime's `storage` shape."""
+
+    backend: Literal["local_path", "minio", "boto3"] = "local_path"
+    local_path: LocalPathStorage = msgspec.field(default_factory=LocalPathStorage)
+    s3: S3Storage = msgspec.field(default_factory=S3Storage)
+
+    @property
+    def object_store(self) -> bool:
+        return self.backend in OBJECT_STORE_BACKENDS
+
+
 class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     api_keys: list[str] = msgspec.field(default_factory=list)
     api_keys_file: Path | None = None
@@ -137,6 +184,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    plugin_storage: PluginStorageConfig = msgspec.field(default_factory=PluginStorageConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     source: str = "<defaults>"
@@ -194,6 +242,13 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             name = f"{ENV_PREFIX}{section}_{key}".upper()
             if name in environ:
                 data.setdefault(section, {})[key] = _parse_env_value(field_type, environ[name])
+            if isinstance(field_type, type) and issubclass(field_type, _Section):
+                # A sub-table's keys one by one, e.g. HIAGENT_PLUGIN_STORAGE_S3_SK.
+                for sub in msgspec.structs.fields(field_type):
+                    sub_name = f"{name}_{sub.name}".upper()
+                    if sub_name in environ:
+                        table = data.setdefault(section, {}).setdefault(key, {})
+                        table[sub.name] = _parse_env_value(sub.type, environ[sub_name])
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
@@ -214,7 +269,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         config.auth,
         api_keys_file=resolve(config.auth.api_keys_file) if config.auth.api_keys_file else None,
     )
-    return msgspec.structs.replace(config, paths=paths, packages=pkgs, auth=auth)
+    storage = config.plugin_storage
+    if storage.local_path.base_dir is not None:
+        local = LocalPathStorage(base_dir=resolve(storage.local_path.base_dir))
+        storage = msgspec.structs.replace(storage, local_path=local)
+    return msgspec.structs.replace(
+        config, paths=paths, packages=pkgs, auth=auth, plugin_storage=storage
+    )
 
 
 def _check(config: Config) -> None:
@@ -231,8 +292,37 @@ def _check(config: Config) -> None:
         problems.append("pool.max_frame_bytes: must be at least 1024")
     if not 0 <= config.pool.busy_poll_us <= MAX_BUSY_POLL_US:
         problems.append(f"pool.busy_poll_us: must be within 0..{MAX_BUSY_POLL_US}")
+    problems += _plugin_storage_problems(config)
     if problems:
         raise ConfigError(f"{config.source}: " + "; ".join(problems), data={"problems": problems})
+
+
+def _plugin_storage_problems(config: Config) -> list[str]:
+    storage, problems = config.plugin_storage, []
+    if storage.object_store and not storage.s3.bucket:
+        problems.append(f"plugin_storage.s3.bucket: required when backend is {storage.backend}")
+    for key in ("endpoint", "public_endpoint"):
+        value = getattr(storage.s3, key)
+        if value and not value.startswith(("http://", "https://")):
+            problems.append(f"plugin_storage.s3.{key}: must be an http:// or https:// URL")
+    envs = {"pool.env": config.pool.env} | {
+        f"pool.packages.{name}.env": policy.env for name, policy in config.pool.packages.items()
+    }
+    for where, env in envs.items():
+        if PLUGIN_CONFIG_ENV not in env:
+            continue
+        try:
+            value = json.loads(env[PLUGIN_CONFIG_ENV])
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            problems.append(f"{where}.{PLUGIN_CONFIG_ENV}: must be a JSON object")
+        elif "storage" in value:
+            problems.append(
+                f"{where}.{PLUGIN_CONFIG_ENV}: plugin storage is set in [plugin_storage], "
+                "not in the environment"
+            )
+    return problems
 
 
 def default_data_dir() -> Path:

@@ -39,7 +39,8 @@ import anyio
 import anyio.abc
 from packaging.utils import canonicalize_name
 
-from hiagent_host.config import PackagePolicy, PoolConfig
+from hiagent_host.config import PLUGIN_CONFIG_ENV, PackagePolicy, PluginStorageConfig, PoolConfig
+from hiagent_host.pool.plugin_config import plugin_config
 
 # PATH after the venv's own bin: the usual system directories, never the host's PATH.
 SAFE_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
@@ -145,15 +146,20 @@ def environment(
     version: str,
     venv_bin: Path,
     data_dir: Path,
+    storage: PluginStorageConfig | None = None,
     host_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The child's whole environment: allow-listed host variables plus what config adds."""
+    """The child's whole environment: allow-listed host variables plus what config adds
+    (`HIAGENT_PLUGIN_CONFIG` carries `[plugin_storage]`, credentials included)."""
     source = os.environ if host_env is None else host_env
     env = {key: source[key] for key in pool.env_allow if key in source}
     env["PATH"] = f"{venv_bin}:{SAFE_PATH}"
     env["HOME"] = str(data_dir)
     env |= pool.env
     env |= policy.env
+    if storage is not None:
+        operator = env.get(PLUGIN_CONFIG_ENV)
+        env[PLUGIN_CONFIG_ENV] = plugin_config(storage, name, data_dir, operator)
     env["HIAGENT_PACKAGE_NAME"] = name
     env["HIAGENT_PACKAGE_VERSION"] = version
     env["HIAGENT_PLUGIN_DATA_DIR"] = str(data_dir)

@@ -451,6 +451,7 @@ class Pool:
             version=record.version,
             venv_bin=python.parent,
             data_dir=data_dir,
+            storage=self.config.plugin_storage,
         )
         return LaunchSpec(
             argv=launcher.command(python, policy, host_is_root=self._host_is_root),
