@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import platformdirs
 
+from hiagent_host.config_redis import RedisUrlError, check_redis_url, redact
 from hiagent_host.errors import ConfigError
 
 ENV_PREFIX: Final = "HIAGENT_"
@@ -203,13 +204,8 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 
 def redact_url(url: str) -> str:
-    """`redis://:secret@host` → `redis://:***@host`, for logs and reprs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """`redis://:secret@host` → `redis://:***@host` (query passwords too), for logs and reprs."""
+    return redact(url)
 
 
 _SECTIONS: Final[dict[str, type[_Section]]] = {
@@ -292,6 +288,10 @@ def _check(config: Config) -> None:
         problems.append("pool.max_frame_bytes: must be at least 1024")
     if not 0 <= config.pool.busy_poll_us <= MAX_BUSY_POLL_US:
         problems.append(f"pool.busy_poll_us: must be within 0..{MAX_BUSY_POLL_US}")
+    try:
+        check_redis_url(config.queue.redis_url)
+    except RedisUrlError as exc:
+        problems.append(f"queue.redis_url: {exc}")
     problems += _plugin_storage_problems(config)
     if problems:
         raise ConfigError(f"{config.source}: " + "; ".join(problems), data={"problems": problems})
