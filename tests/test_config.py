@@ -190,7 +190,8 @@ ssl_verify = false
 def test_plugin_storage_takes_the_original_storage_shape(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ORIGINAL_STORAGE), environ={})
     storage = config.plugin_storage
-    assert storage.backend == "minio" and storage.object_store
+    assert storage.backend == "minio"
+    assert storage.object_store
     assert storage.local_path.base_dir == tmp_path / "files"
     assert (storage.s3.bucket, storage.s3.path_style, storage.s3.ssl_verify) == (
         "outputs",

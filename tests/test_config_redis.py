@@ -28,7 +28,8 @@ def test_a_sentinel_url_names_every_sentinel_the_master_and_the_credentials() ->
         sentinel_password="sp",
         ssl=False,
     )
-    assert "p@ss" not in repr(target) and "sp" not in repr(target).replace("Sentinel", "")
+    assert "p@ss" not in repr(target)
+    assert "sp" not in repr(target).replace("Sentinel", "")
 
 
 def test_rediss_sentinel_means_tls_to_the_master_and_db_defaults_to_zero() -> None:

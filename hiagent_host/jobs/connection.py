@@ -2,7 +2,7 @@
 API side, ride out blips in workers.
 
 `redis_client` is the one place a Redis client is built (the arq queue uses `connect`, which
-adds arq's settings). `[queue] redis_url` is checked by `load_config` (see `config_redis`):
+adds arq's settings) and `close` the one way to let go of it. `[queue] redis_url` is checked by `load_config` (see `config_redis`):
 a single server (`redis://`, `rediss://`, `unix://`) is reached directly; a Sentinel URL
 (`redis+sentinel://`) gives a client whose connections ask the Sentinels for the current
 master, so after a failover the next connection goes to the new master (a connection to a
@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, TypeAlias, TypeVar
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -95,3 +95,12 @@ def connect(queue: QueueConfig, *, role: Literal["api", "worker"]) -> ArqRedis:
     redis.job_deserializer = codec.loads
     redis.default_queue_name = queue.queue_name
     return redis
+
+
+async def close(redis: Redis) -> None:
+    """Close a client of `redis_client`, and the connections it made to ask the Sentinels."""
+    await redis.aclose()
+    pool = redis.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
