@@ -2,17 +2,18 @@
 API side, ride out blips in workers.
 
 `redis_client` is the one place a Redis client is built (the arq queue uses `connect`, which
-adds arq's settings) and `close` the one way to let go of it. `[queue] redis_url` is checked by `load_config` (see `config_redis`):
-a single server (`redis://`, `rediss://`, `unix://`) is reached directly; a Sentinel URL
-(`redis+sentinel://`) gives a client whose connections ask the Sentinels for the current
-master, so after a failover the next connection goes to the new master (a connection to a
-demoted master fails with a retryable error and is replaced). Cluster is refused at start-up.
+adds arq's settings) and `close` the one way to let go of it. `[queue] redis_url` is checked
+by `load_config` (see `config_redis`): a single server (`redis://`, `rediss://`, `unix://`)
+is reached directly; a Sentinel URL (`redis+sentinel://`) gives a client whose connections
+ask the Sentinels for the current master, so after a failover the next connection goes to
+the new master (a connection to a demoted master fails with a retryable error and is
+replaced). Cluster is refused at start-up.
 
 The API side must answer `QueueUnavailable` within `queue.connect_timeout_s` when Redis is
 down or hung, and recover by itself when it returns: every socket operation is bounded by that
 timeout and a dropped pooled connection is retried once, immediately, on a fresh one. A worker
-instead retries with backoff for a while, so a short Redis restart does not disturb the
-installs it is running.
+instead retries with backoff for a while, so a short Redis restart (or a failover) does not
+disturb the installs it is running.
 """
 
 from __future__ import annotations
