@@ -8,14 +8,13 @@ the master's process; the Sentinel then promotes the replica.
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 import redis
 
-from tests.jobs.helpers import POLL_S, REDIS_SERVER, free_port
+from tests.jobs.helpers import REDIS_SERVER, free_port
+from tests.packages.support import wait_until
 
 MASTER_NAME: Final = "mymaster"
 # The Sentinel calls the master down after this long without an answer.
@@ -56,8 +55,10 @@ class SentinelSet:
             encoding="utf-8",
         )
         self._spawn("sentinel", [REDIS_SERVER, str(config), "--sentinel"])
-        wait(lambda: self._replication(self.replica_port) == "up", "the replica to sync")
-        wait(self._sentinel_sees_replica, "the Sentinel to learn of the replica")
+        wait_until(
+            lambda: self._replication(self.replica_port) == "up", "the replica to sync", READY_S
+        )
+        wait_until(self._sentinel_sees_replica, "the Sentinel to learn of the replica", READY_S)
 
     def master_address(self) -> tuple[str, int]:
         host, port = self.client(self.sentinel_port).sentinel_get_master_addr_by_name(MASTER_NAME)
@@ -77,8 +78,12 @@ class SentinelSet:
     def wait_promoted(self) -> None:
         """Until the Sentinel names the replica as the master (and it says it is one)."""
         replica = ("127.0.0.1", self.replica_port)
-        wait(lambda: self.master_address() == replica, "the Sentinel to promote the replica")
-        wait(lambda: self._role(self.replica_port) == "master", "the replica to become master")
+        wait_until(
+            lambda: self.master_address() == replica, "the Sentinel to promote the replica", READY_S
+        )
+        wait_until(
+            lambda: self._role(self.replica_port) == "master", "the replica to be master", READY_S
+        )
 
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(
@@ -90,7 +95,8 @@ class SentinelSet:
         )
 
     def stop(self) -> None:
-        for name in list(self.procs):
+        """Stop every process still running, the Sentinel first (no failover on the way)."""
+        for name in sorted(self.procs, key=lambda n: n != "sentinel"):
             self._stop(name)
 
     def log(self) -> str:
@@ -107,7 +113,7 @@ class SentinelSet:
                 "--appendonly", "no", "--dir", str(workdir), *extra,
             ],
         )  # fmt: skip
-        wait(lambda: self._ping(port), f"{name} to answer PING")
+        wait_until(lambda: self._ping(port), f"{name} to answer PING", READY_S)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         with (self.dir / f"{name}.log").open("ab") as log:
@@ -140,12 +146,3 @@ class SentinelSet:
         return any(
             int(r["port"]) == self.replica_port and "s_down" not in r["flags"] for r in replicas
         )
-
-
-def wait(predicate: Callable[[], bool], what: str, timeout_s: float = READY_S) -> None:
-    """Poll `predicate` (a probe of a server) until it holds, at most `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(POLL_S)

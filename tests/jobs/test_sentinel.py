@@ -11,16 +11,7 @@ import pytest
 from hiagent_host.errors import QUEUE_UNAVAILABLE, HostError
 from hiagent_host.jobs import JobBackend, JobInfo, JobStatus, make_backend
 from hiagent_host.packages import PackageManager
-from tests.jobs.helpers import (
-    JOB_WAIT_S,
-    POLL_S,
-    StallServer,
-    WorkerProcess,
-    ended,
-    stalled,
-    wait_for,
-    write_config,
-)
+from tests.jobs import helpers
 from tests.jobs.sentinel import SentinelSet
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +35,7 @@ async def wait_through_failover(
     jobs: JobBackend, job_id: str, until: Callable[[JobInfo], bool]
 ) -> JobInfo:
     """As `wait_for`, but a QueueUnavailable answer (the failover under way) is waited out."""
-    with anyio.fail_after(JOB_WAIT_S):
+    with anyio.fail_after(helpers.JOB_WAIT_S):
         while True:
             try:
                 info = await jobs.status(job_id)
@@ -54,18 +45,18 @@ async def wait_through_failover(
             else:
                 if until(info):
                     return info
-            await anyio.sleep(POLL_S)
+            await anyio.sleep(helpers.POLL_S)
 
 
 async def test_installs_queued_when_the_master_fails_over_finish_on_the_new_master(
     tmp_path: Path,
     wheelhouse: Path,
     built_wheels: dict[str, Path],
-    stall: StallServer,
+    stall: helpers.StallServer,
     sentinel_set: SentinelSet,
-    start_worker: Callable[[Path], WorkerProcess],
+    start_worker: Callable[[Path], helpers.WorkerProcess],
 ) -> None:
-    config = write_config(
+    config = helpers.write_config(
         tmp_path / "runtime.toml",
         tmp_path,
         wheelhouse=wheelhouse,
@@ -84,14 +75,14 @@ async def test_installs_queued_when_the_master_fails_over_finish_on_the_new_mast
             for name in WHEELS
         ]
         # One install runs (stalled in the resolver), the others wait in the queue.
-        running = await wait_for(jobs, ids[0], stalled)
+        running = await helpers.wait_for(jobs, ids[0], helpers.stalled)
         queued = [await jobs.status(job_id) for job_id in ids[1:]]
 
         sentinel_set.replicate_now()
         sentinel_set.stop_master()
         await anyio.to_thread.run_sync(sentinel_set.wait_promoted)
         stall.release()
-        done = [await wait_through_failover(jobs, job_id, ended) for job_id in ids]
+        done = [await wait_through_failover(jobs, job_id, helpers.ended) for job_id in ids]
     assert running.status is JobStatus.STARTED
     assert [info.status for info in queued] == [JobStatus.QUEUED, JobStatus.QUEUED]
     assert [info.status for info in done] == [JobStatus.FINISHED] * 3, (

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from hiagent_plugin_sdk import HttpException
 from hiagent_plugin_sdk.extensions import load
-from hiagent_plugin_sdk.storage import ObjectStorage
+from hiagent_plugin_sdk.storage import ObjectStorage, StorageClient
 
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 
@@ -43,6 +43,13 @@ def s3_storage(server: S3Server, **s3: Any) -> dict[str, Any]:
         "ssl_verify": True,
     }
     return {"backend": "minio", "s3": settings | s3}
+
+
+def object_client(monkeypatch: pytest.MonkeyPatch, server: S3Server, **s3: Any) -> StorageClient:
+    """The SDK's client for BUCKET (created) on `server`, configured in the original's shape."""
+    server.create_bucket(BUCKET)
+    configure(monkeypatch, s3_storage(server, **s3))
+    return load().storage.get_client()
 
 
 def fetch(url: str) -> tuple[bytes, str]:
@@ -182,11 +189,10 @@ def test_local_storage_never_imports_the_s3_client(plugin_env: Path) -> None:
 def test_a_save_returns_a_presigned_url_that_fetches_the_same_bytes(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
 ) -> None:
-    s3_server.create_bucket(BUCKET)
-    configure(monkeypatch, s3_storage(s3_server, prefix="demo/", presign_expiry_s=120))
+    client = object_client(monkeypatch, s3_server, prefix="demo/", presign_expiry_s=120)
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
     before = time.time()
-    url = load().storage.get_client().save("qr code.png", png)
+    url = client.save("qr code.png", png)
     parts = urlsplit(url)
     assert parts.scheme == "http"
     assert parts.netloc == urlsplit(s3_server.endpoint).netloc
@@ -202,9 +208,7 @@ def test_a_save_returns_a_presigned_url_that_fetches_the_same_bytes(
 def test_saves_of_one_name_get_distinct_objects(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
 ) -> None:
-    s3_server.create_bucket(BUCKET)
-    configure(monkeypatch, s3_storage(s3_server))
-    client = load().storage.get_client()
+    client = object_client(monkeypatch, s3_server)
     with ThreadPoolExecutor(4) as pool:
         urls = list(pool.map(lambda i: client.save("same.txt", f"v{i}".encode()), range(8)))
     assert len({urlsplit(u).path for u in urls}) == 8
@@ -227,9 +231,7 @@ def test_with_a_public_endpoint_the_url_is_built_on_it(
 def test_streams_upload_exactly_the_bytes_asked_for(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
 ) -> None:
-    s3_server.create_bucket(BUCKET)
-    configure(monkeypatch, s3_storage(s3_server))
-    client = load().storage.get_client()
+    client = object_client(monkeypatch, s3_server)
     assert isinstance(client, ObjectStorage)
     big = bytes(range(256)) * 4096 * 9  # 9 MiB: spooled to a temp file, multipart parts
     whole = client.save("big.bin", io.BytesIO(big), size=5 << 20)
@@ -243,9 +245,7 @@ def test_streams_upload_exactly_the_bytes_asked_for(
 def test_object_store_file_names_may_not_escape_or_be_ambiguous(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
 ) -> None:
-    s3_server.create_bucket(BUCKET)
-    configure(monkeypatch, s3_storage(s3_server))
-    client = load().storage.get_client()
+    client = object_client(monkeypatch, s3_server)
     for name in ("../x", "a//b", "./a", "/etc/passwd", "", "a\\b"):
         with pytest.raises(HttpException) as caught:
             client.save(name, b"x")
@@ -256,11 +256,10 @@ def test_object_store_file_names_may_not_escape_or_be_ambiguous(
 def test_unknown_credentials_are_refused_with_a_clear_error(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
 ) -> None:
-    s3_server.create_bucket(BUCKET)
-    configure(monkeypatch, s3_storage(s3_server, ak="AKIAUNKNOWN", sk="wrong-secret"))
+    client = object_client(monkeypatch, s3_server, ak="AKIAUNKNOWN", sk="wrong-secret")
     s3_server.require_auth()
     with pytest.raises(HttpException) as caught:
-        load().storage.get_client().save("a.txt", b"x")
+        client.save("a.txt", b"x")
     error = caught.value
     assert (error.code, error.http_code) == ("StorageRefused", 502)
     assert error.data["store_error"] == "InvalidAccessKeyId"
@@ -281,9 +280,7 @@ def test_a_missing_bucket_is_refused_with_a_clear_error(
 def test_a_stopped_store_is_unavailable(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
 ) -> None:
-    s3_server.create_bucket(BUCKET)
-    configure(monkeypatch, s3_storage(s3_server, connect_timeout_s=1.0, read_timeout_s=2.0))
-    client = load().storage.get_client()
+    client = object_client(monkeypatch, s3_server, connect_timeout_s=1.0, read_timeout_s=2.0)
     s3_server.stop()
     with pytest.raises(HttpException) as caught:
         client.save("a.txt", b"x")
