@@ -13,9 +13,16 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 import pytest
 
-from hiagent_host.config import Config, LocalPathStorage, PluginStorageConfig, S3Storage
+from hiagent_host.config import (
+    Config,
+    LocalPathStorage,
+    PackagePolicy,
+    PluginStorageConfig,
+    S3Storage,
+)
 from hiagent_host.errors import HostError
-from hiagent_host.pool import Pool
+from hiagent_host.pool import Pool, launcher
+from hiagent_host.pool.child import LaunchSpec
 from hiagent_host.pool.plugin_config import plugin_config, storage_section
 from tests.pool.support import Store, open_pool
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Server
@@ -164,3 +171,21 @@ def test_the_operators_plugin_config_keeps_its_keys_beside_storage(tmp_path: Pat
     assert value["ssrf_proxy"] == "http://127.0.0.1:3128"
     assert value["storage"]["backend"] == "local_path"
     assert "s3" not in value["storage"]  # no credentials where no object store is used
+
+
+def test_a_childs_launch_spec_keeps_the_storage_credentials_out_of_its_repr(
+    tmp_path: Path,
+) -> None:
+    config = with_storage(Store(tmp_path, tmp_path, {}), object_store())
+    env = launcher.environment(
+        config.pool,
+        PackagePolicy(),
+        name=NAME,
+        version="0.1.0",
+        venv_bin=tmp_path / "bin",
+        data_dir=tmp_path,
+        storage=config.plugin_storage,
+    )
+    spec = LaunchSpec(argv=["python"], env=env, cwd=tmp_path, log_path=tmp_path / "log")
+    assert SECRET_KEY in env["HIAGENT_PLUGIN_CONFIG"]
+    assert SECRET_KEY not in repr(spec)
