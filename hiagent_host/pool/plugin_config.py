@@ -10,15 +10,19 @@ in this variable of the child's environment; nothing here is logged.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from packaging.utils import canonicalize_name
 
 from hiagent_host.config import PluginStorageConfig
+from hiagent_host.packages import Dependency
 
 # Where the SDK keeps a package's files when `[plugin_storage.local_path] base_dir` is unset.
-DEFAULT_STORAGE_SUBDIR = "storage"
+DEFAULT_STORAGE_SUBDIR: Final = "storage"
+# The distribution the SDK's object-store backends import (its `s3` extra).
+S3_CLIENT: Final = "boto3"
 
 
 def storage_section(storage: PluginStorageConfig, name: str, data_dir: Path) -> dict[str, Any]:
@@ -57,3 +61,8 @@ def plugin_config(
     """The variable's value: the operator's object (checked by `load_config`) plus `storage`."""
     operator: dict[str, Any] = json.loads(operator_json) if operator_json else {}
     return json.dumps(operator | {"storage": storage_section(storage, name, data_dir)})
+
+
+def has_s3_client(dependencies: Iterable[Dependency]) -> bool:
+    """Whether a venv holding `dependencies` has the object-store backends' client."""
+    return any(canonicalize_name(d.name) == S3_CLIENT for d in dependencies)

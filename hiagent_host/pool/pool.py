@@ -52,6 +52,7 @@ from hiagent_host.pool.errors import (
     ShuttingDown,
     ToolTimeout,
 )
+from hiagent_host.pool.plugin_config import has_s3_client
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
 from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
@@ -441,6 +442,13 @@ class Pool:
         return child
 
     def _spec(self, record: PackageRecord) -> LaunchSpec:
+        if self.config.plugin_storage.object_store and not has_s3_client(record.dependencies):
+            log.warning(
+                "%s %s was installed while plugin storage was local: its venv has no S3 "
+                "client, so its saves fail with MissingDependency; reinstall it (--force)",
+                record.name,
+                record.version,
+            )
         policy = launcher.package_policy(self._pool, record.name)
         python = self.packages.venv_python(record)
         data_dir = self.packages.data_dir(record)

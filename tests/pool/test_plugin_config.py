@@ -189,3 +189,15 @@ def test_a_childs_launch_spec_keeps_the_storage_credentials_out_of_its_repr(
     spec = LaunchSpec(argv=["python"], env=env, cwd=tmp_path, log_path=tmp_path / "log")
     assert SECRET_KEY in env["HIAGENT_PLUGIN_CONFIG"]
     assert SECRET_KEY not in repr(spec)
+
+
+async def test_a_venv_built_for_local_storage_says_how_to_get_the_s3_client(
+    local_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = with_storage(local_store, object_store())
+    async with open_pool(local_store, config) as pool:
+        with pytest.raises(HostError) as caught:
+            await save(pool, local_store, "a.txt", b"x")
+    assert caught.value.code == "MissingDependency"
+    assert "reinstall" in caught.value.message
+    assert f"{NAME} 0.1.0 was installed while plugin storage was local" in caplog.text
