@@ -74,7 +74,7 @@ class LocalPathSettings(_Strict):
 class S3Settings(_Strict):
     """`storage.s3`: an S3-compatible object store (AWS S3, MinIO, …)."""
 
-    ak: str = ""
+    ak: str = Field(default="", repr=False)
     sk: SecretStr = SecretStr("")
     endpoint: str = ""
     region: str = ""

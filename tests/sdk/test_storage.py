@@ -97,6 +97,7 @@ def test_the_original_storage_shape_is_read_with_the_secret_kept_out_of_reprs(
     )
     assert storage.s3.sk.get_secret_value() == "very-secret-key"
     assert "very-secret-key" not in repr(load())
+    assert "AKIAEXAMPLE" not in repr(load())
 
 
 @pytest.mark.parametrize(
