@@ -24,7 +24,13 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"jobs", "pool", "packages", "storage", "config", "errors"},
 }
 TOP = {"cli", "app", "serve", "__main__", "__init__", "logs"}
-FRAMEWORK_OWNERS = {"starlette": {"api", "app"}, "hypercorn": {"serve"}, "arq": {"jobs"}}
+FRAMEWORK_OWNERS = {
+    "starlette": {"api", "app"},
+    "hypercorn": {"serve"},
+    "arq": {"jobs"},
+    "mcp": {"api"},
+    "mcp_types": {"api"},
+}
 
 
 def _layer_of(name: str) -> str:

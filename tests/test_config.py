@@ -25,7 +25,8 @@ def test_the_repository_runtime_toml_is_the_documented_default_configuration() -
     assert config.venvs_dir == REPO / "venvs"
     assert config.state_dir == REPO / ".state"
     # every value the file sets agrees with the built-in default, except the state dir name
-    for section in ("server", "packages", "pool", "queue", "plugin_storage", "auth", "logging"):
+    sections = ("server", "packages", "pool", "queue", "plugin_storage", "auth", "logging", "mcp")
+    for section in sections:
         assert getattr(config, section) == getattr(defaults, section), section
 
 
