@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import anyio
 
 from hiagent_host import logs
-from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.config import Config, config_secrets, load_config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import run_worker
 
@@ -107,7 +107,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    logs.configure(config.logging, keys=keys)
+    logs.configure(config.logging, keys=keys | config_secrets(config))
     anyio.run(run_worker, config, backend="asyncio")
     return EXIT_OK
 

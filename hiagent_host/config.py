@@ -446,6 +446,12 @@ def load_config(
     return config
 
 
+def config_secrets(config: Config) -> frozenset[str]:
+    """The configured secrets the server's logs mask besides the API keys (the plugin
+    storage's secret key)."""
+    return frozenset(s for s in (config.plugin_storage.s3.sk,) if s)
+
+
 def read_api_keys(config: Config) -> frozenset[str]:
     """Configured API keys: `auth.api_keys` plus one key per line of `auth.api_keys_file`."""
     keys = {k for k in config.auth.api_keys if k}

@@ -16,6 +16,7 @@ from hiagent_host.config import (
     Config,
     PackagePolicy,
     S3Storage,
+    config_secrets,
     load_config,
     read_api_keys,
     redact_url,
@@ -283,6 +284,12 @@ def test_bad_plugin_storage_settings_are_config_errors_naming_the_key(
         load_config(write(tmp_path, text), environ={})
     assert info.value.code == CONFIG_INVALID
     assert named in info.value.message
+
+
+def test_the_storage_secret_key_is_among_the_secrets_the_logs_mask(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ORIGINAL_STORAGE), environ={})
+    assert config_secrets(config) == {"s3-very-secret"}
+    assert config_secrets(load_config(use_lookup=False, environ={})) == frozenset()
 
 
 def test_one_key_of_a_sub_table_can_come_from_the_environment(tmp_path: Path) -> None:
