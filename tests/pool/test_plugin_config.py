@@ -20,7 +20,12 @@ from hiagent_host.config import (
     PluginStorageConfig,
     S3Storage,
 )
-from hiagent_host.errors import HostError
+from hiagent_host.errors import (
+    MISSING_DEPENDENCY,
+    STORAGE_REFUSED,
+    STORAGE_UNAVAILABLE,
+    HostError,
+)
 from hiagent_host.pool import Pool, launcher
 from hiagent_host.pool.child import LaunchSpec
 from hiagent_host.pool.plugin_config import plugin_config, storage_section
@@ -121,7 +126,7 @@ async def test_refused_credentials_reach_the_caller_as_a_clear_plugin_error(
     async with open_pool(s3_store, config) as pool:
         with pytest.raises(HostError) as caught:
             await save(pool, s3_store, "a.txt", b"x")
-    assert caught.value.code == "StorageRefused"
+    assert caught.value.code == STORAGE_REFUSED
     assert caught.value.http_status == 502
 
 
@@ -135,7 +140,7 @@ async def test_a_stopped_store_is_storage_unavailable_before_the_call_times_out(
     async with open_pool(s3_store, config) as pool:
         with pytest.raises(HostError) as caught:
             await save(pool, s3_store, "a.txt", b"x")
-    assert caught.value.code == "StorageUnavailable"
+    assert caught.value.code == STORAGE_UNAVAILABLE
 
 
 async def test_local_storage_venvs_lack_the_s3_client_and_saves_are_files_in_base_dir(
@@ -198,6 +203,6 @@ async def test_a_venv_built_for_local_storage_says_how_to_get_the_s3_client(
     async with open_pool(local_store, config) as pool:
         with pytest.raises(HostError) as caught:
             await save(pool, local_store, "a.txt", b"x")
-    assert caught.value.code == "MissingDependency"
+    assert caught.value.code == MISSING_DEPENDENCY
     assert "reinstall" in caught.value.message
     assert f"{NAME} 0.1.0 was installed while plugin storage was local" in caplog.text
