@@ -104,7 +104,14 @@ async def open_services(
         make_backend(config, packages, with_worker=with_worker) as jobs,
     ):
         metrics.watch_pool(pool.stats)
-        yield Services(config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics)
+        yield Services(
+            config=config,
+            packages=packages,
+            pool=pool,
+            jobs=jobs,
+            metrics=metrics,
+            redact=logs.Redactor(read_api_keys(config)),
+        )
         log.info("stopping plugin processes")
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,4 +26,7 @@ class Services:
     pool: Pool
     jobs: JobBackend
     metrics: Metrics
+    # Masks API keys and bearer tokens in text the host hands out that a plugin wrote (its
+    # log, already masked of its calls' secrets as it was written): app.py's log redactor.
+    redact: Callable[[str], str]
     started_at: float = field(default_factory=time.monotonic)
