@@ -107,7 +107,7 @@ async def open_services(
         cancel = threading.Event()
         background.start_soon(_warm_base, packages, cancel)
         try:
-            metrics.watch_pool(pool.stats)
+            metrics.watch_pool(pool.stats, pool.sandbox.to_dict)
             yield Services(
                 config=config,
                 packages=packages,

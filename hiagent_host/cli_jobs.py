@@ -27,7 +27,7 @@ import msgspec
 from hiagent_host import logs
 from hiagent_host.cli_exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from hiagent_host.cli_output import Progress, add_json_option, render_record
-from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.config import Config, config_secrets, load_config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import run_worker
 from hiagent_host.packages import PackageManager
@@ -118,7 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         as_json = msgspec.structs.replace(config.logging, json=True)
         config = msgspec.structs.replace(config, logging=as_json)
-    logs.configure(config.logging, keys=keys)
+    logs.configure(config.logging, keys=keys | config_secrets(config))
     anyio.run(run_worker, config, backend="asyncio")
     return EXIT_OK
 

@@ -37,7 +37,7 @@ from hiagent_host import logs
 from hiagent_host.api.shutdown import ANSWER_MARGIN_S, Shutdown
 from hiagent_host.app import ExtraRoutes, begin_drain, create_app, open_services
 from hiagent_host.cli_exit import EXIT_FAILED
-from hiagent_host.config import Config, read_api_keys
+from hiagent_host.config import Config, config_secrets, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.rpc import MIN_CPUS, usable_cpus
 
@@ -114,7 +114,7 @@ def serve(
     """Serve until SIGTERM/SIGINT; the exit status (0 after a clean shutdown, 1 if it cannot
     start). `extra_routes` (benchmarks) are served by every worker."""
     keys = read_api_keys(config)
-    logs.configure(config.logging, keys=keys)
+    logs.configure(config.logging, keys=keys | config_secrets(config))
     warn_if_exposed(config, keys)
     where = f"{config.server.host}:{config.server.port}"
     try:

@@ -207,3 +207,27 @@ def test_install_progress_rewrites_one_status_line_on_a_terminal(
     for phase in ("downloading", "validating", "creating venv", "installing dependencies"):
         assert phase in text
     assert "(100%)" in text  # the download's bytes
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+cluster://127.0.0.1:7000", "Redis Cluster is not supported"),
+        ("redis+sentinel://127.0.0.1:26379", "no master name"),
+    ],
+)
+def test_every_command_refuses_an_unusable_redis_url_the_same_way(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text(f'[queue]\nbackend = "redis"\nredis_url = "{url}"\n')
+    wheel = tmp_path / "a-1.0-py3-none-any.whl"
+    answers = set()
+    for args in (("serve",), ("worker",), ("list",), ("install", "--async", str(wheel))):
+        done = cli(config, *args)
+        assert done.returncode == EXIT_USAGE, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert f"ConfigInvalid: {config}: queue.redis_url: " in done.stderr
+        assert reason in done.stderr
+        answers.add(done.stderr.partition("ConfigInvalid")[2].splitlines()[0])
+    assert len(answers) == 1, answers

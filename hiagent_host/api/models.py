@@ -359,6 +359,7 @@ class Health(msgspec.Struct):
     queue: Annotated[
         dict[str, Any], M(description="The install queue: backend, ok, reason, depth, workers.")
     ]
+    sandbox: Annotated[dict[str, Any], M(description="The plugin sandbox: mode, active, reason.")]
 
 
 class Pong(msgspec.Struct):

@@ -40,6 +40,7 @@ async def health(request: Request) -> Response:
         "uptime_s": round(time.monotonic() - s.started_at, 3),
         "pool": msgspec.to_builtins(stats),
         "queue": queue,
+        "sandbox": s.pool.sandbox.to_dict(),
     }
     if body["status"] == "ok":
         return responses.ok(body)

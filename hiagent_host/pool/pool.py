@@ -43,7 +43,7 @@ from packaging.version import Version
 from hiagent_host import redact
 from hiagent_host.config import Config
 from hiagent_host.errors import HostError, InvalidInput
-from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord
+from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord, sandbox
 from hiagent_host.pool import launcher, procfs
 from hiagent_host.pool.child import (
     UNEXPECTED,
@@ -61,6 +61,7 @@ from hiagent_host.pool.errors import (
     ShuttingDown,
     ToolTimeout,
 )
+from hiagent_host.pool.plugin_config import has_s3_client, shared_storage_dir
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
 from hiagent_host.pool.secrets import ScrubbedItems, call_secrets, scrub
 from hiagent_host.redact import NO_SECRETS, Secrets
@@ -96,6 +97,7 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     rss_bytes: Annotated[int | None, Meta(description="Resident memory (null when unknown).")]
     last_exit_reason: Annotated[str | None, Meta(description="How its predecessor ended.")]
     replica: Annotated[int, Meta(description="Which replica of the package version.")]
+    sandbox: Annotated[str, Meta(description='"bubblewrap", "bubblewrap, no network", or "none".')]
 
 
 class PoolStats(msgspec.Struct, frozen=True):
@@ -128,6 +130,8 @@ class Pool:
         self.packages = packages
         self._pool = config.pool
         self._host_is_root = os.geteuid() == 0
+        self.sandbox = sandbox.require(config)  # ConfigError: "on" where it cannot be
+        self._jail = sandbox.jail(config)
         self._policy = RestartPolicy(
             limit=self._pool.restart_limit,
             window_s=self._pool.restart_window_s,
@@ -150,6 +154,19 @@ class Pool:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Pool:
+        found = self.sandbox
+        if found.active:
+            log.info(
+                "plugin processes run sandboxed (pool.sandbox = %s): %s", found.mode, found.reason
+            )
+        elif found.mode == "off":
+            log.info("plugin processes run without a sandbox: %s", found.reason)
+        else:
+            log.warning(
+                "plugin processes run WITHOUT a sandbox (pool.sandbox = %s): %s",
+                found.mode,
+                found.reason,
+            )
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         self._busy = running_busy_poll(self._pool.busy_poll_us)
@@ -531,7 +548,7 @@ class Pool:
     def _replicas(self, record: PackageRecord) -> int:
         count = self._replica_counts.get(record.name)
         if count is None:
-            policy = launcher.package_policy(self._pool, record.name)
+            policy = self._pool.policy(record.name)
             count = policy.replicas if policy.replicas is not None else self._pool.replicas
             self._replica_counts[record.name] = count
         return count
@@ -556,9 +573,20 @@ class Pool:
         return child
 
     def _spec(self, record: PackageRecord) -> LaunchSpec:
-        policy = launcher.package_policy(self._pool, record.name)
+        if self.config.plugin_storage.object_store and not has_s3_client(record.dependencies):
+            log.warning(
+                "%s %s was installed while plugin storage was local: its venv has no S3 "
+                "client, so its saves fail with MissingDependency; reinstall it (--force)",
+                record.name,
+                record.version,
+            )
+        policy = self._pool.policy(record.name)
         python = self.packages.venv_python(record)
         data_dir = self.packages.data_dir(record)
+        jail = self._jail
+        if jail is not None:  # a jail shows them at their real paths, and no symlink to them
+            python = python.parent.parent.resolve() / "bin" / python.name
+            data_dir = data_dir.resolve()
         env = launcher.environment(
             self._pool,
             policy,
@@ -566,12 +594,28 @@ class Pool:
             version=record.version,
             venv_bin=python.parent,
             data_dir=data_dir,
+            storage=self.config.plugin_storage,
+            jailed=jail is not None,
+        )
+        writable: tuple[Path, ...] = ()
+        shared = shared_storage_dir(self.config.plugin_storage, record.name)
+        if jail is not None and shared is not None:  # the SDK's local saves go there
+            shared.mkdir(parents=True, exist_ok=True)
+            writable = (shared.resolve(),)
+        argv = launcher.command(
+            python,
+            policy,
+            host_is_root=self._host_is_root,
+            jail=jail,
+            data_dir=data_dir,
+            writable=writable,
         )
         return LaunchSpec(
-            argv=launcher.command(python, policy, host_is_root=self._host_is_root),
+            argv=argv,
             env=env,
             cwd=data_dir,
             log_path=self.packages.log_path(record.name, record.version),
+            jailed=jail is not None,
         )
 
     async def _supervise(self, child: Child) -> None:
@@ -667,10 +711,18 @@ class Pool:
                 rss_bytes=procfs.rss_bytes(c.pid),
                 last_exit_reason=c.last_exit_reason,
                 replica=c.replica,
+                sandbox=self._sandbox_of(c),
             )
             for c in self._live
         ]
         return sorted(infos, key=lambda i: (i.package, i.version, i.replica, i.pid or 0))
+
+    def _sandbox_of(self, child: Child) -> str:
+        if self._jail is None:
+            return "none"
+        if self._pool.policy(child.record.name).network:
+            return sandbox.MECHANISM
+        return f"{sandbox.MECHANISM}, no network"
 
     def stats(self) -> PoolStats:
         busy = sum(1 for c in self._live if c.in_flight)
