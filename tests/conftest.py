@@ -10,6 +10,9 @@ from hiagent_host.packages.bundled import build_sdk_wheel, build_shim_wheel
 from tests.support.plugins import build_fixture, fixture_names
 from tests.support.wheelhouse import ensure_wheelhouse
 
+# `s3_server`: moto's standalone S3 server (tests/support/s3.py).
+pytest_plugins = ["tests.support.s3"]
+
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
