@@ -17,14 +17,21 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
     "storage": {"config", "errors"},
+    "store": {"config", "errors", "storage"},
     "rpc": {"config", "errors", "storage"},
-    "packages": {"config", "errors", "storage"},
+    "packages": {"config", "errors", "storage", "store"},
     "pool": {"rpc", "packages", "storage", "config", "errors"},
     "jobs": {"pool", "packages", "storage", "config", "errors"},
     "api": {"jobs", "pool", "packages", "storage", "config", "errors"},
 }
 TOP = {"cli", "app", "serve", "__main__", "__init__", "logs"}
-FRAMEWORK_OWNERS = {"starlette": {"api", "app"}, "hypercorn": {"serve"}, "arq": {"jobs"}}
+FRAMEWORK_OWNERS = {
+    "starlette": {"api", "app"},
+    "hypercorn": {"serve"},
+    "arq": {"jobs"},
+    "boto3": {"store"},
+    "botocore": {"store"},
+}
 
 
 def _layer(path: Path) -> str:

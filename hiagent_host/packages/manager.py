@@ -2,9 +2,13 @@
 
 An install is a pipeline: fetch → validate → (package lock) build a venv beside the current
 one → probe it → commit its record → point the version's link at it → tell the listeners →
-remove the old build. Until the record is written nothing a reader sees has changed; after
-it, the new build is current. Everything is synchronous; the API and the job runners call
-it from worker threads, and a per-package file lock serialises writers across processes.
+remove the old build (unless a process still runs from it: `leases.py`). Until the record is
+written nothing a reader sees has changed; after it, the new build is current. Everything is
+synchronous; the API and the job runners call it from worker threads, and a per-package file
+lock (plus the coordinator's cluster-wide lock) serialises writers across processes.
+
+With an S3 packages store (`[store] backend = "s3"`) the store's record is the commit and
+`remote.py` keeps this node's view of it and materialises venvs on first use.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hiagent_host.config import Config
 from hiagent_host.errors import INTERNAL_ERROR, HostError
 from hiagent_host.packages import names
 from hiagent_host.packages.base import clean_base
+from hiagent_host.packages.coordinator import Coordinator, LocalCoordinator
 from hiagent_host.packages.build import (
     DOWNLOADING,
     VALIDATING,
@@ -39,6 +44,7 @@ from hiagent_host.packages.errors import (
 )
 from hiagent_host.packages.fetch import FetchedWheel, clean_partials, fetch
 from hiagent_host.packages.layout import RECORD_FILE, Layout, package_dirs
+from hiagent_host.packages.leases import remove_build
 from hiagent_host.packages.records import (
     EventKind,
     PackageEvent,
@@ -47,6 +53,7 @@ from hiagent_host.packages.records import (
     read_record,
 )
 from hiagent_host.packages.recovery import clean_scratch, remove_tree, tidy_package
+from hiagent_host.packages.remote import Key, RemoteView
 from hiagent_host.packages.wheel import WheelContents, WheelSummary, inspect_wheel
 from hiagent_host.storage import FileLock
 
@@ -58,6 +65,9 @@ Listener = Callable[[PackageEvent], None]
 LOCK_SLICE_S: Final = 0.2
 # Beyond the longest a peer's venv build plus probe may take, a held lock means trouble.
 LOCK_MARGIN_S: Final = 30.0
+# The last user of an old build waits this long for the package lock to remove it; if an
+# install holds the lock longer, that install's tidy-up removes the build instead.
+RELEASE_LOCK_WAIT_S: Final = 5.0
 
 
 def _no_progress(phase: str) -> None:
@@ -67,11 +77,16 @@ def _no_progress(phase: str) -> None:
 class PackageManager:
     """Installed plugin packages of one configuration (see docs/operations.md)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, coordinator: Coordinator | None = None) -> None:
         self.config = config
         self.layout = Layout(config)
+        self.coordinator: Coordinator = coordinator or LocalCoordinator()
         self._listeners: list[Listener] = []
         self._records: dict[Path, tuple[tuple[int, int, int], PackageRecord]] = {}
+        self.remote = RemoteView(config, self.layout) if config.store.backend == "s3" else None
+        # What this node last saw of each version (local backend), to notice others' changes.
+        self._seen: dict[Key, PackageRecord] = {}
+        self._seen_lock = threading.Lock()
 
     # ---- listeners ---------------------------------------------------------------------
 
@@ -101,8 +116,11 @@ class PackageManager:
         """The installed version of `name` (any PEP 503 spelling) equal to `version`."""
         dir_name = names.dir_name(name)
         wanted = names.parse_version(version)
-        version_dir = self._find(dir_name, wanted)
-        record = None if version_dir is None else self._read(dir_name, version_dir)
+        if self.remote is not None:
+            record = self.remote.find(dir_name, wanted)
+        else:
+            version_dir = self._find(dir_name, wanted)
+            record = None if version_dir is None else self._read(dir_name, version_dir)
         if record is None:
             raise PackageNotFound(
                 f"package {name} {version} is not installed",
@@ -110,8 +128,27 @@ class PackageManager:
             )
         return record
 
+    def lookup(self, name: str, version: str) -> PackageRecord:
+        """`get`, and with a packages store, on a miss ask the store itself (blocking I/O:
+        call it from a worker thread)."""
+        try:
+            return self.get(name, version)
+        except PackageNotFound:
+            if self.remote is None:
+                raise
+        dir_name = names.dir_name(name)
+        version_dir = names.version_dir(names.parse_version(version))
+        self.refresh(dir_name, version_dir)
+        return self.get(name, version)
+
     def list(self) -> list[PackageRecord]:
-        """Every installed package version, by name and version."""
+        """Every installed package version, by name and version (the store's, with one)."""
+        if self.remote is not None:
+            return self.remote.records()
+        return self.list_local()
+
+    def list_local(self) -> builtins.list[PackageRecord]:
+        """Every version this node's directories hold a venv of."""
         records = []
         for dir_name in package_dirs(self.layout.extensions_dir):
             for entry in _entries(self.layout.extensions_dir / dir_name):
@@ -174,23 +211,33 @@ class PackageManager:
         _check(cancel)
         report(VALIDATING)
         contents = self._inspect(wheel, filename)
-        with self._locked(dir_name, cancel):
+        before = self._peek(dir_name, file_version)
+        if self.remote is not None:  # no record may ever name a wheel the store lacks
+            self.remote.store.put_wheel(wheel.sha256, filename, wheel.path)
+        with self.coordinator.lock(dir_name, cancel), self._locked(dir_name, cancel):
             tidy_package(self.layout, dir_name)
             old = self._current(dir_name, file_version)
             if old is not None and not force:
-                self._refuse_installed(dir_name, file_version, file_name)
+                self._refuse_installed(dir_name, file_version, file_name, old)
+            if old is not None and _won_by_another(old, before, wheel):
+                log.info("%s %s: the same wheel was installed meanwhile", old.name, old.version)
+                return old
             version_dir = old.version_dir if old else names.version_dir(file_version)
+            local_old = self._read_quietly(dir_name, version_dir)
             request = Request(contents, wheel, uri, filename, dir_name, version_dir)
             record = build_and_commit(
                 self.config, self.layout, request,
                 donor=self._bytecode_donor(), report=report, cancel=cancel,
             )  # fmt: skip
+            if self.remote is not None:
+                self.remote.commit(record, local_old)  # undoes the local commit if it fails
+            self._announce(dir_name, version_dir, record)
             kind = EventKind.REPLACED if old else EventKind.INSTALLED
             self._emit(
                 PackageEvent(kind=kind, name=record.name, version=record.version, record=record)
             )
-            if old is not None and old.build != record.build:
-                remove_tree(self.layout.build_dir(dir_name, old.build))
+            if local_old is not None and local_old.build != record.build:
+                remove_build(self.layout, dir_name, local_old.build)
         log.info(
             "%s %s %s in %.2f s (%s)", kind, record.name, record.version,
             time.monotonic() - started, record.installer,
@@ -199,7 +246,7 @@ class PackageManager:
 
     def _bytecode_donor(self) -> Path | None:
         """The most recently installed venv: its compiled SDK spares the probe a compile."""
-        newest = max(self.list(), key=lambda r: r.installed_at, default=None)
+        newest = max(self.list_local(), key=lambda r: r.installed_at, default=None)
         return None if newest is None else self.venv_dir(newest)
 
     # ---- delete ------------------------------------------------------------------------
@@ -208,14 +255,23 @@ class PackageManager:
         """Remove an installed version (record, venv, data); False if it was not installed."""
         dir_name = names.dir_name(name)
         wanted = names.parse_version(version)
-        if self._find(dir_name, wanted) is None:
+        if self.remote is None and self._find(dir_name, wanted) is None:
             return False
-        with self._locked(dir_name, None):
-            version_dir = self._find(dir_name, wanted)
-            if version_dir is None:
-                return False
-            record = self._read_quietly(dir_name, version_dir)
-            remove_tree(self.layout.record_dir(dir_name, version_dir))  # the commit
+        with self.coordinator.lock(dir_name, None), self._locked(dir_name, None):
+            if self.remote is not None:
+                gone = self.remote.delete(dir_name, wanted)  # the commit, in the store
+                local = self._find(dir_name, wanted)
+                version_dir = gone.version_dir if gone else local
+                record = gone or (self._read_quietly(dir_name, local) if local else None)
+                if version_dir is None:
+                    return False
+            else:
+                version_dir = self._find(dir_name, wanted)
+                if version_dir is None:
+                    return False
+                record = self._read_quietly(dir_name, version_dir)
+            remove_tree(self.layout.record_dir(dir_name, version_dir))  # the commit (local)
+            self._announce(dir_name, version_dir, None)
             self._emit(
                 PackageEvent(
                     kind=EventKind.DELETED,
@@ -256,7 +312,155 @@ class PackageManager:
             log.info("recovery removed %s", path)
         return removed
 
+    # ---- what other nodes changed -------------------------------------------------------
+
+    def sync(self) -> None:
+        """Compare this node's view with the truth (the store, or the shared records) and
+        apply every difference: the listeners drain what changed, stale builds go."""
+        if self.remote is not None:
+            truth = self.remote.load()
+        else:
+            truth = {(r.dir_name, r.version_dir): r for r in self.list_local()}
+        with self._seen_lock:
+            known = set(self._seen) if self.remote is None else set()
+        keys = set(truth) | known | (self.remote.keys() if self.remote is not None else set())
+        for key in sorted(keys):
+            self._apply(key, truth.get(key))
+        if self.remote is not None:  # what this node materialised of versions gone since
+            for local in self.list_local():
+                key = (local.dir_name, local.version_dir)
+                self._drop_stale(key, truth.get(key))
+
+    def refresh(self, dir_name: str, version_dir: str) -> None:
+        """Another node says this version changed: read it again and apply the difference."""
+        key = (dir_name, version_dir)
+        if self.remote is not None:
+            current = self.remote.fetch(dir_name, version_dir)
+        else:
+            current = self._read_quietly(dir_name, version_dir)
+        self._apply(key, current)
+
+    def _apply(self, key: Key, current: PackageRecord | None) -> None:
+        if self.remote is not None:
+            old = self.remote.update(key, current)
+        else:
+            with self._seen_lock:
+                old = self._seen.pop(key, None)
+                if current is not None:
+                    self._seen[key] = current
+        if old is not None and current is not None and old.build == current.build:
+            return
+        if old is not None or current is not None:
+            kind = (
+                EventKind.DELETED if current is None
+                else EventKind.REPLACED if old is not None
+                else EventKind.INSTALLED
+            )  # fmt: skip
+            what = current or old
+            if what is not None:
+                self._emit(
+                    PackageEvent(kind=kind, name=what.name, version=what.version, record=current)
+                )
+        if self.remote is not None:
+            self._drop_stale(key, current)
+
+    def _drop_stale(self, key: Key, current: PackageRecord | None) -> None:
+        """Remove this node's materialised build of `key` if the store moved on from it."""
+        dir_name, version_dir = key
+        local = self._read_quietly(dir_name, version_dir)
+        if local is None or (current is not None and local.build == current.build):
+            return
+        lock = FileLock(self.layout.lock_path(dir_name))
+        if not lock.acquire(timeout_s=RELEASE_LOCK_WAIT_S):
+            return  # an install or materialisation runs; its tidy-up takes care of it
+        try:
+            local = self._read_quietly(dir_name, version_dir)
+            if local is None or (current is not None and local.build == current.build):
+                return
+            remove_tree(self.layout.record_dir(dir_name, version_dir))
+            if current is None:
+                remove_tree(self.layout.data_dir(dir_name, version_dir))
+            remove_build(self.layout, dir_name, local.build)
+            tidy_package(self.layout, dir_name)
+        finally:
+            lock.release()
+
+    def release_build(self, dir_name: str, version_dir: str, build: str) -> None:
+        """This process's last child of `build` stopped: remove it unless it is current."""
+        lock = FileLock(self.layout.lock_path(dir_name))
+        if not lock.acquire(timeout_s=RELEASE_LOCK_WAIT_S):
+            return  # the install holding it tidies the package up itself
+        try:
+            if self.remote is not None:
+                current = self.remote.find_key((dir_name, version_dir))
+            else:
+                current = self._read_quietly(dir_name, version_dir)
+            if current is not None and current.build == build:
+                return
+            if not (self.layout.build_dir(dir_name, build)).exists():
+                return
+            if remove_build(self.layout, dir_name, build):
+                log.info("removed %s %s's old build %s", dir_name, version_dir, build)
+        finally:
+            lock.release()
+
+    def is_materialised(self, record: PackageRecord) -> bool:
+        """Whether this node has the record's venv (always, without a packages store)."""
+        return self.remote is None or self.remote.is_materialised(record)
+
+    def materialise(self, record: PackageRecord, cancel: threading.Event | None = None) -> None:
+        """Build this node's venv of a stored record from its stored wheel (sha256 checked)."""
+        if self.remote is None:
+            return
+        cancel = cancel or threading.Event()
+        with self._locked(record.dir_name, cancel):
+            local = self._read_quietly(record.dir_name, record.version_dir)
+            if local is not None and local.build == record.build:
+                self.remote.mark_materialised(record)
+                return
+            started = time.monotonic()
+            with self.remote.wheel_of(record) as wheel:
+                contents = self._inspect(wheel, record.filename)
+                request = Request(
+                    contents, wheel, record.uri, record.filename,
+                    record.dir_name, record.version_dir,
+                )  # fmt: skip
+                build_and_commit(
+                    self.config, self.layout, request, donor=self._bytecode_donor(),
+                    report=_no_progress, cancel=cancel, template=record,
+                )  # fmt: skip
+            self.remote.mark_materialised(record)
+            if local is not None:
+                remove_build(self.layout, record.dir_name, local.build)
+        log.info(
+            "materialised %s %s (build %s) in %.2f s",
+            record.name, record.version, record.build, time.monotonic() - started,
+        )  # fmt: skip
+
     # ---- helpers -----------------------------------------------------------------------
+
+    def _announce(self, dir_name: str, version_dir: str, record: PackageRecord | None) -> None:
+        """The change is committed: remember it, and tell the other nodes."""
+        key = (dir_name, version_dir)
+        if self.remote is not None:
+            self.remote.update(key, record)
+            if record is not None:
+                self.remote.mark_materialised(record)
+        else:
+            with self._seen_lock:
+                self._seen.pop(key, None)
+                if record is not None:
+                    self._seen[key] = record
+        try:
+            self.coordinator.announce(dir_name, version_dir)
+        except HostError as exc:  # the others catch up at their next resync
+            log.warning("could not announce the change of %s %s: %s", *key, exc.message)
+
+    def _peek(self, dir_name: str, version: Version) -> PackageRecord | None:
+        """What this node believes is installed, without asking anyone."""
+        if self.remote is not None:
+            return self.remote.find(dir_name, version)
+        return self._current(dir_name, version)
 
     def _fetch(self, uri: str, filename: str, cancel: threading.Event) -> FetchedWheel:
         return fetch(
@@ -285,6 +489,8 @@ class PackageManager:
         return None
 
     def _current(self, dir_name: str, version: Version) -> PackageRecord | None:
+        if self.remote is not None:
+            return self.remote.current(dir_name, version)
         version_dir = self._find(dir_name, version)
         return None if version_dir is None else self._read(dir_name, version_dir)
 
@@ -316,8 +522,10 @@ class PackageManager:
         except HostError:
             return None
 
-    def _refuse_installed(self, dir_name: str, version: Version, name: str) -> None:
-        if self._find(dir_name, version) is not None:
+    def _refuse_installed(
+        self, dir_name: str, version: Version, name: str, found: PackageRecord | None = None
+    ) -> None:
+        if found is not None or self._peek(dir_name, version) is not None:
             raise AlreadyInstalled(
                 f"{name} {version} is already installed (force replaces it)",
                 data={"name": name, "version": str(version)},
@@ -342,6 +550,14 @@ class PackageManager:
             yield
         finally:
             lock.release()
+
+
+def _won_by_another(old: PackageRecord, before: PackageRecord | None, wheel: FetchedWheel) -> bool:
+    """A forced install found that, while it waited for the lock, another node installed
+    this very wheel: that install's result is its result."""
+    if old.wheel_sha256 != wheel.sha256:
+        return False
+    return before is None or before.build != old.build
 
 
 def _check(cancel: threading.Event) -> None:
