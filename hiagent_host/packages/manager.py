@@ -44,7 +44,7 @@ from hiagent_host.packages.errors import (
 )
 from hiagent_host.packages.fetch import FetchedWheel, clean_partials, fetch
 from hiagent_host.packages.layout import RECORD_FILE, Layout, package_dirs
-from hiagent_host.packages.leases import remove_build
+from hiagent_host.packages.leases import remove_build, take_lease
 from hiagent_host.packages.records import (
     EventKind,
     PackageEvent,
@@ -403,6 +403,11 @@ class PackageManager:
                 log.info("removed %s %s's old build %s", dir_name, version_dir, build)
         finally:
             lock.release()
+
+    def lease(self, record: PackageRecord) -> FileLock | None:
+        """A shared lease on the record's build, for as long as processes run from it; None
+        if the build is gone or being removed (the record was stale)."""
+        return take_lease(self.layout, record.dir_name, record.build)
 
     def is_materialised(self, record: PackageRecord) -> bool:
         """Whether this node has the record's venv (always, without a packages store)."""

@@ -7,7 +7,11 @@ child is busy the call waits up to `acquire_timeout_s` for a slot, then fails wi
 `PoolExhausted`. Children idle for `idle_timeout_s` stop. A package that crash-loops is
 refused by the restart policy. A replaced or deleted package's children drain (in-flight
 calls get `drain_timeout_s`) and stop; a replacement made by another process is noticed on
-the next call, from the record file's identity. Deadlines: `call_timeout_s` by default, the
+the next call, from the record file's identity (or at once, when the package manager hears
+of it and tells its listeners). While any child of a build lives, this process holds the
+build's lease; when the last one stops and the build is no longer current, this process
+removes it. With a packages store, a version this node has not materialised yet is
+materialised (once, however many calls wait for it) before its first child starts. Deadlines: `call_timeout_s` by default, the
 caller may ask for less, never more than `max_call_timeout_s`; the deadline counts from when
 the call is sent to the child (acquiring and starting it are bounded on their own).
 """
@@ -28,13 +32,20 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
+import anyio.to_thread
 import msgspec
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from hiagent_host.config import Config
 from hiagent_host.errors import InvalidInput
-from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord
+from hiagent_host.packages import (
+    EventKind,
+    PackageEvent,
+    PackageManager,
+    PackageNotFound,
+    PackageRecord,
+)
 from hiagent_host.pool import launcher, procfs
 from hiagent_host.pool.child import (
     UNEXPECTED,
@@ -55,6 +66,7 @@ from hiagent_host.pool.errors import (
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
 from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
+from hiagent_host.storage import FileLock
 from hiagent_host.rpc.pending import running_asyncio_loop
 
 # The idle reaper looks again at least this often (a child may go idle at any time).
@@ -124,9 +136,13 @@ class Pool:
         self._live: set[Child] = set()  # every child not yet dead (counts for the cap)
         self._serving: dict[SlotKey, list[Child]] = {}  # children that take new calls
         self._slots: dict[tuple[SlotKey, int], _Slot] = {}
-        self._records: dict[tuple[str, str], tuple[PackageRecord, Path, tuple[int, int, int]]] = {}
+        self._records: dict[tuple[str, str], tuple[PackageRecord, Path, Identity | None]] = {}
         # Replicas per package name; the config is frozen, so this is looked up once per name.
         self._replica_counts: dict[str, int] = {}
+        # Shared build leases this process holds, by (dir_name, build): see packages/leases.py.
+        self._leases: dict[tuple[str, str], FileLock] = {}
+        # One materialisation per build at a time, however many calls wait for it.
+        self._materialising: dict[tuple[str, str], anyio.Lock] = {}
         self._changed: anyio.Event | None = None  # made only while someone waits
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -195,7 +211,7 @@ class Pool:
         """Stream one tool's items; leaving early cancels the call in the child."""
         timeout = self._deadline(timeout_s)
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg, "stream": True}
-        child = await self._acquire(self._record(name, version))
+        child = await self._acquire(await self._resolve(name, version))
         try:
             async with child.stream(RUN_TOOL, params, timeout) as items:
                 yield items
@@ -220,7 +236,7 @@ class Pool:
     async def _call(
         self, name: str, version: str, method: str, params: Any, timeout_s: float
     ) -> Any:
-        child = await self._acquire(self._record(name, version))
+        child = await self._acquire(await self._resolve(name, version))
         try:
             return await child.call(method, params, timeout_s)
         except ToolTimeout:
@@ -299,28 +315,46 @@ class Pool:
 
     # ---- acquiring a child -------------------------------------------------------------
 
+    async def _resolve(self, name: str, version: str) -> PackageRecord:
+        """The current record, its venv materialised on this node (never a suspension on
+        the warm path: both checks are in memory)."""
+        try:
+            record = self._record(name, version)
+        except PackageNotFound:
+            if self.packages.remote is None:
+                raise
+            record = await anyio.to_thread.run_sync(self.packages.lookup, name, version)
+        if not self.packages.is_materialised(record):
+            await self._materialise(record)
+        return record
+
+    async def _materialise(self, record: PackageRecord) -> None:
+        key = (record.dir_name, record.build)
+        lock = self._materialising.setdefault(key, anyio.Lock())
+        try:
+            async with lock:
+                if not self.packages.is_materialised(record):
+                    await anyio.to_thread.run_sync(self.packages.materialise, record)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._materialising.pop(key, None)
+
     def _record(self, name: str, version: str) -> PackageRecord:
         """The current record, re-read only when its file changed (another process may
-        have replaced the package)."""
+        have replaced the package); with a packages store, the view is in memory and every
+        change of it reaches `_on_event`, which clears this cache."""
         cached = self._records.get((name, version))
         if cached is not None:
             record, path, identity = cached
-            try:
-                st = path.stat()
-            except OSError:
-                pass
-            else:
-                if (st.st_ino, st.st_mtime_ns, st.st_size) == identity:
-                    return record
+            if self.packages.remote is not None or _identity(path) == identity:
+                return record
         record = self.packages.get(name, version)
         path = self.packages.layout.record_path(record.dir_name, record.version_dir)
-        try:
-            st = path.stat()
-        except OSError:
-            return record
-        if len(self._records) >= RECORD_CACHE_SIZE:
-            self._records.clear()
-        self._records[(name, version)] = (record, path, (st.st_ino, st.st_mtime_ns, st.st_size))
+        identity = None if self.packages.remote is not None else _identity(path)
+        if identity is not None or self.packages.remote is not None:
+            if len(self._records) >= RECORD_CACHE_SIZE:
+                self._records.clear()
+            self._records[(name, version)] = (record, path, identity)
         return record
 
     async def _acquire(self, record: PackageRecord) -> Child:
@@ -423,6 +457,17 @@ class Pool:
 
     def _start(self, key: SlotKey, record: PackageRecord) -> Child:
         """Register a new child and start its supervisor (it becomes ready later)."""
+        lease_key = (record.dir_name, record.build)
+        if lease_key not in self._leases:
+            lease = self.packages.lease(record)
+            if lease is None:  # removed under a stale record: the next call reads again
+                self._records.clear()
+                raise PluginUnavailable(
+                    f"the build of {record.name} {record.version} this call found was "
+                    "replaced meanwhile; try again",
+                    data={"retry_after_s": 1},
+                )
+            self._leases[lease_key] = lease
         taken = {c.replica for c in self._serving.get(key, [])}
         replica = next(i for i in range(len(taken) + 1) if i not in taken)
         slot = self._slots.setdefault((key, replica), _Slot())
@@ -466,6 +511,7 @@ class Pool:
         finally:
             self._live.discard(child)
             self._unserve(child)
+            self._drop_lease(child.record)
             status = child.exit
             if status is not None:
                 slot = self._slots.get((child.key, child.replica))
@@ -478,6 +524,25 @@ class Pool:
                         self._crashes += 1
                         self._policy.record_crash(child.key, time.monotonic())
             self._notify()
+
+    def _drop_lease(self, record: PackageRecord) -> None:
+        """The last child of a build is gone: let go of its lease, and remove the build if it
+        is no longer current (this process may be its last user anywhere)."""
+        lease_key = (record.dir_name, record.build)
+        if any((c.record.dir_name, c.record.build) == lease_key for c in self._live):
+            return
+        lease = self._leases.pop(lease_key, None)
+        if lease is None:
+            return
+        lease.release()
+        if self._tg is not None:
+            self._tg.start_soon(
+                anyio.to_thread.run_sync,
+                self.packages.release_build,
+                record.dir_name,
+                record.version_dir,
+                record.build,
+            )
 
     def _release(self, child: Child) -> None:
         child.release()
@@ -571,6 +636,18 @@ class Pool:
             busy_poll_hits=self._busy.hits if self._busy is not None else 0,
             busy_poll_misses=self._busy.misses if self._busy is not None else 0,
         )
+
+
+Identity = tuple[int, int, int]
+
+
+def _identity(path: Path) -> Identity | None:
+    """A record file's identity (records are replaced whole: a new one is a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _worn_or_stale(child: Child, record: PackageRecord, current: tuple[str, str, str]) -> bool:
