@@ -2,9 +2,10 @@
 
 Stack, outermost first: Starlette's error guard → request context (request id, timing,
 metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router.
-`open_services` recovers the package store, opens the pool and the job backend, and closes
-them in reverse (the pool stops every child through its ladder). `serve` opens them itself,
-before Hypercorn binds, so a failed start is an error and not a server without services;
+`open_services` recovers the package store, opens the pool, the cluster node (changes made
+by other nodes, see docs/scale-out.md) and the job backend, and closes them in reverse (the
+pool stops every child through its ladder). `serve` opens them itself, before Hypercorn
+binds, so a failed start is an error and not a server without services;
 otherwise (Hypercorn workers, tests) the app's lifespan does.
 """
 
@@ -28,6 +29,7 @@ from hiagent_host.api.metrics import Metrics
 from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, starlette_routes
 from hiagent_host.api.services import Services
+from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.jobs import make_backend
 from hiagent_host.packages import PackageManager
@@ -81,14 +83,21 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Recover the package store, open the pool and the job backend; close them in reverse."""
     metrics = metrics or Metrics()
-    packages = PackageManager(config)
+    node_id = new_node_id()
+    packages = PackageManager(
+        config, coordinator=coordinator_for(config, node_id), load_on_demand=False
+    )
     await anyio.to_thread.run_sync(packages.recover)
     async with (
         Pool(config, packages) as pool,
+        ClusterNode(config, packages, node_id=node_id, role="api") as cluster,
         make_backend(config, packages, with_worker=with_worker) as jobs,
     ):
         metrics.watch_pool(pool.stats)
-        yield Services(config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics)
+        yield Services(
+            config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics,
+            cluster=cluster,
+        )  # fmt: skip
         log.info("stopping plugin processes")
 
 

@@ -22,7 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "packages": {"config", "errors", "storage", "store"},
     "pool": {"rpc", "packages", "storage", "config", "errors"},
     "jobs": {"pool", "packages", "storage", "config", "errors"},
-    "api": {"jobs", "pool", "packages", "storage", "config", "errors"},
+    "cluster": {"jobs", "packages", "store", "storage", "config", "errors"},
+    "api": {"cluster", "jobs", "pool", "packages", "store", "storage", "config", "errors"},
 }
 TOP = {"cli", "app", "serve", "__main__", "__init__", "logs"}
 FRAMEWORK_OWNERS = {

@@ -1,4 +1,5 @@
-"""What the routes work with: the package manager, the pool, the job backend, and metrics.
+"""What the routes work with: the package manager, the pool, the job backend, this node of
+the cluster, and metrics.
 
 `app.py` builds one `Services` in the lifespan and hangs it on `app.state.services`.
 """
@@ -13,6 +14,7 @@ from hiagent_host.api.metrics import Metrics
 from hiagent_host.config import Config
 
 if TYPE_CHECKING:
+    from hiagent_host.cluster import ClusterNode
     from hiagent_host.jobs import JobBackend
     from hiagent_host.packages import PackageManager
     from hiagent_host.pool import Pool
@@ -25,4 +27,5 @@ class Services:
     pool: Pool
     jobs: JobBackend
     metrics: Metrics
+    cluster: ClusterNode
     started_at: float = field(default_factory=time.monotonic)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal, TypeAlias
 
+import redis as redis_sync
 from arq.connections import ArqRedis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from hiagent_host.config import QueueConfig
 from hiagent_host.jobs import codec
@@ -56,3 +58,17 @@ def connect(queue: QueueConfig, *, role: Literal["api", "worker"]) -> ArqRedis:
     redis.job_deserializer = codec.loads
     redis.default_queue_name = queue.queue_name
     return redis
+
+
+def connect_sync(queue: QueueConfig) -> redis_sync.Redis:
+    """A blocking client for `queue.redis_url`, with the API side's fail-fast bounds, for
+    code that runs in worker threads (the cluster's install lock and change announcements).
+    The same URL and timeouts as `connect`: one place decides how Redis is reached."""
+    client: redis_sync.Redis = redis_sync.Redis.from_url(
+        queue.redis_url,
+        socket_connect_timeout=queue.connect_timeout_s,
+        socket_timeout=queue.connect_timeout_s,
+        retry=SyncRetry(NoBackoff(), API_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError, OSError],
+    )
+    return client

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import ContextManager, Protocol
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 
 class Coordinator(Protocol):
-    def lock(self, dir_name: str, cancel: threading.Event | None) -> ContextManager[None]:
+    def lock(self, dir_name: str, cancel: threading.Event | None) -> AbstractContextManager[None]:
         """Hold the package's cluster-wide lock (bounded, cancellable wait)."""
         ...
 

@@ -28,7 +28,6 @@ from hiagent_host.config import Config
 from hiagent_host.errors import INTERNAL_ERROR, HostError
 from hiagent_host.packages import names
 from hiagent_host.packages.base import clean_base
-from hiagent_host.packages.coordinator import Coordinator, LocalCoordinator
 from hiagent_host.packages.build import (
     DOWNLOADING,
     VALIDATING,
@@ -36,6 +35,7 @@ from hiagent_host.packages.build import (
     Request,
     build_and_commit,
 )
+from hiagent_host.packages.coordinator import Coordinator, LocalCoordinator
 from hiagent_host.packages.errors import (
     AlreadyInstalled,
     Cancelled,
@@ -77,13 +77,25 @@ def _no_progress(phase: str) -> None:
 class PackageManager:
     """Installed plugin packages of one configuration (see docs/operations.md)."""
 
-    def __init__(self, config: Config, *, coordinator: Coordinator | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        coordinator: Coordinator | None = None,
+        load_on_demand: bool = True,
+    ) -> None:
+        """`load_on_demand=False` (servers): the store's records are loaded by `sync`, and a
+        read before that succeeded is StorageUnavailable instead of a store request."""
         self.config = config
         self.layout = Layout(config)
         self.coordinator: Coordinator = coordinator or LocalCoordinator()
         self._listeners: list[Listener] = []
         self._records: dict[Path, tuple[tuple[int, int, int], PackageRecord]] = {}
-        self.remote = RemoteView(config, self.layout) if config.store.backend == "s3" else None
+        self.remote = (
+            RemoteView(config, self.layout, load_on_demand=load_on_demand)
+            if config.store.backend == "s3"
+            else None
+        )
         # What this node last saw of each version (local backend), to notice others' changes.
         self._seen: dict[Key, PackageRecord] = {}
         self._seen_lock = threading.Lock()

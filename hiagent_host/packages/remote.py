@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,8 @@ from hiagent_host.packages.records import (
 )
 from hiagent_host.packages.recovery import point_link, remove_tree, scratch_dir
 from hiagent_host.storage import safe_join
-from hiagent_host.store import S3Store
+from hiagent_host.store import S3Store, StorageUnavailable
+from hiagent_host.store.s3 import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ HASH_CHUNK_BYTES: Final = 1024 * 1024
 class RemoteView:
     """The store's records as this node knows them; see the module docstring."""
 
-    def __init__(self, config: Config, layout: Layout) -> None:
+    def __init__(self, config: Config, layout: Layout, *, load_on_demand: bool) -> None:
         self.store = S3Store(config.store)
+        self._load_on_demand = load_on_demand
         self.layout = layout
         self._view: dict[Key, PackageRecord] = {}
         self._materialised: dict[Key, str] = {}  # key → the build this node has
@@ -139,7 +140,6 @@ class RemoteView:
 
     def update(self, key: Key, record: PackageRecord | None) -> PackageRecord | None:
         """Make `record` (None: deleted) this node's view of `key`; return what it was."""
-        self._ensure_loaded()
         with self._lock:
             old = self._view.pop(key, None)
             if record is not None:
@@ -157,7 +157,9 @@ class RemoteView:
             path = self.layout.record_path(record.dir_name, record.version_dir)
             if local_old is not None:
                 write_record(path, local_old)
-                point_link(self.layout.venv_link(record.dir_name, record.version_dir), local_old.build)
+                point_link(
+                    self.layout.venv_link(record.dir_name, record.version_dir), local_old.build
+                )
             else:
                 remove_tree(self.layout.record_dir(record.dir_name, record.version_dir))
             remove_tree(self.layout.build_dir(record.dir_name, record.build))
@@ -203,14 +205,21 @@ class RemoteView:
                 )
             self.integrity_failures.pop(record.filename, None)
             cached.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(got.path, cached)
+            got.path.replace(cached)
         yield FetchedWheel(path=cached, sha256=record.wheel_sha256, size=got.size)
 
     # ---- helpers -----------------------------------------------------------------------
 
     def _ensure_loaded(self) -> None:
-        if not self._loaded:
+        if self._loaded:
+            return
+        if self._load_on_demand:
             self.load()
+            return
+        raise StorageUnavailable(
+            "the packages store has not been read since this node started; retrying",
+            data={"store": self.store.identity, "retry_after_s": RETRY_AFTER_S},
+        )
 
     def _scan_local(self, view: dict[Key, PackageRecord]) -> dict[Key, str]:
         """This node's records whose build is the store's: materialised already."""

@@ -11,9 +11,10 @@ the next call, from the record file's identity (or at once, when the package man
 of it and tells its listeners). While any child of a build lives, this process holds the
 build's lease; when the last one stops and the build is no longer current, this process
 removes it. With a packages store, a version this node has not materialised yet is
-materialised (once, however many calls wait for it) before its first child starts. Deadlines: `call_timeout_s` by default, the
-caller may ask for less, never more than `max_call_timeout_s`; the deadline counts from when
-the call is sent to the child (acquiring and starting it are bounded on their own).
+materialised (once, however many calls wait for it) before its first child starts.
+Deadlines: `call_timeout_s` by default, the caller may ask for less, never more than
+`max_call_timeout_s`; the deadline counts from when the call is sent to the child (acquiring
+and starting it are bounded on their own).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ from hiagent_host.pool.errors import (
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
 from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
-from hiagent_host.storage import FileLock
 from hiagent_host.rpc.pending import running_asyncio_loop
+from hiagent_host.storage import FileLock
 
 # The idle reaper looks again at least this often (a child may go idle at any time).
 IDLE_SCAN_MAX_S: Final = 5.0

@@ -8,9 +8,22 @@ deals in bytes and keys only; the package manager decides what they mean.
 from __future__ import annotations
 
 from hiagent_host.config import Config
-from hiagent_host.store.s3 import S3Store, StorageUnavailable, StoredObject, s3_client
+from hiagent_host.store.s3 import (
+    S3Store,
+    StorageUnavailable,
+    StoredObject,
+    identity_of,
+    s3_client,
+)
 
-__all__ = ["S3Store", "StorageUnavailable", "StoredObject", "open_store", "s3_client"]
+__all__ = [
+    "S3Store",
+    "StorageUnavailable",
+    "StoredObject",
+    "identity_of",
+    "open_store",
+    "s3_client",
+]
 
 
 def open_store(config: Config) -> S3Store | None:

@@ -96,6 +96,12 @@ def s3_client(conn: S3Connection) -> S3Client:
     return client
 
 
+def identity_of(config: StoreConfig) -> str:
+    """Which store this is (nodes of one deployment must agree on it); no credentials."""
+    endpoint = redact_url(config.endpoint_url) or f"s3.{config.region}"
+    return f"{endpoint}/{config.bucket}/{config.prefix}"
+
+
 class S3Store:
     """The packages store in one bucket under one prefix (see the module docstring)."""
 
@@ -110,9 +116,7 @@ class S3Store:
 
     @property
     def identity(self) -> str:
-        """Which store this is (nodes of one deployment must agree on it); no credentials."""
-        endpoint = redact_url(self.config.endpoint_url) or f"s3.{self.config.region}"
-        return f"{endpoint}/{self.bucket}/{self.prefix}"
+        return identity_of(self.config)
 
     # ---- keys --------------------------------------------------------------------------
 
