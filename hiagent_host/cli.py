@@ -26,6 +26,7 @@ import msgspec
 
 from hiagent_host import cli_jobs, cli_run, cli_serve
 from hiagent_host.cli_jobs import source_to_uri
+from hiagent_host.cluster import coordinator_for, new_node_id
 from hiagent_host.config import load_config
 from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
 from hiagent_host.packages import PackageManager, PackageRecord
@@ -85,7 +86,8 @@ def _phase(phase: str) -> None:
 
 
 def _list(args: argparse.Namespace, pm: PackageManager) -> Any:
-    return [_listed(r) for r in pm.list()]
+    """The installed versions (the store's, with one), and whether this node has each."""
+    return [_listed(r) | {"materialised": pm.is_materialised(r)} for r in pm.list()]
 
 
 def _show(args: argparse.Namespace, pm: PackageManager) -> Any:
@@ -119,6 +121,7 @@ def _listed(record: PackageRecord) -> dict[str, Any]:
         "installed_at": record.installed_at,
         "venv_path": record.venv_path,
         "disk_size_bytes": record.disk_size_bytes,
+        "build": record.build,
     }
 
 
@@ -142,10 +145,11 @@ def _render_record(data: dict[str, Any]) -> str:
 def _render_list(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no packages installed"
-    table = [["NAME", "VERSION", "PLUGINS", "INSTALLED", "SIZE", "VENV"]]
+    table = [["NAME", "VERSION", "PLUGINS", "INSTALLED", "SIZE", "BUILD", "HERE", "VENV"]]
     table += [
         [r["name"], r["version"], ", ".join(r["plugins"]), r["installed_at"],
-         _size(r["disk_size_bytes"]), r["venv_path"]]
+         _size(r["disk_size_bytes"]), r["build"], "yes" if r["materialised"] else "no",
+         r["venv_path"]]
         for r in rows
     ]  # fmt: skip
     widths = [max(_width(row[i]) for row in table) for i in range(len(table[0]))]
@@ -202,7 +206,8 @@ def _package_command(command: Command) -> Callable[[argparse.Namespace], int]:
             return cli_jobs.cmd_install_async(args)
         as_json = bool(getattr(args, "json", False))
         try:
-            pm = PackageManager(load_config(getattr(args, "config", None)))
+            config = load_config(getattr(args, "config", None))
+            pm = PackageManager(config, coordinator=coordinator_for(config, new_node_id()))
             result = command.run(args, pm)
         except HostError as exc:
             return _fail(exc, as_json)

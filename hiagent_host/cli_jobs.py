@@ -23,9 +23,11 @@ from urllib.parse import unquote, urlsplit
 import anyio
 
 from hiagent_host import logs
+from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import run_worker
+from hiagent_host.packages import PackageManager
 
 # One HTTP request to the server may take this long (a cancel waits for the job to stop).
 HTTP_TIMEOUT_S: Final = 30.0
@@ -108,8 +110,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     logs.configure(config.logging, keys=keys)
-    anyio.run(run_worker, config, backend="asyncio")
+    anyio.run(_worker_node, config, backend="asyncio")
     return EXIT_OK
+
+
+async def _worker_node(config: Config) -> None:
+    """The queue worker as a node of the cluster: its installs take the cluster lock and are
+    announced, and it drops what it built of versions replaced or deleted elsewhere."""
+    node_id = new_node_id()
+    manager = PackageManager(config, coordinator=coordinator_for(config, node_id))
+    await anyio.to_thread.run_sync(manager.recover)  # what a killed install left behind
+    async with ClusterNode(config, manager, node_id=node_id, role="worker"):
+        await run_worker(config, installer=manager)
 
 
 # ---- install --async ------------------------------------------------------------------

@@ -31,6 +31,8 @@ PS_COLUMNS: Final = (
     ("RESTARTS", "restarts"),
     ("RSS", "rss_bytes"),
     ("LAST EXIT", "last_exit_reason"),
+    ("BUILD", "build"),
+    ("NODE", "node"),
 )
 
 

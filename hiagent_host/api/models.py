@@ -199,6 +199,8 @@ class ProcessInfo(msgspec.Struct):
     rss_bytes: int | None
     last_exit_reason: str | None
     replica: int
+    build: str  # the build directory the process runs from
+    node: str  # the node (API server process) it belongs to
 
 
 class Health(msgspec.Struct):
@@ -207,6 +209,7 @@ class Health(msgspec.Struct):
     uptime_s: float
     pool: dict[str, Any]
     queue: dict[str, Any]
+    cluster: dict[str, Any]
 
 
 class Pong(msgspec.Struct):

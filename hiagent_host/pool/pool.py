@@ -97,6 +97,7 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     rss_bytes: int | None
     last_exit_reason: str | None
     replica: int
+    build: str
 
 
 class PoolStats(msgspec.Struct, frozen=True):
@@ -618,6 +619,7 @@ class Pool:
                 rss_bytes=procfs.rss_bytes(c.pid),
                 last_exit_reason=c.last_exit_reason,
                 replica=c.replica,
+                build=c.record.build,
             )
             for c in self._live
         ]
