@@ -58,10 +58,12 @@ def test_an_install_on_one_node_is_served_by_another_after_materialising(
     b = _node(tmp_path / "b", wheelhouse, s3_server)
     installed = a.install(wheel.as_uri(), wheel.name, force=False)
 
-    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket)["Contents"]]
+    keys = [
+        o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket)["Contents"]
+    ]
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     assert sorted(keys) == [
-        f"hiagent/records/hiagent_plugin_stored/1.0.json",
+        "hiagent/records/hiagent_plugin_stored/1.0.json",
         f"hiagent/wheels/{sha}/{wheel.name}",
     ]
     seen = b.get(NAME, "1.0")

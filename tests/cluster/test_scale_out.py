@@ -1,0 +1,259 @@
+"""Two API servers and two install workers, each with its own data directory, around one
+real redis-server and one real S3-compatible store (moto's): docs/scale-out.md in action."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import pytest
+
+from hiagent_host.errors import CLUSTER_MISCONFIGURED, PACKAGE_NOT_FOUND, STORAGE_UNAVAILABLE
+from tests.api.support import LiveServer, free_port, write_config
+from tests.cluster.support import call, post, timed_plugin, wait_until
+from tests.jobs.helpers import RedisServer, WorkerProcess
+from tests.support.s3 import S3Server
+
+pytestmark = pytest.mark.redis
+
+# A change made through one node must reach the others through Redis, not through a resync
+# (every 60 s) or a poll: the waits below are far shorter than either.
+PROPAGATION_WAIT_S: Final = 10.0
+# A job on a worker (a venv build on a loaded machine) ends well within this.
+JOB_WAIT_S: Final = 180.0
+CALLERS: Final = 20
+
+
+@dataclass
+class Cluster:
+    a: LiveServer
+    b: LiveServer
+    workers: list[WorkerProcess]
+    s3: S3Server
+    root: Path
+    client: httpx.Client
+
+
+def _node_config(
+    root: Path, name: str, wheelhouse: Path, redis: RedisServer, s3: S3Server, queue: str,
+    port: int, **store: Any,
+) -> Path:  # fmt: skip
+    return write_config(
+        root / f"{name}.toml",
+        root / name,
+        wheelhouse,
+        port,
+        queue={"backend": "redis", "redis_url": redis.url, "queue_name": queue},
+        store=s3.store_settings(**store),
+        pool={"drain_timeout_s": 20.0},
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    wheelhouse: Path,
+    cluster_redis: RedisServer,
+    _moto_server: S3Server,
+) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("cluster")
+    s3 = _moto_server
+    s3.start()
+    s3.bucket = f"hiagent-{secrets.token_hex(6)}"
+    s3.client().create_bucket(Bucket=s3.bucket)
+    queue = f"hiagent:test:{secrets.token_hex(4)}"
+    servers: list[LiveServer] = []
+    workers: list[WorkerProcess] = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            config = _node_config(root, name, wheelhouse, cluster_redis, s3, queue, port)
+            servers.append(LiveServer(config, port, root / f"{name}.log").start())
+        for name in ("w1", "w2"):
+            config = _node_config(root, name, wheelhouse, cluster_redis, s3, queue, free_port())
+            workers.append(WorkerProcess(config, root / f"{name}.log"))
+        with httpx.Client() as client:
+            yield Cluster(servers[0], servers[1], workers, s3, root, client)
+    finally:
+        for server in servers:
+            server.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def _ok(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def _install(c: Cluster, url: str, wheel: Path, *, force: bool = False) -> Any:
+    body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": force}
+    return _ok(post(c.client, url, "InstallPackage", body))
+
+
+def _pids(c: Cluster, url: str, name: str) -> set[int]:
+    processes = _ok(post(c.client, url, "ListProcesses", {}))
+    return {p["pid"] for p in processes if p["pkg"] == name and p["pid"]}
+
+
+def test_an_async_install_through_a_is_served_by_b(cluster: Cluster, tmp_path: Path) -> None:
+    c, name = cluster, "hiagent-plugin-async-ab"
+    wheel = timed_plugin(tmp_path, name, "1.0", "first")
+    body = {"uri": wheel.as_uri(), "filename": wheel.name}
+    job_id = _ok(post(c.client, c.a.url, "InstallPackageAsync", body))["job_id"]
+
+    def finished() -> bool:
+        info = _ok(post(c.client, c.a.url, "GetInstallPackageAsyncStatus", {"job_id": job_id}))
+        assert info["status"] not in {"failed", "stopped"}, info
+        return bool(info["status"] == "finished")
+
+    wait_until(finished, timeout_s=JOB_WAIT_S, what="the install job")
+    assert _ok(call(c.client, c.b.url, name)) == "first"
+    assert _ok(call(c.client, c.a.url, name)) == "first"
+    health = _ok(c.client.get(f"{c.b.url}/v1/health"))
+    assert health["cluster"]["problems"] == []
+    assert {n["role"] for n in health["cluster"]["nodes"]} == {"api", "worker"}
+    here = [(m["name"], m["version"]) for m in health["cluster"]["materialised"]]
+    assert (name, "1.0") in here
+
+
+def test_a_reinstall_through_b_fails_none_of_20_calls_running_on_a(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    c, name = cluster, "hiagent-plugin-reinstall"
+    first = timed_plugin(tmp_path, name, "1.0", "first")
+    second = timed_plugin(tmp_path, name, "1.0", "second")
+    _install(c, c.a.url, first)
+    assert _ok(call(c.client, c.a.url, name)) == "first"
+    old_pids = _pids(c, c.a.url, name)
+
+    stop = threading.Event()
+    answers: list[str] = []
+    failures: list[str] = []
+    saw_second = threading.Event()
+
+    def caller() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                response = call(client, c.a.url, name, "slow", seconds=0.2)
+                if response.status_code != 200:
+                    failures.append(response.text)
+                    continue
+                answers.append(response.json()["data"])
+                if answers[-1] == "second":
+                    saw_second.set()
+
+    threads = [threading.Thread(target=caller) for _ in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(answers) >= CALLERS, timeout_s=60, what="calls on A")
+        _install(c, c.b.url, second, force=True)
+        wait_until(saw_second.is_set, timeout_s=120, what="A serving the new build")
+        seen = len(answers)
+        wait_until(lambda: len(answers) >= seen + CALLERS, timeout_s=60, what="more calls")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert failures == []
+    assert answers[0] == "first" and answers[-1] == "second"
+    assert answers.count("first") >= CALLERS
+    wait_until(lambda: not (old_pids & _pids(c, c.a.url, name)), timeout_s=60, what="old processes")
+    leftovers = sorted(p.name for p in (c.root / "a" / "venvs" / name.replace("-", "_")).iterdir())
+    assert len([n for n in leftovers if n.startswith(".1.0-")]) == 1, leftovers
+
+
+def test_a_delete_through_a_is_a_404_on_b_and_ends_its_process(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    c, name = cluster, "hiagent-plugin-deleted"
+    wheel = timed_plugin(tmp_path, name, "1.0", "only")
+    _install(c, c.a.url, wheel)
+    assert _ok(call(c.client, c.b.url, name)) == "only"
+    pids = _pids(c, c.b.url, name)
+    assert len(pids) == 1
+
+    _ok(post(c.client, c.a.url, "DeletePackage", {"pkg": name, "version": "1.0"}))
+
+    def gone() -> bool:
+        response = call(c.client, c.b.url, name)
+        return response.status_code == 404 and not _pids(c, c.b.url, name)
+
+    wait_until(gone, timeout_s=PROPAGATION_WAIT_S, what="B forgetting the deleted package")
+    assert call(c.client, c.b.url, name).json()["error"]["code"] == PACKAGE_NOT_FOUND
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (c.root / "b" / "venvs" / name.replace("-", "_")).exists()
+
+
+def test_with_the_store_down_warm_packages_serve_and_the_rest_is_503_until_it_returns(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    c = cluster
+    warm, cold = "hiagent-plugin-warm", "hiagent-plugin-cold"
+    _install(c, c.a.url, timed_plugin(tmp_path, warm, "1.0", "warm"))
+    _install(c, c.a.url, timed_plugin(tmp_path, cold, "1.0", "cold"))
+    assert _ok(call(c.client, c.b.url, warm)) == "warm"  # materialised on B
+    late = timed_plugin(tmp_path, "hiagent-plugin-late", "1.0", "late")
+
+    c.s3.stop()
+    try:
+        assert _ok(call(c.client, c.b.url, warm)) == "warm"
+        response = call(c.client, c.b.url, cold)  # B must materialise it: no store
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == STORAGE_UNAVAILABLE
+        assert int(response.headers["Retry-After"]) > 0
+        body = {"uri": late.as_uri(), "filename": late.name, "force": False}
+        response = post(c.client, c.a.url, "InstallPackage", body)
+        assert response.json()["error"]["code"] == STORAGE_UNAVAILABLE
+        health = c.client.get(f"{c.b.url}/v1/health")
+        assert health.status_code == 503
+        assert health.json()["error"]["code"] == STORAGE_UNAVAILABLE
+        assert health.json()["error"]["data"]["cluster"]["store"]["ok"] is False
+    finally:
+        c.s3.start()
+    assert _ok(call(c.client, c.b.url, cold)) == "cold"
+    assert c.client.get(f"{c.b.url}/v1/health").status_code == 200
+    names = [r["name"] for r in _ok(post(c.client, c.b.url, "ListPackages", {}))]
+    assert "hiagent-plugin-late" not in names
+
+
+def test_nodes_with_unshared_local_directories_say_so_loudly(
+    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer
+) -> None:
+    queue = f"hiagent:test:{secrets.token_hex(4)}"
+    servers = []
+    try:
+        for name in ("x", "y"):
+            port = free_port()
+            config = write_config(
+                tmp_path / f"{name}.toml", tmp_path / name, wheelhouse, port,
+                queue={
+                    "backend": "redis", "redis_url": cluster_redis.url, "queue_name": queue,
+                    "with_worker": True,
+                },
+            )  # fmt: skip
+            servers.append(LiveServer(config, port, tmp_path / f"{name}.log").start())
+        with httpx.Client() as client:
+
+            def degraded() -> bool:
+                response = client.get(f"{servers[0].url}/v1/health")
+                if response.status_code != 503:
+                    return False
+                return bool(response.json()["error"]["code"] == CLUSTER_MISCONFIGURED)
+
+            wait_until(degraded, timeout_s=PROPAGATION_WAIT_S, what="the misconfiguration")
+            problems = client.get(f"{servers[0].url}/v1/health").json()["error"]["data"]
+        assert len(problems["cluster"]["problems"]) == 1
+        assert "cluster misconfigured" in servers[0].log()
+    finally:
+        for server in servers:
+            server.stop()
