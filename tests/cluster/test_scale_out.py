@@ -123,25 +123,23 @@ def test_an_async_install_through_a_is_served_by_b(cluster: Cluster, tmp_path: P
     assert (name, "1.0") in here
 
 
-def test_a_reinstall_through_b_fails_none_of_20_calls_running_on_a(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    c, name = cluster, "hiagent-plugin-reinstall"
-    first = timed_plugin(tmp_path, name, "1.0", "first")
-    second = timed_plugin(tmp_path, name, "1.0", "second")
-    _install(c, c.a.url, first)
-    assert _ok(call(c.client, c.a.url, name)) == "first"
-    old_pids = _pids(c, c.a.url, name)
-
+def _reinstall_under_load(
+    client: httpx.Client, a: str, b: str, name: str, first: Path, second: Path
+) -> list[str]:
+    """Install `first` through A, keep 20 callers busy on A, force-install `second` through
+    B; every answer A gave, in order (any failure fails the test)."""
+    body = {"uri": first.as_uri(), "filename": first.name, "force": True}
+    _ok(post(client, a, "InstallPackage", body))
+    assert _ok(call(client, a, name)) == "first"
     stop = threading.Event()
     answers: list[str] = []
     failures: list[str] = []
     saw_second = threading.Event()
 
     def caller() -> None:
-        with httpx.Client() as client:
+        with httpx.Client() as own:
             while not stop.is_set():
-                response = call(client, c.a.url, name, "slow", seconds=0.2)
+                response = call(own, a, name, "slow", seconds=0.2)
                 if response.status_code != 200:
                     failures.append(response.text)
                     continue
@@ -154,7 +152,8 @@ def test_a_reinstall_through_b_fails_none_of_20_calls_running_on_a(
         thread.start()
     try:
         wait_until(lambda: len(answers) >= CALLERS, timeout_s=60, what="calls on A")
-        _install(c, c.b.url, second, force=True)
+        body = {"uri": second.as_uri(), "filename": second.name, "force": True}
+        _ok(post(client, b, "InstallPackage", body))
         wait_until(saw_second.is_set, timeout_s=120, what="A serving the new build")
         seen = len(answers)
         wait_until(lambda: len(answers) >= seen + CALLERS, timeout_s=60, what="more calls")
@@ -163,11 +162,62 @@ def test_a_reinstall_through_b_fails_none_of_20_calls_running_on_a(
         for thread in threads:
             thread.join(timeout=120)
     assert failures == []
-    assert answers[0] == "first" and answers[-1] == "second"
+    assert answers[0] == "first"
+    assert answers[-1] == "second"
     assert answers.count("first") >= CALLERS
+    return answers
+
+
+def _builds(venvs: Path, name: str) -> list[str]:
+    return sorted(p.name for p in (venvs / name.replace("-", "_")).glob(".1.0-*"))
+
+
+def test_a_reinstall_through_b_fails_none_of_20_calls_running_on_a(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    c, name = cluster, "hiagent-plugin-reinstall"
+    first = timed_plugin(tmp_path, name, "1.0", "first")
+    second = timed_plugin(tmp_path, name, "1.0", "second")
+    _install(c, c.a.url, first)
+    old_pids = _pids(c, c.a.url, name)
+    _reinstall_under_load(c.client, c.a.url, c.b.url, name, first, second)
     wait_until(lambda: not (old_pids & _pids(c, c.a.url, name)), timeout_s=60, what="old processes")
-    leftovers = sorted(p.name for p in (c.root / "a" / "venvs" / name.replace("-", "_")).iterdir())
-    assert len([n for n in leftovers if n.startswith(".1.0-")]) == 1, leftovers
+    wait_until(
+        lambda: len(_builds(c.root / "a" / "venvs", name)) == 1,
+        timeout_s=60, what="A removing its old build",
+    )  # fmt: skip
+
+
+def test_on_a_shared_file_system_a_build_in_use_is_kept_until_its_last_process_ends(
+    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer
+) -> None:
+    """The local backend, two API servers on one data directory: B's reinstall cannot
+    remove the build A's processes run from; A removes it after they stopped."""
+    name = "hiagent-plugin-shared"
+    first = timed_plugin(tmp_path, name, "1.0", "first")
+    second = timed_plugin(tmp_path, name, "1.0", "second")
+    queue = {"backend": "redis", "redis_url": cluster_redis.url, "with_worker": True}
+    queue["queue_name"] = f"hiagent:test:{secrets.token_hex(4)}"
+    servers = []
+    try:
+        for node in ("a", "b"):
+            port = free_port()
+            config = write_config(
+                tmp_path / f"{node}.toml", tmp_path / "shared", wheelhouse, port, queue=queue,
+                pool={"drain_timeout_s": 20.0},
+            )  # fmt: skip
+            servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
+        a, b = servers
+        with httpx.Client() as client:
+            _reinstall_under_load(client, a.url, b.url, name, first, second)
+            venvs = tmp_path / "shared" / "venvs"
+            wait_until(
+                lambda: len(_builds(venvs, name)) == 1, timeout_s=60, what="the old build going"
+            )
+        assert "still in use; its last user removes it" in b.log()
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_a_delete_through_a_is_a_404_on_b_and_ends_its_process(
