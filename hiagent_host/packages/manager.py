@@ -150,8 +150,17 @@ class PackageManager:
                 raise
         dir_name = names.dir_name(name)
         version_dir = names.version_dir(names.parse_version(version))
+        if self.remote.missed_recently((dir_name, version_dir)):
+            raise PackageNotFound(
+                f"package {name} {version} is not installed",
+                data={"name": name, "version": version},
+            )
         self.refresh(dir_name, version_dir)
-        return self.get(name, version)
+        try:
+            return self.get(name, version)
+        except PackageNotFound:
+            self.remote.note_miss((dir_name, version_dir))
+            raise
 
     def list(self) -> list[PackageRecord]:
         """Every installed package version, by name and version (the store's, with one)."""

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (dir_name, version_dir)
 
 HASH_CHUNK_BYTES: Final = 1024 * 1024
+# A version the store did not have is not asked for again for this long (calls naming a
+# missing package must not become a store request each); an announced change clears it.
+MISS_TTL_S: Final = 1.0
+MISSES_MAX: Final = 4096
 
 
 class RemoteView:
@@ -56,6 +61,7 @@ class RemoteView:
         self._materialised: dict[Key, str] = {}  # key → the build this node has
         self._lock = threading.Lock()
         self._loaded = False
+        self._misses: dict[Key, float] = {}  # key → when the store last lacked it
         # Stored wheels whose bytes did not match their record: `<filename>` → what was seen.
         self.integrity_failures: dict[str, str] = {}
 
@@ -94,6 +100,15 @@ class RemoteView:
         """What this node has materialised: key → build."""
         with self._lock:
             return dict(self._materialised)
+
+    def missed_recently(self, key: Key) -> bool:
+        at = self._misses.get(key)
+        return at is not None and time.monotonic() - at < MISS_TTL_S
+
+    def note_miss(self, key: Key) -> None:
+        if len(self._misses) >= MISSES_MAX:
+            self._misses.clear()
+        self._misses[key] = time.monotonic()
 
     def mark_materialised(self, record: PackageRecord) -> None:
         with self._lock:
@@ -140,6 +155,7 @@ class RemoteView:
 
     def update(self, key: Key, record: PackageRecord | None) -> PackageRecord | None:
         """Make `record` (None: deleted) this node's view of `key`; return what it was."""
+        self._misses.pop(key, None)
         with self._lock:
             old = self._view.pop(key, None)
             if record is not None:
