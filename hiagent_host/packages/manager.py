@@ -26,7 +26,7 @@ from packaging.version import Version
 
 from hiagent_host.config import Config
 from hiagent_host.errors import INTERNAL_ERROR, HostError
-from hiagent_host.packages import names
+from hiagent_host.packages import changes, names
 from hiagent_host.packages.base import clean_base
 from hiagent_host.packages.build import (
     DOWNLOADING,
@@ -65,9 +65,6 @@ Listener = Callable[[PackageEvent], None]
 LOCK_SLICE_S: Final = 0.2
 # Beyond the longest a peer's venv build plus probe may take, a held lock means trouble.
 LOCK_MARGIN_S: Final = 30.0
-# The last user of an old build waits this long for the package lock to remove it; if an
-# install holds the lock longer, that install's tidy-up removes the build instead.
-RELEASE_LOCK_WAIT_S: Final = 5.0
 
 
 def _no_progress(phase: str) -> None:
@@ -333,97 +330,23 @@ class PackageManager:
             log.info("recovery removed %s", path)
         return removed
 
-    # ---- what other nodes changed -------------------------------------------------------
+    # ---- what other nodes changed (changes.py) -----------------------------------------
 
     def sync(self) -> None:
-        """Compare this node's view with the truth (the store, or the shared records) and
-        apply every difference: the listeners drain what changed, stale builds go."""
-        if self.remote is not None:
-            truth = self.remote.load()
-        else:
-            truth = {(r.dir_name, r.version_dir): r for r in self.list_local()}
-        with self._seen_lock:
-            known = set(self._seen) if self.remote is None else set()
-        keys = set(truth) | known | (self.remote.keys() if self.remote is not None else set())
-        for key in sorted(keys):
-            self._apply(key, truth.get(key))
-        if self.remote is not None:  # what this node materialised of versions gone since
-            for local in self.list_local():
-                key = (local.dir_name, local.version_dir)
-                self._drop_stale(key, truth.get(key))
+        """Compare this node's view with the truth and apply every difference."""
+        changes.sync(self)
 
     def refresh(self, dir_name: str, version_dir: str) -> None:
-        """Another node says this version changed: read it again and apply the difference."""
-        key = (dir_name, version_dir)
-        if self.remote is not None:
-            current = self.remote.fetch(dir_name, version_dir)
-        else:
-            current = self._read_quietly(dir_name, version_dir)
-        self._apply(key, current)
-
-    def _apply(self, key: Key, current: PackageRecord | None) -> None:
-        if self.remote is not None:
-            old = self.remote.update(key, current)
-        else:
-            with self._seen_lock:
-                old = self._seen.pop(key, None)
-                if current is not None:
-                    self._seen[key] = current
-        if old is not None and current is not None and old.build == current.build:
-            return
-        if old is not None or current is not None:
-            kind = (
-                EventKind.DELETED if current is None
-                else EventKind.REPLACED if old is not None
-                else EventKind.INSTALLED
-            )  # fmt: skip
-            what = current or old
-            if what is not None:
-                self._emit(
-                    PackageEvent(kind=kind, name=what.name, version=what.version, record=current)
-                )
-        if self.remote is not None:
-            self._drop_stale(key, current)
-
-    def _drop_stale(self, key: Key, current: PackageRecord | None) -> None:
-        """Remove this node's materialised build of `key` if the store moved on from it."""
-        dir_name, version_dir = key
-        local = self._read_quietly(dir_name, version_dir)
-        if local is None or (current is not None and local.build == current.build):
-            return
-        lock = FileLock(self.layout.lock_path(dir_name))
-        if not lock.acquire(timeout_s=RELEASE_LOCK_WAIT_S):
-            return  # an install or materialisation runs; its tidy-up takes care of it
-        try:
-            local = self._read_quietly(dir_name, version_dir)
-            if local is None or (current is not None and local.build == current.build):
-                return
-            remove_tree(self.layout.record_dir(dir_name, version_dir))
-            if current is None:
-                remove_tree(self.layout.data_dir(dir_name, version_dir))
-            remove_build(self.layout, dir_name, local.build)
-            tidy_package(self.layout, dir_name)
-        finally:
-            lock.release()
+        """Another node says this version changed: read it again, apply the difference."""
+        changes.refresh(self, dir_name, version_dir)
 
     def release_build(self, dir_name: str, version_dir: str, build: str) -> None:
         """This process's last child of `build` stopped: remove it unless it is current."""
-        lock = FileLock(self.layout.lock_path(dir_name))
-        if not lock.acquire(timeout_s=RELEASE_LOCK_WAIT_S):
-            return  # the install holding it tidies the package up itself
-        try:
-            if self.remote is not None:
-                current = self.remote.find_key((dir_name, version_dir))
-            else:
-                current = self._read_quietly(dir_name, version_dir)
-            if current is not None and current.build == build:
-                return
-            if not (self.layout.build_dir(dir_name, build)).exists():
-                return
-            if remove_build(self.layout, dir_name, build):
-                log.info("removed %s %s's old build %s", dir_name, version_dir, build)
-        finally:
-            lock.release()
+        changes.release_build(self, dir_name, version_dir, build)
+
+    def materialise(self, record: PackageRecord, cancel: threading.Event | None = None) -> None:
+        """Build this node's venv of a stored record from its stored wheel."""
+        changes.materialise(self, record, cancel)
 
     def lease(self, record: PackageRecord) -> FileLock | None:
         """A shared lease on the record's build, for as long as processes run from it; None
@@ -433,35 +356,6 @@ class PackageManager:
     def is_materialised(self, record: PackageRecord) -> bool:
         """Whether this node has the record's venv (always, without a packages store)."""
         return self.remote is None or self.remote.is_materialised(record)
-
-    def materialise(self, record: PackageRecord, cancel: threading.Event | None = None) -> None:
-        """Build this node's venv of a stored record from its stored wheel (sha256 checked)."""
-        if self.remote is None:
-            return
-        cancel = cancel or threading.Event()
-        with self._locked(record.dir_name, cancel):
-            local = self._read_quietly(record.dir_name, record.version_dir)
-            if local is not None and local.build == record.build:
-                self.remote.mark_materialised(record)
-                return
-            started = time.monotonic()
-            with self.remote.wheel_of(record) as wheel:
-                contents = self._inspect(wheel, record.filename)
-                request = Request(
-                    contents, wheel, record.uri, record.filename,
-                    record.dir_name, record.version_dir,
-                )  # fmt: skip
-                build_and_commit(
-                    self.config, self.layout, request, donor=self._bytecode_donor(),
-                    report=_no_progress, cancel=cancel, template=record,
-                )  # fmt: skip
-            self.remote.mark_materialised(record)
-            if local is not None:
-                remove_build(self.layout, record.dir_name, local.build)
-        log.info(
-            "materialised %s %s (build %s) in %.2f s",
-            record.name, record.version, record.build, time.monotonic() - started,
-        )  # fmt: skip
 
     # ---- helpers -----------------------------------------------------------------------
 
