@@ -8,10 +8,8 @@ child is busy the call waits up to `acquire_timeout_s` for a slot, then fails wi
 refused by the restart policy. A replaced or deleted package's children drain (in-flight
 calls get `drain_timeout_s`) and stop; a replacement made by another process is noticed on
 the next call, from the record file's identity (or at once, when the package manager hears
-of it and tells its listeners). While any child of a build lives, this process holds the
-build's lease; when the last one stops and the build is no longer current, this process
-removes it. With a packages store, a version this node has not materialised yet is
-materialised (once, however many calls wait for it) before its first child starts.
+of it and tells its listeners). Builds are materialised (with a packages store) and leased
+while their children run: `builds.py`.
 Deadlines: `call_timeout_s` by default, the caller may ask for less, never more than
 `max_call_timeout_s`; the deadline counts from when the call is sent to the child (acquiring
 and starting it are bounded on their own).
@@ -48,6 +46,7 @@ from hiagent_host.packages import (
     PackageRecord,
 )
 from hiagent_host.pool import launcher, procfs
+from hiagent_host.pool.builds import Builds
 from hiagent_host.pool.child import (
     UNEXPECTED,
     Child,
@@ -68,7 +67,6 @@ from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
 from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
 from hiagent_host.rpc.pending import running_asyncio_loop
-from hiagent_host.storage import FileLock
 
 # The idle reaper looks again at least this often (a child may go idle at any time).
 IDLE_SCAN_MAX_S: Final = 5.0
@@ -141,10 +139,7 @@ class Pool:
         self._records: dict[tuple[str, str], tuple[PackageRecord, Path, Identity | None]] = {}
         # Replicas per package name; the config is frozen, so this is looked up once per name.
         self._replica_counts: dict[str, int] = {}
-        # Shared build leases this process holds, by (dir_name, build): see packages/leases.py.
-        self._leases: dict[tuple[str, str], FileLock] = {}
-        # One materialisation per build at a time, however many calls wait for it.
-        self._materialising: dict[tuple[str, str], anyio.Lock] = {}
+        self._builds = Builds(packages)  # materialised once, leased while children run
         self._changed: anyio.Event | None = None  # made only while someone waits
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -326,20 +321,8 @@ class Pool:
             if self.packages.remote is None:
                 raise
             record = await anyio.to_thread.run_sync(self.packages.lookup, name, version)
-        if not self.packages.is_materialised(record):
-            await self._materialise(record)
+        await self._builds.materialise(record)
         return record
-
-    async def _materialise(self, record: PackageRecord) -> None:
-        key = (record.dir_name, record.build)
-        lock = self._materialising.setdefault(key, anyio.Lock())
-        try:
-            async with lock:
-                if not self.packages.is_materialised(record):
-                    await anyio.to_thread.run_sync(self.packages.materialise, record)
-        finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._materialising.pop(key, None)
 
     def _record(self, name: str, version: str) -> PackageRecord:
         """The current record, re-read only when its file changed (another process may
@@ -459,17 +442,11 @@ class Pool:
 
     def _start(self, key: SlotKey, record: PackageRecord) -> Child:
         """Register a new child and start its supervisor (it becomes ready later)."""
-        lease_key = (record.dir_name, record.build)
-        if lease_key not in self._leases:
-            lease = self.packages.lease(record)
-            if lease is None:  # removed under a stale record: the next call reads again
-                self._records.clear()
-                raise PluginUnavailable(
-                    f"the build of {record.name} {record.version} this call found was "
-                    "replaced meanwhile; try again",
-                    data={"retry_after_s": 1},
-                )
-            self._leases[lease_key] = lease
+        try:
+            self._builds.lease(record)
+        except PluginUnavailable:
+            self._records.clear()  # the record was stale: the next call reads it again
+            raise
         taken = {c.replica for c in self._serving.get(key, [])}
         replica = next(i for i in range(len(taken) + 1) if i not in taken)
         slot = self._slots.setdefault((key, replica), _Slot())
@@ -513,7 +490,8 @@ class Pool:
         finally:
             self._live.discard(child)
             self._unserve(child)
-            self._drop_lease(child.record)
+            spawn = self._tg.start_soon if self._tg is not None else None
+            self._builds.release(child.record, (c.record for c in self._live), spawn)
             status = child.exit
             if status is not None:
                 slot = self._slots.get((child.key, child.replica))
@@ -526,25 +504,6 @@ class Pool:
                         self._crashes += 1
                         self._policy.record_crash(child.key, time.monotonic())
             self._notify()
-
-    def _drop_lease(self, record: PackageRecord) -> None:
-        """The last child of a build is gone: let go of its lease, and remove the build if it
-        is no longer current (this process may be its last user anywhere)."""
-        lease_key = (record.dir_name, record.build)
-        if any((c.record.dir_name, c.record.build) == lease_key for c in self._live):
-            return
-        lease = self._leases.pop(lease_key, None)
-        if lease is None:
-            return
-        lease.release()
-        if self._tg is not None:
-            self._tg.start_soon(
-                anyio.to_thread.run_sync,
-                self.packages.release_build,
-                record.dir_name,
-                record.version_dir,
-                record.build,
-            )
 
     def _release(self, child: Child) -> None:
         child.release()
