@@ -25,7 +25,7 @@ def test_the_repository_runtime_toml_is_the_documented_default_configuration() -
     assert config.venvs_dir == REPO / "venvs"
     assert config.state_dir == REPO / ".state"
     # every value the file sets agrees with the built-in default, except the state dir name
-    for section in ("server", "packages", "pool", "queue", "auth", "logging"):
+    for section in ("server", "packages", "pool", "queue", "auth", "logging", "store"):
         assert getattr(config, section) == getattr(defaults, section), section
 
 
@@ -165,3 +165,34 @@ def test_api_keys_come_from_the_list_and_the_file(tmp_path: Path) -> None:
     keys.write_text("# ops\nk-file\n\n", encoding="utf-8")
     path = write(tmp_path, f'[auth]\napi_keys = ["k-inline"]\napi_keys_file = "{keys.name}"\n')
     assert read_api_keys(load_config(path, environ={})) == {"k-inline", "k-file"}
+
+
+def test_the_s3_store_needs_a_bucket_and_one_source_of_secret(tmp_path: Path) -> None:
+    text = '[store]\nbackend = "s3"\nsecret_access_key = "x"\nsecret_access_key_file = "s"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    problems = info.value.data["problems"]
+    assert [p.split(":")[0] for p in problems] == ["store.bucket", "store.secret_access_key_file"]
+
+
+def test_store_settings_come_from_the_environment_and_the_secret_never_shows(
+    tmp_path: Path,
+) -> None:
+    environ = {
+        "HIAGENT_STORE_BACKEND": "s3",
+        "HIAGENT_STORE_BUCKET": "packages",
+        "HIAGENT_STORE_SECRET_ACCESS_KEY": "very-secret-value",
+        "HIAGENT_STORE_CONNECT_TIMEOUT_S": "1.5",
+    }
+    config = load_config(write(tmp_path, '[store]\nca_bundle = "ca.pem"\n'), environ=environ)
+    assert (config.store.backend, config.store.bucket) == ("s3", "packages")
+    assert config.store.connect_timeout_s == 1.5
+    assert config.store.ca_bundle == tmp_path / "ca.pem"
+    assert "very-secret-value" not in repr(config) + repr(config.store)
+
+
+def test_store_ranges_are_checked(tmp_path: Path) -> None:
+    for text in ("poll_interval_s = 0.1", "max_attempts = 0", "read_timeout_s = 0"):
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, f"[store]\n{text}\n"), environ={})
+        assert "$.store" in info.value.message
