@@ -11,6 +11,7 @@ import pytest
 
 from hiagent_host.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, build_parser, source_to_uri
 from tests.packages.support import rewrite_wheel, subprocess_env, write_runtime_toml
+from tests.support.s3 import S3Server
 
 CLI_TIMEOUT_S = 120
 
@@ -127,3 +128,29 @@ def test_the_command_line_offers_every_subcommand() -> None:
 )  # fmt: skip
 def test_a_source_becomes_a_uri_and_a_filename(source: str, uri: str, filename: str) -> None:
     assert source_to_uri(source, None) == (uri, filename)
+
+
+def test_list_works_against_the_store_and_says_what_this_node_has(
+    tmp_path: Path, wheelhouse: Path, built_wheels: dict[str, Path], s3_server: S3Server
+) -> None:
+    """Two data directories on one S3 store: an install through one is listed by the other."""
+    configs = []
+    for node in ("a", "b"):
+        path = write_runtime_toml(tmp_path / f"{node}.toml", tmp_path / node, wheelhouse)
+        settings = "\n".join(
+            f"{k} = {json.dumps(v)}" for k, v in s3_server.store_settings().items()
+        )
+        path.write_text(path.read_text() + f"[store]\n{settings}\n")
+        configs.append(path)
+    a, b = configs
+    assert cli(a, "install", str(built_wheels["pkg_nodeps"])).returncode == 0
+    on_a = json.loads(cli(a, "list", "--json").stdout)
+    on_b = json.loads(cli(b, "list", "--json").stdout)
+    assert [(r["name"], r["materialised"]) for r in on_a] == [("pkg-nodeps", True)]
+    assert [(r["name"], r["build"], r["materialised"]) for r in on_b] == [
+        ("pkg-nodeps", on_a[0]["build"], False)
+    ]
+    table = cli(b, "list").stdout
+    assert "BUILD" in table
+    assert on_a[0]["build"] in table
+    assert s3_server.secret_key not in table
