@@ -32,6 +32,7 @@ from hiagent_host.storage.atomic import fsync_dir
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,9 @@ class S3Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._errors(f"read the wheel {filename}"):
-                try:
-                    response = self._client.get_object(Bucket=self.bucket, Key=key)
-                except botocore.exceptions.ClientError as exc:
-                    if _code(exc) in MISSING:
-                        return None
-                    raise
+                response = self._get_object(key)
+                if response is None:
+                    return None
                 body = response["Body"]
                 with partial.open("xb") as out:
                     for chunk in body.iter_chunks(CHUNK_BYTES):
@@ -218,14 +216,19 @@ class S3Store:
                 yield item["Key"]
 
     def _get(self, key: str) -> bytes | None:
+        response = self._get_object(key)
+        if response is None:
+            return None
+        data: bytes = response["Body"].read()
+        return data
+
+    def _get_object(self, key: str) -> GetObjectOutputTypeDef | None:
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            return self._client.get_object(Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             if _code(exc) in MISSING:
                 return None
             raise
-        data: bytes = response["Body"].read()
-        return data
 
     def _exists(self, key: str) -> bool:
         try:

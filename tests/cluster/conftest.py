@@ -1,19 +1,7 @@
-"""Fixtures for the multi-node tests: a real redis-server for the session."""
+"""Fixtures for the multi-node tests: the job tests' real redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tests.jobs.conftest import redis_server
 
-import pytest
-
-from tests.jobs.helpers import RedisServer
-
-
-@pytest.fixture(scope="module")
-def cluster_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+__all__ = ["redis_server"]

@@ -58,9 +58,9 @@ def _race(nodes: list[PackageManager], wheel: Path, *, force: bool) -> list[obje
 
 
 def test_concurrent_installs_of_one_version_build_once_and_the_rest_are_already_installed(
-    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
 ) -> None:
-    nodes = _nodes(tmp_path, wheelhouse, cluster_redis, s3_server, 3)
+    nodes = _nodes(tmp_path, wheelhouse, redis_server, s3_server, 3)
     for node in nodes:
         node.list()  # each node's view loaded before the race
     wheel = timed_plugin(tmp_path, NAME, "1.0", "one")
@@ -74,9 +74,9 @@ def test_concurrent_installs_of_one_version_build_once_and_the_rest_are_already_
 
 
 def test_concurrent_forced_installs_of_the_same_wheel_share_the_winners_build(
-    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
 ) -> None:
-    nodes = _nodes(tmp_path, wheelhouse, cluster_redis, s3_server, 2)
+    nodes = _nodes(tmp_path, wheelhouse, redis_server, s3_server, 2)
     for node in nodes:
         node.list()
     wheel = timed_plugin(tmp_path, NAME, "1.0", "one")
@@ -89,11 +89,11 @@ def test_concurrent_forced_installs_of_the_same_wheel_share_the_winners_build(
 
 
 def test_a_wait_for_the_cluster_lock_ends_when_the_install_is_cancelled(
-    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer
 ) -> None:
     config = msgspec.structs.replace(
         offline_config(tmp_path, wheelhouse),
-        queue=QueueConfig(backend="redis", redis_url=cluster_redis.url),
+        queue=QueueConfig(backend="redis", redis_url=redis_server.url),
     )
     holder, waiter = RedisCoordinator(config, "a"), RedisCoordinator(config, "b")
     cancel = threading.Event()
@@ -107,11 +107,11 @@ def test_a_wait_for_the_cluster_lock_ends_when_the_install_is_cancelled(
 
 
 def test_a_change_is_announced_on_the_queues_channel(
-    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer
 ) -> None:
     config = msgspec.structs.replace(
         offline_config(tmp_path, wheelhouse),
-        queue=QueueConfig(backend="redis", redis_url=cluster_redis.url, queue_name="q"),
+        queue=QueueConfig(backend="redis", redis_url=redis_server.url, queue_name="q"),
     )
     listener = connect_sync(config.queue).pubsub(ignore_subscribe_messages=True)
     listener.subscribe(package_changes("q"))

@@ -59,7 +59,7 @@ def _node_config(
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
     wheelhouse: Path,
-    cluster_redis: RedisServer,
+    redis_server: RedisServer,
     _moto_server: S3Server,
 ) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
@@ -73,10 +73,10 @@ def cluster(
     try:
         for name in ("a", "b"):
             port = free_port()
-            config = _node_config(root, name, wheelhouse, cluster_redis, s3, queue, port)
+            config = _node_config(root, name, wheelhouse, redis_server, s3, queue, port)
             servers.append(LiveServer(config, port, root / f"{name}.log").start())
         for name in ("w1", "w2"):
-            config = _node_config(root, name, wheelhouse, cluster_redis, s3, queue, free_port())
+            config = _node_config(root, name, wheelhouse, redis_server, s3, queue, free_port())
             workers.append(WorkerProcess(config, root / f"{name}.log"))
         with httpx.Client() as client:
             yield Cluster(servers[0], servers[1], workers, s3, root, client)
@@ -189,14 +189,14 @@ def test_a_reinstall_through_b_fails_none_of_20_calls_running_on_a(
 
 
 def test_on_a_shared_file_system_a_build_in_use_is_kept_until_its_last_process_ends(
-    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer
 ) -> None:
     """The local backend, two API servers on one data directory: B's reinstall cannot
     remove the build A's processes run from; A removes it after they stopped."""
     name = "hiagent-plugin-shared"
     first = timed_plugin(tmp_path, name, "1.0", "first")
     second = timed_plugin(tmp_path, name, "1.0", "second")
-    queue = {"backend": "redis", "redis_url": cluster_redis.url, "with_worker": True}
+    queue = {"backend": "redis", "redis_url": redis_server.url, "with_worker": True}
     queue["queue_name"] = f"hiagent:test:{secrets.token_hex(4)}"
     servers = []
     try:
@@ -277,7 +277,7 @@ def test_with_the_store_down_warm_packages_serve_and_the_rest_is_503_until_it_re
 
 
 def test_nodes_with_unshared_local_directories_say_so_loudly(
-    tmp_path: Path, wheelhouse: Path, cluster_redis: RedisServer
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer
 ) -> None:
     queue = f"hiagent:test:{secrets.token_hex(4)}"
     servers = []
@@ -287,7 +287,7 @@ def test_nodes_with_unshared_local_directories_say_so_loudly(
             config = write_config(
                 tmp_path / f"{name}.toml", tmp_path / name, wheelhouse, port,
                 queue={
-                    "backend": "redis", "redis_url": cluster_redis.url, "queue_name": queue,
+                    "backend": "redis", "redis_url": redis_server.url, "queue_name": queue,
                     "with_worker": True,
                 },
             )  # fmt: skip

@@ -36,6 +36,15 @@ def _node(root: Path, wheelhouse: Path, s3: S3Server) -> PackageManager:
     return PackageManager(_config(root, wheelhouse, s3))
 
 
+def _installed_on_a(
+    tmp_path: Path, wheelhouse: Path, s3: S3Server
+) -> tuple[PackageManager, PackageManager, PackageRecord]:
+    """Nodes a and b on one store, the test package installed through a."""
+    wheel = build_plugin(tmp_path, NAME, "1.0")
+    a, b = _node(tmp_path / "a", wheelhouse, s3), _node(tmp_path / "b", wheelhouse, s3)
+    return a, b, a.install(wheel.as_uri(), wheel.name, force=False)
+
+
 def _run_build_tool(pm: PackageManager, record: PackageRecord) -> str:
     """Run the plugin's `build` tool in the node's venv, without the pool."""
     code = (
@@ -111,10 +120,7 @@ def test_a_reinstall_elsewhere_replaces_the_view_and_drops_the_old_build_here(
 def test_a_delete_elsewhere_is_a_404_here_and_removes_what_was_materialised(
     tmp_path: Path, wheelhouse: Path, s3_server: S3Server
 ) -> None:
-    wheel = build_plugin(tmp_path, NAME, "1.0")
-    a = _node(tmp_path / "a", wheelhouse, s3_server)
-    b = _node(tmp_path / "b", wheelhouse, s3_server)
-    record = a.install(wheel.as_uri(), wheel.name, force=False)
+    a, b, record = _installed_on_a(tmp_path, wheelhouse, s3_server)
     b.materialise(b.get(NAME, "1.0"))
 
     assert a.delete(NAME, "1.0") is True
@@ -149,10 +155,7 @@ def test_an_unreachable_store_fails_the_install_with_503_and_leaves_nothing(
 def test_a_stored_wheel_that_does_not_match_its_sha256_is_refused_and_reported(
     tmp_path: Path, wheelhouse: Path, s3_server: S3Server
 ) -> None:
-    wheel = build_plugin(tmp_path, NAME, "1.0")
-    a = _node(tmp_path / "a", wheelhouse, s3_server)
-    b = _node(tmp_path / "b", wheelhouse, s3_server)
-    record = a.install(wheel.as_uri(), wheel.name, force=False)
+    _, b, record = _installed_on_a(tmp_path, wheelhouse, s3_server)
     key = f"hiagent/wheels/{record.wheel_sha256}/{record.filename}"
     s3_server.client().put_object(Bucket=s3_server.bucket, Key=key, Body=b"tampered")
 
