@@ -82,47 +82,61 @@ def main() -> None:
 
 
 def run(a: str, b: str, root: Path, runs: int) -> None:
-    async_install: list[float] = []
-    first_call: list[float] = []
-    deletes: list[float] = []
+    figures: dict[str, list[float]] = {}
     with httpx.Client() as client:
         for i in range(runs):
             name = f"hiagent-plugin-bench-{i}-{secrets.token_hex(3)}"
-            wheel = timed_plugin(root / "wheels", name, "1.0", f"b{i}")
-            body = {"uri": wheel.as_uri(), "filename": wheel.name}
-            started = time.perf_counter()
-            post(client, a, "InstallPackageAsync", body)
-            wait_until(lambda: call(client, b, name).status_code == 200, timeout_s=WAIT_S,
-                       what="the first call on B")  # fmt: skip
-            async_install.append(time.perf_counter() - started)
-
-            other = f"{name}-sync"
-            wheel = timed_plugin(root / "wheels", other, "1.0", f"s{i}")
-            body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
-            post(client, a, "InstallPackage", body).raise_for_status()
-            wait_until(lambda: _listed(client, b, other), timeout_s=WAIT_S, what="B's view")
-            started = time.perf_counter()
-            call(client, b, other).raise_for_status()
-            first_call.append(time.perf_counter() - started)
-
-            post(client, a, "DeletePackage", {"pkg": other, "version": "1.0"}).raise_for_status()
-            started = time.perf_counter()
-            wait_until(lambda: call(client, b, other).status_code == 404, timeout_s=WAIT_S,
-                       what="B's 404")  # fmt: skip
-            deletes.append(time.perf_counter() - started)
+            for what, seconds in one_version(client, a, b, root, name, i).items():
+                figures.setdefault(what, []).append(seconds)
         warm = []
         for _ in range(WARM_CALLS):
             started = time.perf_counter()
             call(client, b, name).raise_for_status()
             warm.append(time.perf_counter() - started)
     warm_s = statistics.median(warm)
-    first_s = statistics.median(first_call)
     print(f"runs: {runs} (median of each)")
-    print(f"InstallPackageAsync on A -> first successful call on B: {statistics.median(async_install):.2f} s")
-    print(f"first call on B (materialises the venv):                {first_s:.2f} s")
-    print(f"warm call on B (baseline, {WARM_CALLS} calls):                  {warm_s * 1000:.2f} ms")
-    print(f"first call / warm call:                                 {first_s / warm_s:.0f}x")
-    print(f"DeletePackage on A -> 404 on B:                         {statistics.median(deletes) * 1000:.0f} ms")
+    for what, values in figures.items():
+        print(f"{what:<58} {statistics.median(values) * 1000:8.0f} ms")
+    print(f"{f'warm call on B (baseline, {WARM_CALLS} calls)':<58} {warm_s * 1000:8.2f} ms")
+    first_s = statistics.median(figures[FIRST_CALL])
+    print(f"{'first call / warm call':<58} {first_s / warm_s:8.0f}x")
+
+
+FIRST_CALL = "first call on B (it materialises the venv)"
+
+
+def one_version(
+    client: httpx.Client, a: str, b: str, root: Path, name: str, i: int
+) -> dict[str, float]:
+    """The figures of one run, each in seconds."""
+    found: dict[str, float] = {}
+    wheel = timed_plugin(root / "wheels", name, "1.0", f"b{i}")
+    started = time.perf_counter()
+    post(client, a, "InstallPackageAsync", {"uri": wheel.as_uri(), "filename": wheel.name})
+    wait_until(lambda: call(client, b, name).status_code == 200, timeout_s=WAIT_S, what="B")
+    found["InstallPackageAsync on A -> first successful call on B"] = time.perf_counter() - started
+
+    other = f"{name}-sync"
+    wheel = timed_plugin(root / "wheels", other, "1.0", f"s{i}")
+    body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
+    post(client, a, "InstallPackage", body).raise_for_status()
+    wait_until(lambda: _listed(client, b, other), timeout_s=WAIT_S, what="B's view")
+    started = time.perf_counter()
+    call(client, b, other).raise_for_status()
+    found[FIRST_CALL] = time.perf_counter() - started
+
+    post(client, a, "DeletePackage", {"pkg": other, "version": "1.0"}).raise_for_status()
+    started = time.perf_counter()
+    wait_until(lambda: call(client, b, other).status_code == 404, timeout_s=WAIT_S, what="404")
+    found["DeletePackage on A returned -> 404 on B"] = time.perf_counter() - started
+    wait_until(lambda: not _running(client, b, other), timeout_s=WAIT_S, what="B's process")
+    found["DeletePackage on A returned -> B's process gone"] = time.perf_counter() - started
+    return found
+
+
+def _running(client: httpx.Client, url: str, name: str) -> bool:
+    response = post(client, url, "ListProcesses", {})
+    return any(p["pkg"] == name for p in response.json()["data"])
 
 
 def _listed(client: httpx.Client, url: str, name: str) -> bool:

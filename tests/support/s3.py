@@ -18,18 +18,14 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.api.support import free_port
+
 ACCESS_KEY: Final = "hiagent-test-access"
 SECRET_KEY: Final = "hiagent-test-secret-do-not-log"
 REGION: Final = "us-east-1"
 # moto's server answers a connection within this after start() on a loaded machine.
 START_TIMEOUT_S: Final = 30.0
 POLL_S: Final = 0.02
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _accepting(port: int) -> bool:
@@ -101,7 +97,7 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def _moto_server() -> Iterator[S3Server]:
-    server = S3Server(port=_free_port())
+    server = S3Server(port=free_port())
     server.start()
     try:
         yield server
