@@ -307,3 +307,37 @@ def test_nodes_with_unshared_local_directories_say_so_loudly(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_without_redis_a_delete_reaches_the_other_node_within_the_poll_interval(
+    tmp_path: Path, wheelhouse: Path, s3_server: S3Server
+) -> None:
+    name = "hiagent-plugin-polled"
+    wheel = timed_plugin(tmp_path, name, "1.0", "only")
+    servers = []
+    try:
+        for node in ("a", "b"):
+            port = free_port()
+            config = write_config(
+                tmp_path / f"{node}.toml", tmp_path / node, wheelhouse, port,
+                store=s3_server.store_settings(poll_interval_s=0.5),
+            )  # fmt: skip
+            servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
+        a, b = servers
+        with httpx.Client() as client:
+            body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
+            _ok(post(client, a.url, "InstallPackage", body))
+            assert _ok(call(client, b.url, name)) == "only"
+            _ok(post(client, a.url, "DeletePackage", {"pkg": name, "version": "1.0"}))
+            wait_until(
+                lambda: call(client, b.url, name).status_code == 404,
+                timeout_s=PROPAGATION_WAIT_S, what="B polling the store",
+            )  # fmt: skip
+            wait_until(
+                lambda: not _ok(post(client, b.url, "ListProcesses", {})),
+                timeout_s=PROPAGATION_WAIT_S, what="B's process ending",
+            )  # fmt: skip
+        assert not list((tmp_path / "b" / "venvs").glob("hiagent_plugin_polled/.1.0-*"))
+    finally:
+        for server in servers:
+            server.stop()
