@@ -337,7 +337,11 @@ def test_without_redis_a_delete_reaches_the_other_node_within_the_poll_interval(
                 lambda: not _ok(post(client, b.url, "ListProcesses", {})),
                 timeout_s=PROPAGATION_WAIT_S, what="B's process ending",
             )  # fmt: skip
-        assert not list((tmp_path / "b" / "venvs").glob("hiagent_plugin_polled/.1.0-*"))
+            venvs = tmp_path / "b" / "venvs"
+            wait_until(
+                lambda: not list(venvs.glob("hiagent_plugin_polled/.1.0-*")),
+                timeout_s=PROPAGATION_WAIT_S, what="B removing the build",
+            )  # fmt: skip
     finally:
         for server in servers:
             server.stop()
