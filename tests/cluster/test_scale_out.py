@@ -241,7 +241,8 @@ def test_a_delete_through_a_is_a_404_on_b_and_ends_its_process(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert not (c.root / "b" / "venvs" / name.replace("-", "_")).exists()
+    venvs = c.root / "b" / "venvs" / name.replace("-", "_")
+    wait_until(lambda: not venvs.exists(), timeout_s=PROPAGATION_WAIT_S, what="B's venv going")
 
 
 def test_with_the_store_down_warm_packages_serve_and_the_rest_is_503_until_it_returns(
