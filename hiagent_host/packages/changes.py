@@ -124,6 +124,7 @@ def release_build(pm: PackageManager, dir_name: str, version_dir: str, build: st
             return
         if remove_build(pm.layout, dir_name, build):
             log.info("removed %s %s's old build %s", dir_name, version_dir, build)
+            tidy_package(pm.layout, dir_name)  # and the package's directories, if now empty
     finally:
         lock.release()
 
