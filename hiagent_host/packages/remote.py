@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+import msgspec
 from packaging.version import InvalidVersion, Version
 
 from hiagent_host.config import Config
@@ -121,7 +122,7 @@ class RemoteView:
         found: dict[Key, PackageRecord] = {}
         for key, data in self.store.list_records():
             try:
-                record = decode_record(data, key)
+                record = self._here(decode_record(data, key))
             except RecordUnreadable as exc:
                 log.warning("skipping an unreadable record in the store: %s", exc)
                 continue
@@ -140,7 +141,7 @@ class RemoteView:
         if data is None:
             return None
         try:
-            return decode_record(data, self.store.record_key(dir_name, version_dir))
+            return self._here(decode_record(data, self.store.record_key(dir_name, version_dir)))
         except RecordUnreadable as exc:
             log.warning("an unreadable record in the store: %s", exc)
             return None
@@ -225,6 +226,13 @@ class RemoteView:
         yield FetchedWheel(path=cached, sha256=record.wheel_sha256, size=got.size)
 
     # ---- helpers -----------------------------------------------------------------------
+
+    def _here(self, record: PackageRecord) -> PackageRecord:
+        """The store's record with this node's venv path (the installer's is elsewhere)."""
+        link = str(self.layout.venv_link(record.dir_name, record.version_dir))
+        return (
+            record if record.venv_path == link else msgspec.structs.replace(record, venv_path=link)
+        )
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
