@@ -2,12 +2,14 @@
 
 (a) a trivial JSON echo route on the same Starlette/Hypercorn stack (same app, same middleware),
 (b) `POST /v1/RunPluginTool` on the echo fixture tool (HTTP → pool → child → back),
-(c) a raw JSON-RPC echo over a pipe to a bare child (no HTTP, no pool, no SDK).
+(c) a raw JSON-RPC echo over a pipe to a bare child (no HTTP, no pool, no SDK),
+(d) MCP `tools/call` of the same tool at `/mcp` (one self-contained 2026-07-28 POST).
 
 Each at concurrency 1 and 32 with a bounded loopback load generator (wrk when installed, else a
-small asyncio HTTP/1.1 client), in interleaved rounds ((a), (b), (c), (a), …) so that drift on
-the machine hits all three alike; each figure is the median over the rounds. Targets:
-(b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1; (b) req/s ≥ 70 % of (a) at concurrency 32.
+small asyncio HTTP/1.1 client), in interleaved rounds ((a), (b), (c), (d), (a), …) so that drift
+on the machine hits all four alike; each figure is the median over the rounds. Targets:
+(b) p50 ≤ 1.3 × ((a) + (c)) at concurrency 1; (b) req/s ≥ 70 % of (a) at concurrency 32;
+(d) p50 − (b) p50 ≤ 1 ms at concurrency 1 (what MCP adds over RunPluginTool).
 
     .venv/bin/python bench/http.py [--duration-s 2] [--rounds 7] [--tool echo_async|echo]
 
@@ -41,7 +43,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
@@ -59,6 +61,9 @@ ECHO_PLUGIN: Final = "echo"
 # Both return their input: echo_async on the child's event loop, echo (sync) in a worker thread.
 ECHO_TOOLS: Final = ("echo_async", "echo")
 CONCURRENCY: Final = (1, 32)
+MCP_VERSION: Final = "2026-07-28"
+# What MCP may add to a tool call over /v1 RunPluginTool (p50, concurrency 1).
+MCP_ADDED_TARGET_MS: Final = 1.0
 # The server must answer /ping within this time after it was started.
 START_TIMEOUT_S: Final = 60.0
 # Installing the echo fixture (venv + probe) takes a second or two warm.
@@ -173,12 +178,23 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 # ---- load generators ---------------------------------------------------------------------
 
 
-def wrk(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -> Result:
+@dataclass(frozen=True)
+class Target:
+    """What a load generator sends: one POST, again and again."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # besides Content-Type
+
+
+def wrk(target: Target, concurrency: int, duration_s: float, name: str) -> Result:
+    url = target.url
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
-            f"wrk.body = [==[{body.decode()}]==]\n"
+            f"wrk.body = [==[{target.body.decode()}]==]\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
+            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in target.headers.items())
         )
     try:
         threads = min(concurrency, 2)
@@ -228,11 +244,13 @@ async def _http_worker(
         writer.close()
 
 
-def python_client(url: str, body: bytes, concurrency: int, duration_s: float, name: str) -> Result:
-    parts = httpx.URL(url)
+def python_client(target: Target, concurrency: int, duration_s: float, name: str) -> Result:
+    parts = httpx.URL(target.url)
+    body = target.body
+    extra = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
     request = (
         f"POST {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}:{parts.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies: list[float] = []
     errors: list[int] = []
@@ -357,27 +375,52 @@ def main() -> None:
             warm = httpx.post(f"{url}/v1/RunPluginTool", content=body, timeout=60).json()
             if warm["error"]:
                 raise SystemExit(f"warm-up call failed: {warm['error']}")
+            mcp = mcp_call(f"{url}/mcp", f"{ECHO_PKG}__{ECHO_PLUGIN}__{args.tool}", tool_input)
+            mcp_warm = httpx.post(
+                mcp.url, content=mcp.body, timeout=60,
+                headers=mcp.headers | {"Content-Type": "application/json"},
+            )  # fmt: skip
+            echo = Target(f"{url}/bench/echo", body)
+            run_tool = Target(f"{url}/v1/RunPluginTool", body)
+            if mcp_warm.status_code != 200 or mcp_warm.json()["result"]["isError"]:
+                raise SystemExit(f"MCP warm-up call failed: {mcp_warm.text}")
             rounds: list[list[Result]] = [[] for _ in range(args.rounds)]
             for concurrency in CONCURRENCY:
-                generator(f"{url}/bench/echo", body, concurrency, 1.0, "warm-up")
-                generator(f"{url}/v1/RunPluginTool", body, concurrency, 1.0, "warm-up")
-                for measured in rounds:  # interleaved, so that drift hits all three alike
+                for target in (echo, run_tool, mcp):
+                    generator(target, concurrency, 1.0, "warm-up")
+                for measured in rounds:  # interleaved, so that drift hits all four alike
+                    duration = args.duration_s
+                    measured.append(generator(echo, concurrency, duration, "(a) JSON echo route"))
                     measured.append(
-                        generator(
-                            f"{url}/bench/echo", body, concurrency, args.duration_s,
-                            "(a) JSON echo route",
-                        )
-                    )  # fmt: skip
+                        generator(run_tool, concurrency, duration, "(b) RunPluginTool echo")
+                    )
+                    measured.append(pipe_echo(tool_input, concurrency, duration))
                     measured.append(
-                        generator(
-                            f"{url}/v1/RunPluginTool", body, concurrency, args.duration_s,
-                            "(b) RunPluginTool echo",
-                        )
-                    )  # fmt: skip
-                    measured.append(pipe_echo(tool_input, concurrency, args.duration_s))
+                        generator(mcp, concurrency, duration, "(d) MCP tools/call echo")
+                    )
         finally:
             stop_server(proc)
     report(rounds)
+
+
+def mcp_call(url: str, tool: str, arguments: dict[str, Any]) -> Target:
+    """A 2026-07-28 `tools/call`: one POST that needs no session, as the specification has it."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MCP_VERSION,
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta},
+    }  # fmt: skip
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MCP_VERSION,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+    return Target(url, json.dumps(body).encode(), headers)
 
 
 def report(rounds: list[list[Result]]) -> None:
@@ -389,13 +432,16 @@ def report(rounds: list[list[Result]]) -> None:
             f"{r.name:32} {r.concurrency:>4} {r.p50_ms:>9.3f} {r.p99_ms:>9.3f} {r.rps:>10.0f}"
             f" {r.errors:>7}"
         )
-    latency, throughput = ratios(results)
+    latency, throughput, mcp_added = ratios(results)
     per_round = [ratios(measured) for measured in rounds]
     print(
         f"\n(b) p50 / ((a) + (c)) p50 at concurrency 1: {latency:.2f}  (target ≤ 1.30)"
         f"  rounds: {', '.join(f'{r[0]:.2f}' for r in per_round)}"
         f"\n(b) / (a) req/s at concurrency 32:          {throughput:.2f}  (target ≥ 0.70)"
         f"  rounds: {', '.join(f'{r[1]:.2f}' for r in per_round)}"
+        f"\n(d) p50 − (b) p50 at concurrency 1:         {mcp_added:.3f} ms"
+        f"  (target ≤ {MCP_ADDED_TARGET_MS:.1f} ms)"
+        f"  rounds: {', '.join(f'{r[2]:.3f}' for r in per_round)}"
     )
 
 
@@ -410,10 +456,14 @@ def _median(group: tuple[Result, ...]) -> Result:
     )
 
 
-def ratios(results: list[Result]) -> tuple[float, float]:
+def ratios(results: list[Result]) -> tuple[float, float, float]:
     by = {(r.name[:3], r.concurrency): r for r in results}
-    a1, b1, c1 = by[("(a)", 1)], by[("(b)", 1)], by[("(c)", 1)]
-    return b1.p50_ms / (a1.p50_ms + c1.p50_ms), by[("(b)", 32)].rps / by[("(a)", 32)].rps
+    a1, b1, c1, d1 = by[("(a)", 1)], by[("(b)", 1)], by[("(c)", 1)], by[("(d)", 1)]
+    return (
+        b1.p50_ms / (a1.p50_ms + c1.p50_ms),
+        by[("(b)", 32)].rps / by[("(a)", 32)].rps,
+        d1.p50_ms - b1.p50_ms,
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The ASGI app: routes, the middleware stack, and the services behind them.
 
 Stack, outermost first: Starlette's error guard → request context (request id, timing,
-metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router.
+metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router
+(/v1 and the rest from api/routes.py, and /mcp, the MCP endpoint, unless `mcp.enabled` is off).
 `open_services` recovers the package store, opens the pool, the cluster node (changes made
 by other nodes, see docs/scale-out.md) and the job backend, and closes them in reverse (the
 pool stops every child through its ladder). `serve` opens them itself, before Hypercorn
-binds, so a failed start is an error and not a server without services;
-otherwise (Hypercorn workers, tests) the app's lifespan does.
+binds, so a failed start is an error and not a server without services; otherwise (Hypercorn
+workers, tests) the app's lifespan does. The lifespan also runs the MCP endpoint's session
+manager, inside the services either way.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Final
 
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from hiagent_host import logs
 from hiagent_host.api import openapi
 from hiagent_host.api.auth import BearerAuthMiddleware
+from hiagent_host.api.mcp import McpEndpoint
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, starlette_routes
@@ -40,6 +43,8 @@ log = logging.getLogger("hiagent_host.app")
 
 # Set by `serve` for Hypercorn worker processes (workers > 1), which build their own app.
 WITH_WORKER_ENV: Final = "HIAGENT_SERVE_WITH_WORKER"
+# The Model Context Protocol endpoint (docs/mcp.md).
+MCP_PATH: Final = "/mcp"
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 ExtraRoutes = Sequence[BaseRoute]
@@ -66,12 +71,17 @@ def create_app(
     ]
     if keys:
         middleware.append(Middleware(BearerAuthMiddleware, keys=keys))
+    mcp = McpEndpoint(config) if config.mcp.enabled else None
+    routes: list[BaseRoute] = [*starlette_routes(OPERATIONS), *extra_routes]
+    if mcp is not None:
+        routes.append(Route(MCP_PATH, mcp, include_in_schema=False))
     app = Starlette(
-        routes=[*starlette_routes(OPERATIONS), *extra_routes],
+        routes=routes,
         middleware=middleware,
-        lifespan=None if services is not None else _lifespan(config, metrics, with_worker),
+        lifespan=_lifespan(config, metrics, with_worker, services, mcp),
     )
     app.state.openapi = openapi.encoded(OPERATIONS, secured=bool(keys))
+    app.state.mcp = mcp
     if services is not None:
         app.state.services = services
     return app
@@ -101,14 +111,35 @@ async def open_services(
         log.info("stopping plugin processes")
 
 
-def _lifespan(config: Config, metrics: Metrics, with_worker: bool | None) -> Lifespan:
+def _lifespan(
+    config: Config,
+    metrics: Metrics,
+    with_worker: bool | None,
+    given: Services | None,
+    mcp: McpEndpoint | None,
+) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(config, metrics=metrics, with_worker=with_worker) as services:
-            app.state.services = services
+        async with AsyncExitStack() as stack:
+            services = given
+            if services is None:
+                services = await stack.enter_async_context(
+                    open_services(config, metrics=metrics, with_worker=with_worker)
+                )
+                app.state.services = services
+            if mcp is not None:
+                await stack.enter_async_context(mcp.run(services))
             yield
 
     return lifespan
+
+
+def begin_drain(app: Starlette) -> None:
+    """The server stops taking connections: end the streams that would otherwise hold its
+    graceful shutdown open to the end (MCP's notification streams)."""
+    mcp: McpEndpoint | None = app.state.mcp
+    if mcp is not None:
+        mcp.drain()
 
 
 def app_from_environment() -> Starlette:

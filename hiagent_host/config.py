@@ -180,6 +180,24 @@ class LoggingConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     access_log: bool = True
 
 
+McpLanguage = Literal["en", "zh_hans", "zh_hant"]
+
+
+class McpConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    expose_all_versions: bool = False
+    language: McpLanguage = "en"
+    allow_packages: list[str] = msgspec.field(default_factory=list)
+    deny_packages: list[str] = msgspec.field(default_factory=list)
+    allow_tools: list[str] = msgspec.field(default_factory=list)
+    deny_tools: list[str] = msgspec.field(default_factory=list)
+    client_config: bool = True
+    config_file: Path | None = None
+    session_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
+    max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    watch_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+
+
 class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     paths: PathsConfig = msgspec.field(default_factory=PathsConfig)
@@ -189,6 +207,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    mcp: McpConfig = msgspec.field(default_factory=McpConfig)
     source: str = "<defaults>"
 
     @property
@@ -273,7 +292,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             else None
         ),
     )
-    return msgspec.structs.replace(config, paths=paths, packages=pkgs, auth=auth, store=store)
+    mcp = msgspec.structs.replace(
+        config.mcp,
+        config_file=resolve(config.mcp.config_file) if config.mcp.config_file else None,
+    )
+    return msgspec.structs.replace(
+        config, paths=paths, packages=pkgs, auth=auth, store=store, mcp=mcp
+    )
 
 
 def _check(config: Config) -> None:

@@ -23,7 +23,13 @@ from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 
 from hiagent_host import logs
-from hiagent_host.app import WITH_WORKER_ENV, ExtraRoutes, create_app, open_services
+from hiagent_host.app import (
+    WITH_WORKER_ENV,
+    ExtraRoutes,
+    begin_drain,
+    create_app,
+    open_services,
+)
 from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.rpc.busypoll import loop_factory
@@ -135,8 +141,13 @@ async def _serve_one(
             # being cancelled, which would cancel the pool's clean shutdown right after.
             # what hypercorn.asyncio.serve does, with the sockets bound above
             asgi = wrap_app(cast(ASGIFramework, app), hc.wsgi_max_body_size, "asgi")
+
+            async def shutdown_trigger() -> None:
+                await stop.wait()
+                begin_drain(app)
+
             await asyncio.create_task(
-                worker_serve(asgi, hc, sockets=sockets, shutdown_trigger=stop.wait)
+                worker_serve(asgi, hc, sockets=sockets, shutdown_trigger=shutdown_trigger)
             )
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

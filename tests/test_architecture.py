@@ -32,6 +32,8 @@ FRAMEWORK_OWNERS = {
     "arq": {"jobs"},
     "boto3": {"store"},
     "botocore": {"store"},
+    "mcp": {"api"},
+    "mcp_types": {"api"},
 }
 
 

@@ -1,14 +1,15 @@
 """Tool routes: RunPluginTool (JSON or SSE), its adapter-runtime form, and RunPluginValidate.
 
 Secret config values (per the plugin's config schema) are registered for log redaction before
-the call and scrubbed from any error that comes back.
+the call and scrubbed from any error that comes back. `ToolRun` is that call path, shared with
+the MCP endpoint (api/mcp/).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 
@@ -111,18 +112,47 @@ async def run_plugin_validate(
 
 async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -> Response:
     annotate(request, pkg=call.pkg, version=call.version, plugin=call.plugin, tool=call.tool)
-    hidden = _secrets(s, call.pkg, call.version, call.plugin, call.cfg)
-    label = _package_label(call.pkg)
-    start = time.perf_counter()
-
-    def outcome(result: str) -> None:
-        package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else label
-        s.metrics.observe_tool_call(package, result, time.perf_counter() - start)
-
+    run = ToolRun(s, call)
     if stream:
+        return EventStream(
+            run.stream,
+            keepalive_s=s.config.server.sse_keepalive_s,
+            scrub=run.scrub,
+            on_outcome=run.outcome,
+        )
+    return responses.ok(await run.result())
 
-        def open_stream() -> AbstractAsyncContextManager[AsyncIterator[Any]]:
-            return s.pool.stream_tool(
+
+class ToolRun:
+    """One tool call through the pool, as /v1 and /mcp both make it.
+
+    Secret config values (per the plugin's config schema, plus `extra_secrets`) are registered
+    for log redaction before the call and scrubbed from any error that comes back; the call's
+    outcome and duration are counted in the metrics once.
+    """
+
+    def __init__(self, s: Services, call: ToolCall, *, extra_secrets: Iterable[str] = ()) -> None:
+        self._s = s
+        self.call = call
+        self.hidden = _secrets(s, call.pkg, call.version, call.plugin, call.cfg)
+        if extra_secrets:
+            self.hidden = sorted({*self.hidden, *extra_secrets}, key=len, reverse=True)
+        self._label = _package_label(call.pkg)
+        self._start = time.perf_counter()
+
+    def outcome(self, result: str) -> None:
+        """Count the call: "ok", an error code, or why it ended early."""
+        package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else self._label
+        self._s.metrics.observe_tool_call(package, result, time.perf_counter() - self._start)
+
+    def scrub(self, exc: HostError) -> HostError:
+        return scrub(exc, self.hidden)
+
+    async def result(self) -> Any:
+        """The tool's result; a failure is counted and raised with secrets scrubbed."""
+        call = self.call
+        try:
+            result = await self._s.pool.run_tool(
                 call.pkg,
                 call.version,
                 call.plugin,
@@ -131,15 +161,16 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
                 call.cfg,
                 timeout_s=call.timeout_s,
             )
+        except HostError as exc:
+            self.outcome(exc.code)
+            raise self.scrub(exc) from None
+        self.outcome("ok")
+        return result
 
-        return EventStream(
-            open_stream,
-            keepalive_s=s.config.server.sse_keepalive_s,
-            scrub=lambda exc: scrub(exc, hidden),
-            on_outcome=outcome,
-        )
-    try:
-        result = await s.pool.run_tool(
+    def stream(self) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """The tool's stream (leaving it early cancels the call); the caller counts it."""
+        call = self.call
+        return self._s.pool.stream_tool(
             call.pkg,
             call.version,
             call.plugin,
@@ -148,11 +179,6 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
             call.cfg,
             timeout_s=call.timeout_s,
         )
-    except HostError as exc:
-        outcome(exc.code)
-        raise scrub(exc, hidden) from None
-    outcome("ok")
-    return responses.ok(result)
 
 
 @functools.lru_cache(maxsize=1024)
