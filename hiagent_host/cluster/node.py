@@ -169,12 +169,27 @@ class ClusterNode:
         try:
             async with lock:
                 await anyio.to_thread.run_sync(self.packages.refresh, dir_name, version_dir)
+                await self._keep_materialised(key)
         except HostError as exc:  # e.g. the store is down: the next resync catches up
             log.warning("cannot apply the change of %s %s: %s", dir_name, version_dir, exc.message)
             self.last_sync_error = exc.message
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._key_locks.pop(key, None)
+
+    async def _keep_materialised(self, key: tuple[str, str]) -> None:
+        """With `materialise_at_start`, a version installed or replaced elsewhere is
+        materialised here as soon as this node hears of it, not on its first call."""
+        remote = self.packages.remote
+        if remote is None or self.role != "api" or not self.config.store.materialise_at_start:
+            return
+        record = remote.find_key(key)
+        if record is None or remote.is_materialised(record):
+            return
+        try:
+            await anyio.to_thread.run_sync(self.packages.materialise, record)
+        except HostError as exc:  # its first call tries again
+            log.warning("materialise %s %s: %s", record.name, record.version, exc.message)
 
     async def _materialise_all(self) -> None:
         """`[store] materialise_at_start`: every installed version, one after another."""

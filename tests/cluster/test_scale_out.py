@@ -346,3 +346,48 @@ def test_without_redis_a_delete_reaches_the_other_node_within_the_poll_interval(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_materialise_at_start_builds_what_is_installed_and_what_arrives(
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
+) -> None:
+    queue = {"backend": "redis", "redis_url": redis_server.url, "with_worker": True}
+    queue["queue_name"] = f"hiagent:test:{secrets.token_hex(4)}"
+    early = timed_plugin(tmp_path, "hiagent-plugin-early", "1.0", "early")
+    late = timed_plugin(tmp_path, "hiagent-plugin-late", "1.0", "late")
+    servers = []
+
+    def start(node: str, **store: Any) -> LiveServer:
+        port = free_port()
+        config = write_config(
+            tmp_path / f"{node}.toml", tmp_path / node, wheelhouse, port, queue=queue,
+            store=s3_server.store_settings(**store),
+        )  # fmt: skip
+        servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
+        return servers[-1]
+
+    def materialised(client: httpx.Client, server: LiveServer) -> set[str]:
+        health = client.get(f"{server.url}/v1/health").json()
+        body = health["data"] or health["error"]["data"]
+        return {m["name"] for m in body["cluster"]["materialised"]}
+
+    try:
+        a = start("a")
+        with httpx.Client() as client:
+            body = {"uri": early.as_uri(), "filename": early.name, "force": False}
+            _ok(post(client, a.url, "InstallPackage", body))
+            b = start("b", materialise_at_start=True)
+            wait_until(
+                lambda: "hiagent-plugin-early" in materialised(client, b),
+                timeout_s=JOB_WAIT_S, what="B materialising at start",
+            )  # fmt: skip
+            body = {"uri": late.as_uri(), "filename": late.name, "force": False}
+            _ok(post(client, a.url, "InstallPackage", body))
+            wait_until(
+                lambda: "hiagent-plugin-late" in materialised(client, b),
+                timeout_s=JOB_WAIT_S, what="B materialising what arrived",
+            )  # fmt: skip
+            assert _ok(post(client, b.url, "ListProcesses", {})) == []  # venvs, no processes
+    finally:
+        for server in servers:
+            server.stop()
