@@ -43,24 +43,36 @@ def sync(pm: PackageManager) -> None:
     else:
         truth = {(r.dir_name, r.version_dir): r for r in pm.list_local()}
     with pm._seen_lock:
-        known = set(pm._seen) if pm.remote is None else set()
-    keys = set(truth) | known | (pm.remote.keys() if pm.remote is not None else set())
-    for key in sorted(keys):
-        _apply(pm, key, truth.get(key))
+        seen = dict(pm._seen)
+    if pm.remote is not None:
+        seen = pm.remote.snapshot()
+    for key in sorted(set(truth) | set(seen)):
+        current = truth.get(key)
+        if _build(seen.get(key)) != _build(current):
+            current = _read(pm, key)  # the listing may predate a change applied meanwhile
+        _apply(pm, key, current)
     if pm.remote is not None:  # what this node materialised of versions gone since
         for local in pm.list_local():
             key = (local.dir_name, local.version_dir)
-            _drop_stale(pm, key, truth.get(key))
+            if local.build != _build(truth.get(key)):
+                _drop_stale(pm, key, _read(pm, key))
 
 
 def refresh(pm: PackageManager, dir_name: str, version_dir: str) -> None:
     """Another node says this version changed: read it again and apply the difference."""
     key = (dir_name, version_dir)
+    _apply(pm, key, _read(pm, key))
+
+
+def _read(pm: PackageManager, key: Key) -> PackageRecord | None:
+    """The truth about one version, read now."""
     if pm.remote is not None:
-        current = pm.remote.fetch(dir_name, version_dir)
-    else:
-        current = pm._read_quietly(dir_name, version_dir)
-    _apply(pm, key, current)
+        return pm.remote.fetch(*key)
+    return pm._read_quietly(*key)
+
+
+def _build(record: PackageRecord | None) -> str | None:
+    return None if record is None else record.build
 
 
 def _apply(pm: PackageManager, key: Key, current: PackageRecord | None) -> None:

@@ -84,9 +84,10 @@ class RemoteView:
         with self._lock:
             return self._view.get(key)
 
-    def keys(self) -> set[Key]:
+    def snapshot(self) -> dict[Key, PackageRecord]:
+        """This node's whole view, as it is now."""
         with self._lock:
-            return set(self._view)
+            return dict(self._view)
 
     def records(self) -> list[PackageRecord]:
         self._ensure_loaded()
