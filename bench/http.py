@@ -12,6 +12,7 @@ on the machine hits all four alike; each figure is the median over the rounds. T
 (d) p50 − (b) p50 ≤ 1 ms at concurrency 1 (what MCP adds over RunPluginTool).
 
     .venv/bin/python bench/http.py [--duration-s 2] [--rounds 7] [--tool echo_async|echo]
+    .venv/bin/python bench/http.py --redaction   # secret redaction per request, before/after
 
 Many short rounds rather than a few long ones: on a shared VM the machine's speed drifts over
 seconds, and a slow spell then shifts one round's figures, not the medians.
@@ -341,7 +342,13 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=2.0, help="per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
     parser.add_argument("--tool", choices=ECHO_TOOLS, default=ECHO_TOOLS[0], help="(b)'s tool")
+    parser.add_argument(
+        "--redaction", action="store_true", help="only the redaction rows (many distinct secrets)"
+    )
     args = parser.parse_args()
+    if args.redaction:
+        redaction_report()
+        return
     generator = wrk if shutil.which("wrk") else python_client
     print(f"load generator: {'wrk' if generator is wrk else 'python asyncio client'}; "
           f"{args.duration_s:g} s per measurement, {args.rounds} interleaved rounds; "
@@ -464,6 +471,91 @@ def ratios(results: list[Result]) -> tuple[float, float, float]:
         by[("(b)", 32)].rps / by[("(a)", 32)].rps,
         d1.p50_ms - b1.p50_ms,
     )
+
+
+# ---- redaction: the old process-wide registry against per-call secrets ----------------------
+
+REDACTION_REGISTRY_SIZES: Final = (64, 1024, 4096)
+# Per request: the access log line, one debug line and one stderr line of the plugin.
+REDACTION_LINE: Final = (
+    '2026-12-05T03:40:00.123Z info hiagent_host.access: 127.0.0.1 "POST /v1/RunPluginTool '
+    'HTTP/1.1" 200 1.234 ms pkg=hiagent-plugin-secret plugin=secret tool=has_key'
+)
+REDACTION_REQUESTS: Final = 2000
+SECRET_SCHEMA: Final = {
+    "properties": {"api_key": {"type": "string", "x-hiagent-secret": True}},
+}
+
+
+class OldRegistry:
+    """The registry before #12, as it was: every line scans every secret, re-sorted per add."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._values: dict[str, None] = {}
+        self._sorted: list[str] = []
+
+    def add(self, values: list[str]) -> None:
+        for value in values:
+            self._values.pop(value, None)
+            self._values[value] = None
+        while len(self._values) > self._size:
+            del self._values[next(iter(self._values))]
+        self._sorted = sorted(self._values, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for value in self._sorted:
+            if value in text:
+                text = text.replace(value, "***")
+        return text
+
+
+def _old_request(registry: OldRegistry, secret: str) -> None:
+    header = json.dumps({"api_key": secret})
+    registry.add([header])  # every raw cfg header was registered
+    registry.add([secret])
+    for _ in range(3):
+        registry.redact(REDACTION_LINE)
+
+
+def _new_request(recent: Any, secret: str) -> None:
+    from hiagent_host import redact
+    from hiagent_host.pool.secrets import secret_values
+
+    secrets = redact.Secrets(secret_values(SECRET_SCHEMA, {"api_key": secret}))
+    recent.add(secrets)
+    with redact.scope(secrets):
+        for _ in range(2):
+            redact.active().redact(REDACTION_LINE)  # the server log's lines
+    recent.redact(REDACTION_LINE)  # a stderr line of the child
+
+
+def redaction_report() -> None:
+    """µs per request with a registry (or window) already full of distinct secrets."""
+    from hiagent_host.pool.logs import RECENT_SECRET_VALUES
+    from hiagent_host.redact import Secrets, SecretWindow
+
+    print(f"{'':44} {'secrets':>8} {'µs/request':>11}")
+    for size in REDACTION_REGISTRY_SIZES:
+        distinct = (f"sk-{i:08d}-{os.urandom(8).hex()}" for i in range(10**9))
+        registry = OldRegistry(size)
+        for _ in range(size):
+            registry.add([next(distinct)])
+        recent = SecretWindow(RECENT_SECRET_VALUES)
+        for _ in range(size):
+            recent.add(Secrets([next(distinct)]))
+        timings = {}
+        for name, run, state in (
+            ("before: one registry, every line scans all", _old_request, registry),
+            ("after: the call's secrets + child's window", _new_request, recent),
+        ):
+            start = time.perf_counter()
+            for _ in range(REDACTION_REQUESTS):
+                run(state, next(distinct))
+            timings[name] = (time.perf_counter() - start) / REDACTION_REQUESTS * 1e6
+            print(f"{name:44} {size:>8} {timings[name]:>11.1f}")
+        before, after = timings.values()
+        print(f"{'before / after':44} {size:>8} {before / after:>11.1f}x")
 
 
 if __name__ == "__main__":

@@ -27,11 +27,13 @@ from starlette.routing import BaseRoute, Route
 from hiagent_host import logs
 from hiagent_host.api import openapi
 from hiagent_host.api.auth import BearerAuthMiddleware
+from hiagent_host.api.keepalive import KeepAliveMiddleware
 from hiagent_host.api.mcp import McpEndpoint
 from hiagent_host.api.metrics import Metrics
 from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, starlette_routes
 from hiagent_host.api.services import Services
+from hiagent_host.api.shutdown import Shutdown, ShutdownMiddleware
 from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.jobs import make_backend
@@ -64,10 +66,13 @@ def create_app(
     """
     keys = read_api_keys(config)
     metrics = services.metrics if services is not None else Metrics()
+    shutdown = Shutdown()
     middleware = [
+        Middleware(KeepAliveMiddleware),  # outermost: sees every early answer
         Middleware(
             RequestContextMiddleware, metrics=metrics, access_log_enabled=config.logging.access_log
-        )
+        ),
+        Middleware(ShutdownMiddleware, shutdown=shutdown),
     ]
     if keys:
         middleware.append(Middleware(BearerAuthMiddleware, keys=keys))
@@ -81,6 +86,7 @@ def create_app(
         lifespan=_lifespan(config, metrics, with_worker, services, mcp),
     )
     app.state.openapi = openapi.encoded(OPERATIONS, secured=bool(keys))
+    app.state.shutdown = shutdown  # serve() starts it on SIGTERM/SIGINT
     app.state.mcp = mcp
     if services is not None:
         app.state.services = services

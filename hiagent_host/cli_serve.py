@@ -10,9 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Final
 
-import msgspec
-
-from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.config import Config, load_config, read_api_keys, with_server
 from hiagent_host.errors import HostError
 
 API_KEY_ENV: Final = "HIAGENT_API_KEY"
@@ -70,13 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hiagent_host.serve import serve  # Hypercorn is loaded only to serve
 
     try:
-        config = _config(args)
-        server = config.server
-        if args.host is not None:
-            server = msgspec.structs.replace(server, host=args.host)
-        if args.port is not None:
-            server = msgspec.structs.replace(server, port=args.port)
-        config = msgspec.structs.replace(config, server=server)
+        options = {"host": args.host, "port": args.port}
+        config = with_server(_config(args), **{k: v for k, v in options.items() if v is not None})
         read_api_keys(config)
     except HostError as exc:
         print(f"hiagent-host serve: {exc.code}: {exc.message}", file=sys.stderr)

@@ -25,6 +25,20 @@ DEFAULT_FILE: Final = "runtime.toml"
 APP_NAME: Final = "hiagent-host"
 # Busy polling longer than this (10 ms) would only burn CPU: such calls are not quick.
 MAX_BUSY_POLL_US: Final = 10_000
+# No duration is longer than a year: larger values overflow timers and mean "never" anyway.
+MAX_DURATION_S: Final = 365 * 86400.0
+MIN_FRAME_BYTES: Final = 1024
+
+# The ranges of numeric keys, enforced by msgspec at load (docs/operations.md lists them).
+Count = Annotated[int, msgspec.Meta(ge=1)]
+ZeroOrMore = Annotated[int, msgspec.Meta(ge=0)]
+Bytes = Annotated[int, msgspec.Meta(ge=1)]
+BytesOrOff = Annotated[int, msgspec.Meta(ge=0)]  # 0 turns the limit off
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_DURATION_S)]
+SecondsOrOff = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_S)]  # 0 turns it off
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+FrameBytes = Annotated[int, msgspec.Meta(ge=MIN_FRAME_BYTES)]
+BusyPollMicros = Annotated[int, msgspec.Meta(ge=0, le=MAX_BUSY_POLL_US)]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -33,12 +47,12 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    keep_alive_s: float = 5.0
-    graceful_shutdown_s: float = 30.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    sse_keepalive_s: float = 15.0
+    port: Port = 8000
+    workers: Count = 1
+    keep_alive_s: Seconds = 5.0
+    graceful_shutdown_s: Seconds = 30.0
+    max_body_bytes: Bytes = 10 * 1024 * 1024
+    sse_keepalive_s: Seconds = 15.0
 
 
 class PathsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -56,49 +70,50 @@ class PackagesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     no_index: bool = False
     allowed_file_roots: list[Path] = msgspec.field(default_factory=list)
     sdk_path: Path | None = None
-    download_connect_timeout_s: float = 10.0
-    download_timeout_s: float = 300.0
-    max_download_bytes: int = 256 * 1024 * 1024
-    max_unpacked_bytes: int = 1024 * 1024 * 1024
-    install_idle_timeout_s: float = 120.0
-    install_timeout_s: float = 900.0
-    probe_timeout_s: float = 60.0
-    base_venv_max_age_s: float = 86400.0
+    download_connect_timeout_s: Seconds = 10.0
+    download_timeout_s: Seconds = 300.0
+    max_download_bytes: Bytes = 256 * 1024 * 1024
+    max_unpacked_bytes: Bytes = 1024 * 1024 * 1024
+    max_cache_bytes: BytesOrOff = 2 * 1024 * 1024 * 1024
+    install_idle_timeout_s: Seconds = 120.0
+    install_timeout_s: Seconds = 900.0
+    probe_timeout_s: Seconds = 60.0
+    base_venv_max_age_s: SecondsOrOff = 86400.0
 
 
 class PackagePolicy(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    replicas: int | None = None
-    memory_bytes: int | None = None
-    cpu_s: int | None = None
-    open_files: int | None = None
-    processes: int | None = None
+    replicas: Count | None = None
+    memory_bytes: Bytes | None = None
+    cpu_s: Count | None = None
+    open_files: Count | None = None
+    processes: Count | None = None
 
 
 class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    max_subprocess: int = 16
-    replicas: int = 1
-    idle_timeout_s: float = 600.0
-    acquire_timeout_s: float = 10.0
-    start_timeout_s: float = 30.0
-    call_timeout_s: float = 60.0
-    max_call_timeout_s: float = 600.0
-    cancel_grace_s: float = 2.0
-    drain_timeout_s: float = 10.0
-    stop_grace_s: float = 3.0
-    restart_limit: int = 5
-    restart_window_s: float = 60.0
-    restart_cooldown_s: float = 30.0
-    thread_pool_size: int = 32
-    max_frame_bytes: int = 32 * 1024 * 1024
-    stream_window: int = 64
-    busy_poll_us: int = 200
+    max_subprocess: Count = 16
+    replicas: Count = 1
+    idle_timeout_s: Seconds = 600.0
+    acquire_timeout_s: Seconds = 10.0
+    start_timeout_s: Seconds = 30.0
+    call_timeout_s: Seconds = 60.0
+    max_call_timeout_s: Seconds = 600.0
+    cancel_grace_s: Seconds = 2.0
+    drain_timeout_s: Seconds = 10.0
+    stop_grace_s: Seconds = 3.0
+    restart_limit: ZeroOrMore = 5
+    restart_window_s: Seconds = 60.0
+    restart_cooldown_s: Seconds = 30.0
+    thread_pool_size: Count = 32
+    max_frame_bytes: FrameBytes = 32 * 1024 * 1024
+    stream_window: Count = 64
+    busy_poll_us: BusyPollMicros = 200
     env_allow: list[str] = msgspec.field(
         default_factory=lambda: ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"]
     )
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    log_max_bytes: int = 10 * 1024 * 1024
-    log_backups: int = 3
+    log_max_bytes: BytesOrOff = 10 * 1024 * 1024
+    log_backups: ZeroOrMore = 3
     packages: dict[str, PackagePolicy] = msgspec.field(default_factory=dict)
 
 
@@ -107,10 +122,10 @@ class QueueConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "hiagent:installs"
     with_worker: bool = False
-    worker_concurrency: int = 2
-    job_timeout_s: float = 1800.0
-    result_ttl_s: float = 86400.0
-    connect_timeout_s: float = 2.0
+    worker_concurrency: Count = 2
+    job_timeout_s: Seconds = 1800.0
+    result_ttl_s: Seconds = 86400.0
+    connect_timeout_s: Seconds = 2.0
 
     def __repr__(self) -> str:  # the URL may carry a password
         return f"QueueConfig(backend={self.backend!r}, redis_url={redact_url(self.redis_url)!r})"
@@ -132,8 +147,8 @@ class S3Connection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     path_style: bool = False  # bucket in the path (MinIO, most self-hosted stores)
     verify_tls: bool = True
     ca_bundle: Path | None = None
-    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-    read_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    connect_timeout_s: Seconds = 5.0
+    read_timeout_s: Seconds = 30.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
 
     def __repr__(self) -> str:  # never the secret
@@ -193,9 +208,9 @@ class McpConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True)
     deny_tools: list[str] = msgspec.field(default_factory=list)
     client_config: bool = True
     config_file: Path | None = None
-    session_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
-    max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    watch_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    session_idle_timeout_s: Seconds = 1800.0
+    max_sessions: Count = 1000
+    watch_interval_s: SecondsOrOff = 2.0
 
 
 class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -302,25 +317,56 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
 
 def _check(config: Config) -> None:
+    """What one key's range cannot say: constraints between keys."""
     problems = []
-    if not 1 <= config.server.port <= 65535:
-        problems.append("server.port: must be within 1..65535")
-    if config.pool.max_subprocess < 1:
-        problems.append("pool.max_subprocess: must be at least 1")
-    if config.pool.replicas < 1:
-        problems.append("pool.replicas: must be at least 1")
     if config.pool.call_timeout_s > config.pool.max_call_timeout_s:
         problems.append("pool.call_timeout_s: must not exceed pool.max_call_timeout_s")
-    if config.pool.max_frame_bytes < 1024:
-        problems.append("pool.max_frame_bytes: must be at least 1024")
-    if not 0 <= config.pool.busy_poll_us <= MAX_BUSY_POLL_US:
-        problems.append(f"pool.busy_poll_us: must be within 0..{MAX_BUSY_POLL_US}")
     if config.store.backend == "s3" and not config.store.bucket:
         problems.append('store.bucket: must be set when store.backend = "s3"')
     if config.store.secret_access_key and config.store.secret_access_key_file:
         problems.append("store.secret_access_key_file: set it or secret_access_key, not both")
     if problems:
         raise ConfigError(f"{config.source}: " + "; ".join(problems), data={"problems": problems})
+
+
+def _problems(data: dict[str, Any]) -> list[str]:
+    """Every key msgspec refuses, each as msgspec words it ("… - at `$.pool.stream_window`").
+
+    msgspec stops at the first problem; converting key by key reports them all at once.
+    """
+    problems: list[str] = []
+    for name, value in data.items():
+        section = _SECTIONS.get(name)
+        if section is None or not isinstance(value, dict):
+            problems += _convert_problem({name: value}, Config, "")
+            continue
+        for key, item in value.items():
+            problems += _convert_problem({key: item}, section, f".{name}")
+    return problems
+
+
+def _convert_problem(data: dict[str, Any], type_: type, prefix: str) -> list[str]:
+    try:
+        msgspec.convert(data, type_, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if " - at `$" not in text:  # a problem with the object itself: name the section
+            return [f"{text} - at `${prefix}`"] if prefix else [text]
+        return [text.replace(" - at `$", f" - at `${prefix}", 1)]
+    return []
+
+
+def with_server(config: Config, **changes: Any) -> Config:
+    """`config` with `[server]` keys changed (command-line options), each range-checked."""
+    problems = [
+        problem
+        for key, value in changes.items()
+        for problem in _convert_problem({key: value}, ServerConfig, ".server")
+    ]
+    if problems:
+        raise ConfigError("; ".join(problems), data={"problems": problems})
+    server = msgspec.structs.replace(config.server, **changes)
+    return msgspec.structs.replace(config, server=server)
 
 
 def default_data_dir() -> Path:
@@ -367,7 +413,9 @@ def load_config(
     try:
         config = msgspec.convert(data, Config, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+        problems = _problems(data) or [str(exc)]
+        message = f"{source}: " + "; ".join(problems)
+        raise ConfigError(message, data={"problems": problems}) from exc
     config = _resolve_paths(config, base)
     _check(config)
     return config

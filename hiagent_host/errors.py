@@ -35,6 +35,7 @@ PLUGIN_UNAVAILABLE: Final = "PluginUnavailable"
 POOL_EXHAUSTED: Final = "PoolExhausted"
 CANCELLED: Final = "Cancelled"
 RESULT_TOO_LARGE: Final = "ResultTooLarge"
+RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"
 FRAME_TOO_LARGE: Final = "FrameTooLarge"
 PROTOCOL_ERROR: Final = "ProtocolError"
 SHUTTING_DOWN: Final = "ShuttingDown"
@@ -45,6 +46,12 @@ STORED_WHEEL_CORRUPT: Final = "StoredWheelCorrupt"
 CLUSTER_MISCONFIGURED: Final = "ClusterMisconfigured"
 JOB_NOT_FOUND: Final = "JobNotFound"
 INVALID_JOB_STATE: Final = "InvalidJobState"
+
+# Codes the plugin SDK raises inside a plugin process; the host forwards them as they come.
+INVALID_STORAGE_FILENAME: Final = "InvalidStorageFilename"
+STORAGE_BACKEND_UNSUPPORTED: Final = "StorageBackendUnsupported"
+INVALID_PLUGIN_ENVIRONMENT: Final = "InvalidPluginEnvironment"
+MISSING_DEPENDENCY: Final = "MissingDependency"
 
 
 class HostError(Exception):

@@ -1,9 +1,10 @@
 """Logging for the server: level, plain or JSON lines, access log, and secret redaction.
 
-Every line is masked by a `Redactor`: secret config values the API has seen
-(`hiagent_host.api.secrets.registry`), configured API keys and bearer tokens, after the
-message, its arguments and any traceback have been formatted (JSON lines: every string field,
-before encoding).
+Every line is masked by a `Redactor`: the secret config values of the call running in the
+line's context (`hiagent_host.redact.active()`, set by the pool for each call), configured API
+keys and bearer tokens, after the message, its arguments and any traceback have been formatted
+(JSON lines: every string field, before encoding). The cost of a line depends on the call's
+own secrets, never on how many calls came before.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final, TextIO
 
-from hiagent_host.api.secrets import MASK, registry
 from hiagent_host.config import LoggingConfig
+from hiagent_host.redact import MASK, Secrets, active
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LEVELS: Final = {
@@ -30,15 +31,13 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 
 
 class Redactor:
-    """Masks registered secrets, configured API keys and bearer tokens in a piece of text."""
+    """Masks the active call's secrets, configured API keys and bearer tokens in text."""
 
     def __init__(self, keys: Iterable[str] = ()) -> None:
-        self._keys = sorted((k for k in keys if k), key=len, reverse=True)
+        self._keys = Secrets(keys)
 
     def __call__(self, text: str) -> str:
-        text = registry.redact(text)
-        for key in self._keys:
-            text = text.replace(key, MASK)
+        text = self._keys.redact(active().redact(text))
         return _BEARER.sub(r"\1" + MASK, text)
 
 

@@ -1,7 +1,8 @@
 """Hypercorn serving the app: bind, workers, keep-alive and graceful shutdown from config.
 
 SIGTERM or SIGINT: stop accepting, let in-flight calls and streams finish for up to
-`server.graceful_shutdown_s` (then cancel them, which cancels their calls in the children),
+`server.graceful_shutdown_s` (then answer them 503 `ShuttingDown`, an SSE `error` event for a
+stream, which cancels their calls in the children; see `api/shutdown.py`),
 close the services (the pool's stop ladder for every child), and return 0. The services are
 opened before Hypercorn binds: a start that fails (a bad store, a port in use) returns 1.
 """
@@ -23,6 +24,7 @@ from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 
 from hiagent_host import logs
+from hiagent_host.api.shutdown import ANSWER_MARGIN_S, Shutdown
 from hiagent_host.app import (
     WITH_WORKER_ENV,
     ExtraRoutes,
@@ -49,7 +51,8 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.bind = [f"{host}:{server.port}"]
     hc.workers = server.workers
     hc.keep_alive_timeout = server.keep_alive_s
-    hc.graceful_timeout = server.graceful_shutdown_s
+    # then the requests still running are answered ShuttingDown (api/shutdown.py)
+    hc.graceful_timeout = server.graceful_shutdown_s + ANSWER_MARGIN_S
     hc.accesslog = None  # the app writes its own structured access log
     hc.errorlog = logging.getLogger("hypercorn.error")
     return hc
@@ -144,6 +147,8 @@ async def _serve_one(
 
             async def shutdown_trigger() -> None:
                 await stop.wait()
+                shutdown: Shutdown = app.state.shutdown
+                shutdown.begin(grace_s)  # calls still running at the end answer ShuttingDown
                 begin_drain(app)
 
             await asyncio.create_task(

@@ -45,9 +45,23 @@ _ENCODER: Final = json.JSONEncoder(
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON on one line; ValueError for NaN, infinities, cycles, odd keys."""
+    """Compact UTF-8 JSON on one line; ValueError for NaN, infinities, cycles, odd keys, and
+    for anything a value's own code raises on the way (`str()`, `model_dump()`, …)."""
     try:
         text = _ENCODER.encode(obj)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"not JSON-serialisable: {exc}") from exc
+    except Exception as exc:
+        raise ValueError(f"not JSON-serialisable: {describe(exc)}") from exc
     return text.encode("utf-8", errors="replace")  # lone surrogates become "?"
+
+
+def describe(exc: BaseException) -> str:
+    """`Class: message` of `exc`, with a placeholder when its `str()` itself fails."""
+    return f"{type(exc).__name__}: {safe_str(exc)}"
+
+
+def safe_str(obj: object) -> str:
+    """`str(obj)`, or a placeholder naming its class when that raises or is no `str`."""
+    try:
+        return str(obj)  # str() itself refuses a __str__ that returns no string
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin's __str__ raises
+        return f"<{type(obj).__name__}: str() failed with {type(exc).__name__}>"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Final
 
+from hiagent_shim.encode import safe_str
 from hiagent_shim.report import failure
 
 PACKAGE_ENV: Final = "HIAGENT_PACKAGE_NAME"
@@ -93,7 +94,7 @@ def load_package(name: str | None) -> Package:
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure is reported
             failure(f"plugin {ep.name!r} ({ep.value}) failed to import:", exc)
             failures.append(
-                {"plugin": ep.name, "exception": type(exc).__name__, "message": str(exc)}
+                {"plugin": ep.name, "exception": type(exc).__name__, "message": safe_str(exc)}
             )
     if failures:
         first = failures[0]
@@ -116,17 +117,24 @@ def _load(ep: metadata.EntryPoint) -> Any:
 
 
 def to_shim_error(exc: BaseException) -> ShimError:
-    """Any exception as a wire error: forwarded if it carries code/message/http_code."""
+    """Any exception as a wire error: forwarded if it carries code/message/http_code, else
+    its class name and text (a placeholder when its `str()` raises). Never raises itself."""
     if isinstance(exc, ShimError):
         return exc
-    code = getattr(exc, "code", None)
-    message = getattr(exc, "message", None)
-    http_code = getattr(exc, "http_code", None)
+    code, message, http_code = _attr(exc, "code"), _attr(exc, "message"), _attr(exc, "http_code")
     if (
         isinstance(code, str)
         and isinstance(message, str)
         and isinstance(http_code, int)
         and not isinstance(http_code, bool)
     ):
-        return ShimError(code, message, http_code=http_code, data=getattr(exc, "data", None))
-    return ShimError(type(exc).__name__, str(exc), http_code=500)
+        return ShimError(code, message, http_code=http_code, data=_attr(exc, "data"))
+    return ShimError(type(exc).__name__, safe_str(exc), http_code=500)
+
+
+def _attr(exc: BaseException, name: str) -> Any:
+    """`exc.<name>`, or None when it is missing or a property of it raises."""
+    try:
+        return getattr(exc, name, None)
+    except Exception:  # noqa: BLE001 - a plugin's property may raise anything
+        return None

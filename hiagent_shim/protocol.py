@@ -87,7 +87,7 @@ def result_frame(call_id: int, result: Any, limit: int) -> bytes:
     try:
         body = dumps(result)
     except ValueError as exc:
-        error = ShimError(RESULT_NOT_SERIALIZABLE, str(exc), http_code=500)
+        error = ShimError(RESULT_NOT_SERIALIZABLE, str(exc), http_code=500)  # dumps' own text
         return error_frame(call_id, application_error(error), limit)
     frame = b"".join((_HEAD, _id(call_id), b',"result":', body, b"}"))
     if len(frame) > limit:

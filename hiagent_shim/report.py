@@ -18,7 +18,11 @@ def note(message: str) -> None:
 
 def failure(context: str, exc: BaseException) -> None:
     """`context`, then the traceback of `exc`, on stderr (dropped if stderr is unusable)."""
-    say(f"hiagent_shim[{os.getpid()}]: {context}\n" + "".join(traceback.format_exception(exc)))
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception as error:  # noqa: BLE001 - a plugin's exception may break formatting
+        text = f"<the traceback of a {type(exc).__name__} could not be formatted: {error!r}>\n"
+    say(f"hiagent_shim[{os.getpid()}]: {context}\n" + text)
 
 
 def flush_streams() -> None:

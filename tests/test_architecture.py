@@ -13,19 +13,23 @@ HOST = ROOT / "hiagent_host"
 SHIM = ROOT / "hiagent_shim"
 
 # layer → layers it may import (besides itself). Mirrors docs/architecture.md.
+# `redact` (masking secrets in text) and `errors` are the bottom: every layer may use them.
+BOTTOM = {"errors", "redact"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "redact": set(),
     "config": {"errors"},
-    "storage": {"config", "errors"},
-    "store": {"config", "errors", "storage"},
-    "rpc": {"config", "errors", "storage"},
-    "packages": {"config", "errors", "storage", "store"},
-    "pool": {"rpc", "packages", "storage", "config", "errors"},
-    "jobs": {"pool", "packages", "storage", "config", "errors"},
-    "cluster": {"jobs", "packages", "store", "storage", "config", "errors"},
-    "api": {"cluster", "jobs", "pool", "packages", "store", "storage", "config", "errors"},
+    "logs": {"config"} | BOTTOM,
+    "storage": {"config"} | BOTTOM,
+    "store": {"config", "storage"} | BOTTOM,
+    "rpc": {"config", "storage"} | BOTTOM,
+    "packages": {"config", "storage", "store"} | BOTTOM,
+    "pool": {"rpc", "packages", "storage", "config"} | BOTTOM,
+    "jobs": {"pool", "packages", "storage", "config"} | BOTTOM,
+    "cluster": {"jobs", "packages", "store", "storage", "config"} | BOTTOM,
+    "api": {"cluster", "jobs", "pool", "packages", "store", "storage", "config"} | BOTTOM,
 }
-TOP = {"cli", "app", "serve", "__main__", "__init__", "logs"}
+TOP = {"cli", "app", "serve", "__main__", "__init__"}
 FRAMEWORK_OWNERS = {
     "starlette": {"api", "app"},
     "hypercorn": {"serve"},

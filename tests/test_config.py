@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import types
+import typing
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from hiagent_host.config import Config, load_config, read_api_keys, redact_url
+from hiagent_host.config import (
+    _SECTIONS,
+    MAX_DURATION_S,
+    Config,
+    PackagePolicy,
+    load_config,
+    read_api_keys,
+    redact_url,
+)
 from hiagent_host.errors import CONFIG_INVALID, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,11 +75,48 @@ def test_values_out_of_range_are_all_reported_at_once(tmp_path: Path) -> None:
     assert len(info.value.data["problems"]) == 3
 
 
-@pytest.mark.parametrize("value", [-1, 10_001])
-def test_a_busy_poll_budget_out_of_range_is_named(tmp_path: Path, value: int) -> None:
+@pytest.mark.parametrize(
+    ("value", "words"), [(-1, "Expected `int` >= 0"), (10_001, "Expected `int` <= 10000")]
+)
+def test_a_busy_poll_budget_out_of_range_is_named(tmp_path: Path, value: int, words: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, f"[pool]\nbusy_poll_us = {value}\n"), environ={})
-    assert info.value.data["problems"] == ["pool.busy_poll_us: must be within 0..10000"]
+    assert info.value.data["problems"] == [f"{words} - at `$.pool.busy_poll_us`"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("pool.stream_window", "0", "Expected `int` >= 1"),
+        ("pool.thread_pool_size", "0", "Expected `int` >= 1"),
+        ("pool.call_timeout_s", "0", "Expected `float` > 0.0"),
+        ("pool.max_frame_bytes", "1023", "Expected `int` >= 1024"),
+        ("pool.log_backups", "-1", "Expected `int` >= 0"),
+        ("server.workers", "0", "Expected `int` >= 1"),
+        ("server.max_body_bytes", "0", "Expected `int` >= 1"),
+        ("server.graceful_shutdown_s", "-1.5", "Expected `float` > 0.0"),
+        ("server.keep_alive_s", "nan", "Expected `float` > 0.0"),
+        ("queue.connect_timeout_s", "inf", "Expected `float` <= 31536000.0"),
+        ("packages.base_venv_max_age_s", "-1", "Expected `float` >= 0.0"),
+        ('pool.packages."x".replicas', "0", "Expected `int` >= 1"),
+    ],
+)
+def test_a_numeric_key_out_of_its_range_stops_loading_naming_key_and_range(
+    tmp_path: Path, key: str, value: str, words: str
+) -> None:
+    section, _, name = key.rpartition(".")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"[{section}]\n{name} = {value}\n"), environ={})
+    assert info.value.code == CONFIG_INVALID
+    [problem] = info.value.data["problems"]
+    assert problem.startswith(words)
+    assert problem.endswith(name + "`")
+
+
+def test_an_out_of_range_environment_override_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(use_lookup=False, environ={"HIAGENT_POOL_STREAM_WINDOW": "0"})
+    assert info.value.data["problems"] == ["Expected `int` >= 1 - at `$.pool.stream_window`"]
 
 
 def test_unreadable_toml_is_a_config_error(tmp_path: Path) -> None:
@@ -165,6 +214,45 @@ def test_api_keys_come_from_the_list_and_the_file(tmp_path: Path) -> None:
     keys.write_text("# ops\nk-file\n\n", encoding="utf-8")
     path = write(tmp_path, f'[auth]\napi_keys = ["k-inline"]\napi_keys_file = "{keys.name}"\n')
     assert read_api_keys(load_config(path, environ={})) == {"k-inline", "k-file"}
+
+
+def _documented_ranges() -> dict[str, str]:
+    text = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("### Ranges of numeric keys", 1)[1]
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]+) \|$", section, flags=re.MULTILINE)
+    return {key: words.strip() for key, words in rows}
+
+
+def _numeric_fields() -> dict[str, msgspec.Meta]:
+    """Every numeric key of the configuration → its msgspec range."""
+    found: dict[str, msgspec.Meta] = {}
+    tables = [(name, t) for name, t in _SECTIONS.items()]
+    tables.append(('pool.packages."<name>"', PackagePolicy))
+    for prefix, struct in tables:
+        for field in msgspec.structs.fields(struct):
+            union = typing.get_origin(field.type) in (typing.Union, types.UnionType)
+            options = typing.get_args(field.type) if union else ()
+            kind = next((t for t in options if t is not type(None)), field.type)
+            base = typing.get_args(kind)[0] if typing.get_origin(kind) is typing.Annotated else kind
+            if base in (int, float):
+                assert typing.get_origin(kind) is typing.Annotated, f"{prefix}.{field.name}"
+                found[f"{prefix}.{field.name}"] = typing.get_args(kind)[1]
+    return found
+
+
+def test_every_numeric_key_has_a_range_and_the_range_is_documented() -> None:
+    documented = _documented_ranges()
+    fields = _numeric_fields()
+    assert set(documented) == set(fields)
+    for key, meta in fields.items():
+        words = documented[key]
+        if meta.le is not None and meta.le != MAX_DURATION_S:  # durations: a year, in prose
+            assert words.startswith(f"{meta.ge} … {meta.le}"), key
+        elif meta.ge is not None:
+            assert words.startswith(f"≥ {meta.ge:g}"), key
+        else:
+            assert meta.gt == 0, key
+            assert words.startswith("> 0"), key
 
 
 def test_the_s3_store_needs_a_bucket_and_one_source_of_secret(tmp_path: Path) -> None:

@@ -7,11 +7,22 @@ Field order is the order of the JSON on the wire.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 
+from hiagent_host.packages.names import MAX_FILENAME_CHARS, MAX_NAME_CHARS, MAX_VERSION_CHARS
+
+MAX_URI_CHARS: Final = 8192
+MAX_JOB_ID_CHARS: Final = 64
+
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# Caps on what callers name things with: absurd lengths are a 422 naming the field.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+VersionText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_VERSION_CHARS)]
+FileName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FILENAME_CHARS)]
+Uri = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URI_CHARS)]
+JobIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_JOB_ID_CHARS)]
 TimeoutS = Annotated[
     float,
     msgspec.Meta(
@@ -28,42 +39,42 @@ class Empty(msgspec.Struct):
 
 
 class InstallPackage(msgspec.Struct, kw_only=True):
-    uri: NonEmpty
-    filename: NonEmpty
+    uri: Uri
+    filename: FileName
     force: bool = True
 
 
 class ReadPackageMetadata(msgspec.Struct, kw_only=True):
-    uri: NonEmpty
-    filename: NonEmpty
+    uri: Uri
+    filename: FileName
 
 
 class InstallPackageAsync(msgspec.Struct, kw_only=True):
-    uri: NonEmpty
-    filename: NonEmpty
+    uri: Uri
+    filename: FileName
     force: bool = False
 
 
 class JobRef(msgspec.Struct, kw_only=True):
-    job_id: NonEmpty
+    job_id: JobIdText
 
 
 class PackageRef(msgspec.Struct, kw_only=True):
-    pkg: NonEmpty
-    version: NonEmpty
+    pkg: Name
+    version: VersionText
 
 
 class PluginRef(msgspec.Struct, kw_only=True):
-    pkg: NonEmpty
-    version: NonEmpty
-    plugin: NonEmpty
+    pkg: Name
+    version: VersionText
+    plugin: Name
 
 
 class RunPluginTool(msgspec.Struct, kw_only=True):
-    pkg: NonEmpty
-    version: NonEmpty
-    plugin: NonEmpty
-    tool: NonEmpty
+    pkg: Name
+    version: VersionText
+    plugin: Name
+    tool: Name
     input: dict[str, Any] | None = None
     cfg: dict[str, Any] | None = None
     stream: bool = False
@@ -71,19 +82,19 @@ class RunPluginTool(msgspec.Struct, kw_only=True):
 
 
 class RunPluginValidate(msgspec.Struct, kw_only=True):
-    pkg: NonEmpty
-    version: NonEmpty
-    plugin: NonEmpty
+    pkg: Name
+    version: VersionText
+    plugin: Name
     cfg: dict[str, Any] | None = None
 
 
 class AdapterQuery(msgspec.Struct, kw_only=True):
     """The query string of RunPluginToolAdapterRuntime (the body is the tool input)."""
 
-    pkg: NonEmpty
-    version: NonEmpty
-    plugin: NonEmpty
-    tool: NonEmpty
+    pkg: Name
+    version: VersionText
+    plugin: Name
+    tool: Name
     timeout_s: TimeoutS | None = None
 
 

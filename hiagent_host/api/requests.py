@@ -18,9 +18,9 @@ from hiagent_host.errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, HostError, Inval
 
 T = TypeVar("T")
 
-# After the cap is exceeded we keep reading (and dropping) this much more, so a client that is
-# still sending sees the 413 instead of a reset connection; beyond it the connection is closed.
-DRAIN_LIMIT_BYTES: Final = 64 * 1024 * 1024
+# A request body (and the `cfg` header) may nest objects and arrays this deep, no deeper:
+# plugins and the wire stay far from any recursion limit (docs/http-api.md).
+MAX_JSON_DEPTH: Final = 64
 
 _FIELD = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
@@ -50,8 +50,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             declared_bytes = int(declared)
         except ValueError:
             raise bad_request("invalid Content-Length header") from None
-        if declared_bytes > limit:
-            await _drain(request, 0)
+        if declared_bytes > limit:  # the body is left unread: see api/keepalive.py
             raise payload_too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -63,8 +62,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                if message.get("more_body", False):
-                    await _drain(request, size)
                 raise payload_too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
@@ -72,26 +69,47 @@ async def read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _drain(request: Request, seen: int) -> None:
-    while seen <= DRAIN_LIMIT_BYTES:
-        message = await request.receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
-
-
 def decode(body: bytes, type_: type[T], *, where: str = "body") -> T:
     """`body` as `type_`; an empty body counts as `{}`."""
     if not body.strip():
         body = b"{}"
     try:
-        return msgspec.json.decode(body, type=type_)
+        value = msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         raise _invalid(exc, where) from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"malformed JSON in the request {where}: {exc}") from None
+    except RecursionError:  # msgspec gives up near the interpreter's recursion limit
+        raise too_deep(where, None) from None
+    if len(body) > 2 * MAX_JSON_DEPTH:  # anything shorter cannot nest that deep
+        check_depth(value, where)
+    return value
+
+
+def too_deep(where: str, field: str | None) -> InvalidInput:
+    message = f"the request {where} nests JSON deeper than {MAX_JSON_DEPTH} levels"
+    return invalid(message, field)
+
+
+def check_depth(value: Any, where: str, field: str | None = None) -> None:
+    """InvalidRequest (naming `field`, else the top-level key) if `value` nests too deep."""
+    pending: list[tuple[Any, int, str | None]]
+    roots = value.__struct_fields__ if isinstance(value, msgspec.Struct) else None
+    if field is not None:
+        pending = [(value, 1, field)]
+    elif roots is not None:
+        pending = [(getattr(value, name), 2, name) for name in roots]
+    elif isinstance(value, dict):
+        pending = [(item, 2, str(key)) for key, item in value.items()]
+    else:
+        pending = [(value, 1, None)]
+    while pending:
+        item, depth, field = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep(where, field)
+            children = item.values() if isinstance(item, dict) else item
+            pending += [(child, depth + 1, field) for child in children]
 
 
 def convert(value: Any, type_: type[T], *, where: str) -> T:

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from hiagent_host.api import jobs, models, packages, system, tools
 from hiagent_host.api.endpoints import Endpoint
+from hiagent_host.packages.names import MAX_NAME_CHARS, MAX_VERSION_CHARS
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,14 @@ ADAPTER_PARAMETERS = [
             "name": name,
             "in": "query",
             "required": True,
-            "schema": {"type": "string", "minLength": 1},
+            "schema": {"type": "string", "minLength": 1, "maxLength": longest},
         }
-        for name in ("pkg", "version", "plugin", "tool")
+        for name, longest in (
+            ("pkg", MAX_NAME_CHARS),
+            ("version", MAX_VERSION_CHARS),
+            ("plugin", MAX_NAME_CHARS),
+            ("tool", MAX_NAME_CHARS),
+        )
     ),
     {
         "name": "timeout_s",

@@ -10,6 +10,7 @@ streams get `: keep-alive` comments; a client that goes away cancels the call.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -35,13 +36,16 @@ HEADERS: Final = [
 ]
 
 _encoder = msgspec.json.Encoder()
+# The SSE grammar's line ends, and only these: `str.splitlines` would also split on U+2028,
+# U+0085, form feed and others, which JSON carries raw inside strings.
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
 
 # An outcome for metrics and the access log: "ok", an error code, or "disconnected".
 OutcomeHook = Callable[[str], None]
 
 
 def _lines(field: bytes, text: str) -> bytes:
-    return b"".join(field + b": " + line.encode() + b"\n" for line in text.splitlines() or [""])
+    return b"".join(field + b": " + line.encode() + b"\n" for line in _LINE_END.split(text))
 
 
 def _single_line(text: str) -> str:
@@ -101,13 +105,11 @@ class EventStream(Response):
         open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterator[Any]]],
         *,
         keepalive_s: float,
-        scrub: Callable[[HostError], HostError] = lambda exc: exc,
         on_outcome: OutcomeHook | None = None,
     ) -> None:
         super().__init__(status_code=200, media_type="text/event-stream")
         self._open = open_stream
         self._keepalive_s = keepalive_s
-        self._scrub = scrub
         self._on_outcome = on_outcome or (lambda outcome: None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,7 +118,7 @@ class EventStream(Response):
                 items = await stack.enter_async_context(self._open())
             except HostError as exc:
                 self._on_outcome(exc.code)
-                await responses.error(self._scrub(exc))(scope, receive, send)
+                await responses.error(exc)(scope, receive, send)
                 return
             outcome = "disconnected"
             async with anyio.create_task_group() as tg:
@@ -134,7 +136,7 @@ class EventStream(Response):
             async for item in items:
                 await channel.write(encode_item(item))
         except HostError as exc:
-            await channel.write(encode_error(self._scrub(exc)))
+            await channel.write(encode_error(exc))
             return exc.code
         except Exception:
             log.exception("stream failed after its first byte")

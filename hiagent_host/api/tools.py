@@ -1,8 +1,8 @@
 """Tool routes: RunPluginTool (JSON or SSE), its adapter-runtime form, and RunPluginValidate.
 
-Secret config values (per the plugin's config schema) are registered for log redaction before
-the call and scrubbed from any error that comes back. `ToolRun` is that call path, shared with
-the MCP endpoint (api/mcp/).
+Secret config values (per the plugin's config schema, plus any the caller adds) are masked by
+the pool, in the errors that come back and in every log; the raw `cfg` header is never
+logged. `ToolRun` is that call path, shared with the MCP endpoint (api/mcp/).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from packaging.utils import canonicalize_name
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hiagent_host.api import models, requests, responses, secrets
+from hiagent_host.api import models, requests, responses
 from hiagent_host.api.endpoints import endpoint, raw_endpoint
 from hiagent_host.api.middleware import annotate
 from hiagent_host.api.services import Services
 from hiagent_host.api.sse import EventStream
 from hiagent_host.errors import INVALID_REQUEST, PACKAGE_NOT_FOUND, HostError
+from hiagent_host.pool.secrets import scrub
+from hiagent_host.redact import Secrets
 
 CFG_HEADER: Final = "cfg"
 STREAM_KEY: Final = "stream"
@@ -84,12 +86,14 @@ def _cfg_header(request: Request) -> dict[str, Any] | None:
     if raw is None or not raw.strip():
         return None
     # Header values arrive as latin-1; clients send UTF-8 JSON.
-    data = raw.encode("latin-1")
-    secrets.registry.add([raw])  # the whole header is secret-bearing: never log it
+    data = raw.encode("latin-1")  # secret-bearing: never logged, never echoed in an error
     try:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError:
         raise requests.bad_request("header `cfg` is not valid JSON", field=CFG_HEADER) from None
+    except RecursionError:
+        raise requests.too_deep("header `cfg`", CFG_HEADER) from None
+    requests.check_depth(value, "header `cfg`", CFG_HEADER)
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -103,11 +107,7 @@ async def run_plugin_validate(
 ) -> None:
     """Check a config with the plugin; a config it rejects is a 4xx with the plugin's reason."""
     annotate(request, pkg=body.pkg, version=body.version, plugin=body.plugin)
-    hidden = _secrets(s, body.pkg, body.version, body.plugin, body.cfg)
-    try:
-        await s.pool.validate(body.pkg, body.version, body.plugin, body.cfg)
-    except HostError as exc:
-        raise scrub(exc, hidden) from None
+    await s.pool.validate(body.pkg, body.version, body.plugin, body.cfg)
 
 
 async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -> Response:
@@ -117,7 +117,6 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
         return EventStream(
             run.stream,
             keepalive_s=s.config.server.sse_keepalive_s,
-            scrub=run.scrub,
             on_outcome=run.outcome,
         )
     return responses.ok(await run.result())
@@ -126,17 +125,16 @@ async def _run(request: Request, s: Services, call: ToolCall, *, stream: bool) -
 class ToolRun:
     """One tool call through the pool, as /v1 and /mcp both make it.
 
-    Secret config values (per the plugin's config schema, plus `extra_secrets`) are registered
-    for log redaction before the call and scrubbed from any error that comes back; the call's
-    outcome and duration are counted in the metrics once.
+    The pool masks the secret config values (per the plugin's config schema, plus
+    `extra_secrets`) in the errors that come back, in the log lines written during the call
+    and in the plugin process's stderr; the call's outcome and duration are counted in the
+    metrics once.
     """
 
     def __init__(self, s: Services, call: ToolCall, *, extra_secrets: Iterable[str] = ()) -> None:
         self._s = s
         self.call = call
-        self.hidden = _secrets(s, call.pkg, call.version, call.plugin, call.cfg)
-        if extra_secrets:
-            self.hidden = sorted({*self.hidden, *extra_secrets}, key=len, reverse=True)
+        self.hidden = Secrets(extra_secrets)
         self._label = _package_label(call.pkg)
         self._start = time.perf_counter()
 
@@ -160,6 +158,7 @@ class ToolRun:
                 call.input,
                 call.cfg,
                 timeout_s=call.timeout_s,
+                secrets=self.hidden,
             )
         except HostError as exc:
             self.outcome(exc.code)
@@ -178,37 +177,10 @@ class ToolRun:
             call.input,
             call.cfg,
             timeout_s=call.timeout_s,
+            secrets=self.hidden,
         )
 
 
 @functools.lru_cache(maxsize=1024)
 def _package_label(pkg: str) -> str:
     return str(canonicalize_name(pkg))
-
-
-def _secrets(
-    s: Services, pkg: str, version: str, plugin: str, cfg: dict[str, Any] | None
-) -> list[str]:
-    """The secret values in `cfg`, registered for log redaction (empty when cfg is)."""
-    if not cfg:
-        return []
-    try:
-        record = s.packages.get(pkg, version)
-    except HostError:
-        return []  # the call fails on the missing package before any plugin sees cfg
-    schema = (record.metadata.get(plugin) or {}).get("config_schema")
-    values = secrets.secret_values(schema, cfg)
-    secrets.registry.add(values)
-    return values
-
-
-def scrub(exc: HostError, hidden: list[str]) -> HostError:
-    """`exc` with every secret masked in its message and data."""
-    if not hidden:
-        return exc
-    return HostError(
-        secrets.redact(exc.message, hidden),
-        code=exc.code,
-        http_status=exc.http_status,
-        data=secrets.redact_value(exc.data, hidden),
-    )

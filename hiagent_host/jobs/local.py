@@ -42,6 +42,7 @@ from hiagent_host.jobs.model import (
     is_job_id,
     iso_from_unix,
     job_not_found,
+    job_spec,
     new_job_id,
     queue_unavailable,
 )
@@ -373,7 +374,7 @@ class LocalBackend:
         return await anyio.to_thread.run_sync(fn)
 
     async def submit(self, uri: str, filename: str, force: bool) -> str:
-        spec = JobSpec(uri=uri, filename=filename, force=force)
+        spec = job_spec(uri, filename, force)
         job_id, created = await self._io(partial(self._store.submit, spec))
         if created:
             self._spawn(job_id, spec)

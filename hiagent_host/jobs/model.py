@@ -17,11 +17,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
+from urllib.parse import urlsplit
 
 import msgspec
 
+from hiagent_host.config import redact_url
 from hiagent_host.errors import (
     INVALID_JOB_STATE,
+    INVALID_REQUEST,
     JOB_NOT_FOUND,
     QUEUE_UNAVAILABLE,
     HostError,
@@ -74,6 +77,21 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
         """Equal for requests that would install the same thing the same way."""
         raw = msgspec.json.encode([self.uri, self.filename, self.force])
         return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def job_spec(uri: str, filename: str, force: bool) -> JobSpec:
+    """The spec of a new job; a uri with credentials is refused (a job record is stored and
+    shown to every caller, and a worker elsewhere would need the password in it)."""
+    if "@" in urlsplit(uri).netloc:
+        raise HostError(
+            "an asynchronous install cannot use credentials in its uri (the job record would "
+            "keep them); use InstallPackage, which sends them as HTTP basic auth and keeps "
+            "only the masked uri",
+            code=INVALID_REQUEST,
+            http_status=422,
+            data={"uri": redact_url(uri)},
+        )
+    return JobSpec(uri=uri, filename=filename, force=force)
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -42,6 +42,7 @@ from hiagent_host.jobs.model import (
     is_job_id,
     iso_from_unix,
     job_not_found,
+    job_spec,
     new_job_id,
     queue_unavailable,
 )
@@ -232,7 +233,7 @@ class RedisBackend:
         return derive(job_id, stored, now_ms=_now_ms())
 
     async def submit(self, uri: str, filename: str, force: bool) -> str:
-        spec = JobSpec(uri=uri, filename=filename, force=force)
+        spec = job_spec(uri, filename, force)
         dedup = keys.dedup(self._queue.queue_name, spec.dedup_key())
         async with self._guard():
             for _ in range(TX_ATTEMPTS):

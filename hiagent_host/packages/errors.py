@@ -21,7 +21,7 @@ class InvalidRequest(HostError):
     """A uri, file name, package name or version that can never name a package."""
 
     code = INVALID_REQUEST
-    http_status = 400
+    http_status = 422  # InvalidRequest has one status everywhere
 
 
 class Forbidden(HostError):

@@ -1,5 +1,9 @@
 """Fetch a wheel from a `file://` or `http(s)://` uri into the content-addressed cache.
 
+An http(s) uri may carry `user:password@` (percent-encoded): they are sent as HTTP basic
+auth to that host only (never on a redirect), and every message, record and log shows the
+uri with the password masked (`redact_url`).
+
 Bytes are streamed into a partial file in the cache directory while they are hashed and
 counted; only a complete fetch is renamed to `<sha256>/<filename>`, so a failed, oversized,
 cancelled or killed download leaves no cache entry. Partial files carry the fetching
@@ -8,9 +12,11 @@ process's pid, so `clean_partials` can remove those of dead processes at start-u
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
+import stat
 import threading
 import time
 import urllib.error
@@ -67,7 +73,8 @@ def fetch(
             return _store(src, filename, cache_dir, uri, config, cancel, deadline=None)
     if scheme in {"http", "https"}:
         deadline = time.monotonic() + config.download_timeout_s
-        with _open_http(uri, config) as src:
+        bare, auth = split_credentials(uri)
+        with _open_http(bare, auth, redact_url(uri), config) as src:
             return _store(src, filename, cache_dir, uri, config, cancel, deadline=deadline)
     raise InvalidRequest(
         f"unsupported uri scheme {parts.scheme!r}: use file://, http:// or https://",
@@ -75,10 +82,23 @@ def fetch(
     )
 
 
+def split_credentials(uri: str) -> tuple[str, tuple[str, str] | None]:
+    """`uri` without `user:password@`, and the (percent-decoded) pair if it had one."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return parts._replace(netloc=host).geturl(), (unquote(user), unquote(password))
+
+
 def _local_path(uri: str, config: PackagesConfig) -> Path:
     parts = urlsplit(uri)
     if parts.netloc not in {"", "localhost"}:
-        raise InvalidRequest(f"file:// uri names a remote host {parts.netloc!r}", data={"uri": uri})
+        shown = urlsplit(redact_url(uri)).netloc
+        raise InvalidRequest(
+            f"file:// uri names a remote host {shown!r}", data={"uri": redact_url(uri)}
+        )
     raw = unquote(parts.path)
     if not raw.startswith("/"):
         raise InvalidRequest("file:// uri must hold an absolute path", data={"uri": uri})
@@ -94,23 +114,57 @@ def _local_path(uri: str, config: PackagesConfig) -> Path:
 
 @contextlib.contextmanager
 def _open_file(path: Path, uri: str, max_bytes: int) -> Iterator[_Source]:
+    """A regular file, opened without blocking (a FIFO or a device is refused, not waited
+    on); `_Exact` then refuses one whose content is not its size (/proc and /sys files)."""
+    with contextlib.suppress(OSError):  # the open below reports a missing file
+        if not stat.S_ISREG(path.stat().st_mode):  # a socket cannot even be opened
+            raise _not_a_file(path, uri, "it is not a regular file")
     try:
-        f = path.open("rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise DownloadFailed(
             f"cannot read {path}: {exc.strerror}", data={"url": uri, "reason": exc.strerror}
         ) from exc
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size > max_bytes:
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_a_file(path, uri, "it is not a regular file")
+        if st.st_size > max_bytes:
             raise _too_large(uri, max_bytes)
-        yield f
+        if st.st_size == 0:
+            raise _not_a_file(path, uri, "it is empty (or a pseudo-file, as under /proc)")
+        yield _Exact(f, st.st_size, path, uri)
+
+
+class _Exact:
+    """A file read to exactly its size: more or fewer bytes than `fstat` said is refused."""
+
+    def __init__(self, f: Any, size: int, path: Path, uri: str) -> None:
+        self._f, self._left, self._path, self._uri = f, size, path, uri
+
+    def read1(self, size: int = -1, /) -> bytes:
+        chunk: bytes = self._f.read(min(size, self._left + 1) if size > 0 else self._left + 1)
+        if len(chunk) > self._left or (not chunk and self._left):
+            raise _not_a_file(self._path, self._uri, "its content does not match its size")
+        self._left -= len(chunk)
+        return chunk
+
+
+def _not_a_file(path: Path, uri: str, why: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"file:// uri {path} cannot be installed: {why}", data={"uri": uri, "reason": why}
+    )
 
 
 @contextlib.contextmanager
-def _open_http(uri: str, config: PackagesConfig) -> Iterator[_Source]:
-    url = redact_url(uri)
+def _open_http(
+    uri: str, auth: tuple[str, str] | None, url: str, config: PackagesConfig
+) -> Iterator[_Source]:
+    """GET `uri` (`url` is how it is shown); `auth` as basic auth, to this host only."""
     request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        request.add_unredirected_header("Authorization", f"Basic {token}")  # not on redirects
     try:
         # The socket timeout bounds the connect and every single read; `_store` bounds the total.
         response = _opener.open(request, timeout=config.download_connect_timeout_s)

@@ -24,9 +24,9 @@ from typing import Final
 
 from packaging.version import Version
 
-from hiagent_host.config import Config
+from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import INTERNAL_ERROR, HostError
-from hiagent_host.packages import changes, names
+from hiagent_host.packages import cache, changes, names
 from hiagent_host.packages.base import clean_base
 from hiagent_host.packages.build import (
     DOWNLOADING,
@@ -179,9 +179,8 @@ class PackageManager:
     def read_metadata(self, uri: str, filename: str) -> WheelSummary:
         """Fetch and validate a wheel and say what it holds; installs nothing."""
         names.parse_filename(filename)
-        wheel = self._fetch(uri, filename, threading.Event())
-        contents = self._inspect(wheel, filename)
-        return _summary(contents, wheel, uri, filename)
+        with self._fetched(uri, filename, threading.Event(), lambda: None) as (wheel, contents):
+            return _summary(contents, wheel, redact_url(uri), filename)
 
     def venv_dir(self, record: PackageRecord) -> Path:
         """The real directory of the record's venv (pinned: it never changes under a process)."""
@@ -225,14 +224,18 @@ class PackageManager:
         if not force:
             self._refuse_installed(dir_name, file_version, file_name)
         report(DOWNLOADING)
-        wheel = self._fetch(uri, filename, cancel)
-        _check(cancel)
-        report(VALIDATING)
-        contents = self._inspect(wheel, filename)
         before = self._peek(dir_name, file_version)
-        if self.remote is not None:  # no record may ever name a wheel the store lacks
-            self.remote.store.put_wheel(wheel.sha256, filename, wheel.path)
-        with self.coordinator.lock(dir_name, cancel), self._locked(dir_name, cancel):
+
+        def validating() -> None:
+            _check(cancel)
+            report(VALIDATING)
+
+        with (
+            self._fetched(uri, filename, cancel, validating) as (wheel, contents),
+            self._stored(wheel, filename),
+            self.coordinator.lock(dir_name, cancel),
+            self._locked(dir_name, cancel),
+        ):
             tidy_package(self.layout, dir_name)
             old = self._current(dir_name, file_version)
             if old is not None and not force:
@@ -242,7 +245,8 @@ class PackageManager:
                 return old
             version_dir = old.version_dir if old else names.version_dir(file_version)
             local_old = self._read_quietly(dir_name, version_dir)
-            request = Request(contents, wheel, uri, filename, dir_name, version_dir)
+            # the record keeps the uri without its password (it was only for the download)
+            request = Request(contents, wheel, redact_url(uri), filename, dir_name, version_dir)
             record = build_and_commit(
                 self.config, self.layout, request,
                 donor=self._bytecode_donor(), report=report, cancel=cancel,
@@ -382,11 +386,37 @@ class PackageManager:
             return self.remote.find(dir_name, version)
         return self._current(dir_name, version)
 
-    def _fetch(self, uri: str, filename: str, cancel: threading.Event) -> FetchedWheel:
-        return fetch(
-            uri, filename, cache_dir=self.layout.cache_dir, config=self.config.packages,
-            cancel=cancel,
-        )  # fmt: skip
+    @contextlib.contextmanager
+    def _stored(self, wheel: FetchedWheel, filename: str) -> Iterator[None]:
+        """With a packages store, the wheel is in it first: no record may name a wheel the
+        store lacks (an unreachable store fails the install here, before any build)."""
+        if self.remote is not None:
+            self.remote.store.put_wheel(wheel.sha256, filename, wheel.path)
+        yield
+
+    @contextlib.contextmanager
+    def _fetched(
+        self, uri: str, filename: str, cancel: threading.Event, validating: Callable[[], None]
+    ) -> Iterator[tuple[FetchedWheel, WheelContents]]:
+        """The fetched and validated wheel, in use (never evicted) for the block; a wheel that
+        fails validation leaves the cache; the cache is trimmed afterwards."""
+        cfg = self.config.packages
+        wheel = fetch(uri, filename, cache_dir=self.layout.cache_dir, config=cfg, cancel=cancel)
+        try:
+            with cache.using(wheel.path):
+                validating()
+                try:
+                    contents = self._inspect(wheel, filename)
+                except HostError:
+                    cache.forget(wheel.path)
+                    raise
+                yield wheel, contents
+        finally:
+            cache.trim(
+                self.layout.cache_dir,
+                max_bytes=cfg.max_cache_bytes,
+                min_idle_s=cfg.install_timeout_s,
+            )
 
     def _inspect(self, wheel: FetchedWheel, filename: str) -> WheelContents:
         return inspect_wheel(

@@ -18,12 +18,25 @@ from hiagent_host.packages.errors import InvalidRequest
 # PEP 508 distribution names: letters, digits, and inner `.`, `_`, `-`.
 _NAME_RE: Final = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 MAX_NAME_CHARS: Final = 200
+# Longer versions are refused before parsing (no real version comes close; a 5,000-digit one
+# would overflow int conversion). Wheel file names are file names: at most 255 bytes.
+MAX_VERSION_CHARS: Final = 128
+MAX_FILENAME_CHARS: Final = 255
+# An offending value is quoted in errors up to this many characters.
+MAX_SHOWN_CHARS: Final = 80
+
+
+def shown(value: str) -> str:
+    """`value` for an error message: cut to `MAX_SHOWN_CHARS` characters."""
+    return value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "…"
 
 
 def check_name(name: str) -> str:
     """`name` if it is a valid distribution name, else InvalidRequest."""
     if len(name) > MAX_NAME_CHARS or not _NAME_RE.match(name):
-        raise InvalidRequest(f"not a valid package name: {name!r}", data={"name": name})
+        raise InvalidRequest(
+            f"not a valid package name: {shown(name)!r}", data={"name": shown(name)}
+        )
     return name
 
 
@@ -35,10 +48,12 @@ def dir_name(name: str) -> str:
 def parse_version(version: str) -> Version:
     """A PEP 440 version, or InvalidRequest."""
     try:
+        if len(version) > MAX_VERSION_CHARS:
+            raise InvalidVersion(f"longer than {MAX_VERSION_CHARS} characters")
         return Version(version)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or an int of too many digits
         raise InvalidRequest(
-            f"not a valid PEP 440 version: {version!r}", data={"version": version}
+            f"not a valid PEP 440 version: {shown(version)!r}", data={"version": shown(version)}
         ) from None
 
 
@@ -53,21 +68,25 @@ def is_version_dir(entry: str) -> bool:
         return False
     try:
         Version(entry)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or an int of too many digits
         return False
     return True
 
 
 def parse_filename(filename: str) -> tuple[str, Version]:
     """The (PEP 503 name, version) a wheel file name declares, or InvalidRequest."""
-    if not filename or "/" in filename or "\\" in filename or "\x00" in filename:
+    bad = not filename or len(filename) > MAX_FILENAME_CHARS
+    if bad or "/" in filename or "\\" in filename or "\x00" in filename:
         raise InvalidRequest(
-            f"filename must be a bare wheel file name: {filename!r}", data={"filename": filename}
+            f"filename must be a bare wheel file name of at most {MAX_FILENAME_CHARS} "
+            f"characters: {shown(filename)!r}",
+            data={"filename": shown(filename)},
         )
     try:
         name, version, _build, _tags = parse_wheel_filename(filename)
-    except (InvalidWheelFilename, InvalidVersion) as exc:
+    except (InvalidWheelFilename, ValueError) as exc:  # ValueError: InvalidVersion, huge ints
         raise InvalidRequest(
-            f"not a valid wheel file name: {filename!r}: {exc}", data={"filename": filename}
+            f"not a valid wheel file name: {shown(filename)!r}: {shown(str(exc))}",
+            data={"filename": shown(filename)},
         ) from exc
     return str(name), version

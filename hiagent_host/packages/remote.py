@@ -24,7 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from hiagent_host.config import Config
 from hiagent_host.errors import STORED_WHEEL_CORRUPT, HostError
-from hiagent_host.packages import names
+from hiagent_host.packages import cache, names
 from hiagent_host.packages.fetch import FetchedWheel
 from hiagent_host.packages.layout import Layout, package_dirs
 from hiagent_host.packages.records import (
@@ -200,9 +200,15 @@ class RemoteView:
         """The record's wheel in this node's cache, copied from the store if need be and
         checked against the record's sha256 either way."""
         cached = safe_join(self.layout.cache_dir, record.wheel_sha256, record.filename)
-        if cached.is_file() and _sha256(cached) == record.wheel_sha256:
-            yield FetchedWheel(path=cached, sha256=record.wheel_sha256, size=cached.stat().st_size)
-            return
+        with cache.using(cached):  # never evicted while the venv is built from it
+            if cached.is_file() and _sha256(cached) == record.wheel_sha256:
+                size = cached.stat().st_size
+                yield FetchedWheel(path=cached, sha256=record.wheel_sha256, size=size)
+                return
+            yield self._download(record, cached)
+
+    def _download(self, record: PackageRecord, cached: Path) -> FetchedWheel:
+        """Copy the record's wheel from the store into the cache, refusing other bytes."""
         self.layout.ensure_roots()
         with scratch_dir(self.layout.tmp_dir) as scratch:
             got = self.store.get_wheel(record.wheel_sha256, record.filename, scratch / "wheel")
@@ -224,7 +230,7 @@ class RemoteView:
             self.integrity_failures.pop(record.filename, None)
             cached.parent.mkdir(parents=True, exist_ok=True)
             got.path.replace(cached)
-        yield FetchedWheel(path=cached, sha256=record.wheel_sha256, size=got.size)
+        return FetchedWheel(path=cached, sha256=record.wheel_sha256, size=got.size)
 
     # ---- helpers -----------------------------------------------------------------------
 

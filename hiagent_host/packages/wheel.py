@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import msgspec
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from hiagent_host.packages.errors import InvalidPackage
 from hiagent_host.packages.names import parse_filename
@@ -191,8 +191,9 @@ class _Checker:
                         f"file name says version {self.file_version} "
                         f"but METADATA Version is {version!r}"
                     )
-            except InvalidVersion:
-                self.problems.append(f"METADATA Version {version!r} is not a PEP 440 version")
+            except ValueError:  # InvalidVersion, or an int of too many digits
+                shown = version[:80]
+                self.problems.append(f"METADATA Version {shown!r} is not a PEP 440 version")
         owner = dist_info.removesuffix(".dist-info").rpartition("-")[0]
         if name and canonicalize_name(owner) != canonicalize_name(name):
             self.problems.append(f"{dist_info} does not belong to {name!r}")
@@ -252,7 +253,7 @@ class _Checker:
                 continue
             try:
                 parse_wheel_filename(rest)
-            except (InvalidWheelFilename, InvalidVersion):
+            except (InvalidWheelFilename, ValueError):  # ValueError: InvalidVersion, huge ints
                 self.problems.append(f"bundled {name!r} is not a valid wheel file name")
                 continue
             bundled.append(name)

@@ -41,6 +41,7 @@ from hiagent_host.pool.errors import (
     ToolTimeout,
 )
 from hiagent_host.pool.logs import RotatingFile, StderrSink
+from hiagent_host.redact import Secrets
 from hiagent_host.rpc import DeadlineExceeded, PeerClosed, RpcPeer, StreamCall, initialize
 from hiagent_host.rpc.messages import SHUTDOWN
 
@@ -53,6 +54,8 @@ STDERR_DRAIN_S: Final = 1.0
 GROUP_POLL_S: Final = 0.02
 # A call that lost its wire waits this long for the process to be reported dead.
 EXIT_WAIT_S: Final = 5.0
+# A call cut because its process was stopped (replaced, evicted, idle) may retry at once.
+RETRY_AFTER_STOPPED_S: Final = 1
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +442,11 @@ class Child:
 
     # ---- calls -------------------------------------------------------------------------
 
+    def remember(self, secrets: Secrets) -> None:
+        """Mask `secrets` (a call's) in this child's stderr from now on (a bounded window)."""
+        if secrets:
+            self._sink.secrets.add(secrets)
+
     async def call(self, method: str, params: Any, timeout_s: float) -> Any:
         """One request on this child; child failures become the pool's errors."""
         peer = self._serving()
@@ -511,7 +519,8 @@ class Child:
             return PluginCrashed(
                 f"{what} was killed: a call on it did not let go at its deadline", data=data
             )
-        return PluginUnavailable(f"{what} was stopped ({cause})", data=data)
+        retry = {"retry_after_s": RETRY_AFTER_STOPPED_S}  # a new process serves the next call
+        return PluginUnavailable(f"{what} was stopped ({cause})", data={**data, **retry})
 
 
 class _Items:

@@ -3,7 +3,11 @@
 The file is `state/logs/<dir>/<version>.log`; when a write would take it past `max_bytes` it
 becomes `.log.1` (older ones shift up to `.log.<backups>`, the oldest is dropped). Every line
 is kept whole in the file, cut to `MAX_TAIL_LINE_CHARS` in the tail. The pool never writes
-call inputs or config values here: only what the plugin itself prints.
+call inputs or config values here: only what the plugin (and the shim, reporting a failed
+call) prints, and every line of it is masked first with the secrets of the calls the child
+served recently (a `SecretWindow`): the file, the tail (error data) and the debug copy alike.
+A line is written once it is complete (or over `MAX_PENDING_BYTES`), so a secret is never
+split across two writes.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from collections import deque
 from pathlib import Path
 from typing import Final
 
+from hiagent_host.redact import SecretWindow
+
 # Lines of stderr kept for `PluginCrashed`/`PluginStartFailed` data (a traceback fits).
 TAIL_LINES: Final = 40
 # A single tail line longer than this is cut: error data stays small.
 MAX_TAIL_LINE_CHARS: Final = 2000
 # A partial line (no newline yet) longer than this is flushed as a line of its own.
 MAX_PENDING_BYTES: Final = 64 * 1024
+# Secret values of this many recent calls' configs are masked in a child's stderr (a failed
+# call's report may be read after its answer). Bounded: the cost of a line stays constant.
+RECENT_SECRET_VALUES: Final = 64
 
 log = logging.getLogger("hiagent_host.pool.stderr")
 
@@ -83,28 +92,40 @@ class StderrSink:
         self.file = file
         self.tag = tag
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.secrets = SecretWindow(RECENT_SECRET_VALUES)
         self._pending = b""
 
     def feed(self, chunk: bytes) -> None:
-        """Take a chunk of stderr as it arrives."""
-        self.file.write(chunk)
+        """Take a chunk of stderr as it arrives; complete lines are masked and written."""
         data = self._pending + chunk
         *lines, self._pending = data.split(b"\n")
+        out = [self._mask(line) + b"\n" for line in lines]
         if len(self._pending) > MAX_PENDING_BYTES:
-            lines.append(self._pending)
+            out.append(self._mask(self._pending))
             self._pending = b""
-        for line in lines:
-            self._line(line)
+        if out:
+            self.file.write(b"".join(out))
+        for line in out:
+            self._line(line.removesuffix(b"\n"))
 
     def close(self) -> None:
         """The stream ended: keep a last partial line, close the file."""
         if self._pending:
-            self._line(self._pending)
+            last = self._mask(self._pending)
+            self.file.write(last)
+            self._line(last)
             self._pending = b""
         self.file.close()
 
     def tail_text(self) -> str:
         return "\n".join(self.tail)
+
+    def _mask(self, raw: bytes) -> bytes:
+        if not len(self.secrets):
+            return raw
+        text = raw.decode("utf-8", "surrogateescape")
+        masked = self.secrets.redact(text)
+        return raw if masked == text else masked.encode("utf-8", "surrogateescape")
 
     def _line(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r")

@@ -22,8 +22,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,10 +34,11 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
+from hiagent_host import redact
 from hiagent_host.config import Config
-from hiagent_host.errors import InvalidInput
+from hiagent_host.errors import HostError, InvalidInput
 from hiagent_host.packages import (
     EventKind,
     PackageEvent,
@@ -64,6 +65,8 @@ from hiagent_host.pool.errors import (
     ToolTimeout,
 )
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
+from hiagent_host.pool.secrets import ScrubbedItems, call_secrets, scrub
+from hiagent_host.redact import NO_SECRETS, Secrets
 from hiagent_host.rpc.busypoll import BusyPollLoop, busy_loop
 from hiagent_host.rpc.messages import METADATA, RUN_TOOL, VALIDATE
 from hiagent_host.rpc.pending import running_asyncio_loop
@@ -188,10 +191,15 @@ class Pool:
         cfg: dict[str, Any] | None,
         *,
         timeout_s: float | None = None,
+        secrets: Secrets = NO_SECRETS,
     ) -> Any:
-        """Run one tool in the package's child and return its result."""
+        """Run one tool in the package's child and return its result; `secrets` are masked
+        along with those the config schema marks."""
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg}
-        return await self._call(name, version, RUN_TOOL, params, self._deadline(timeout_s))
+        timeout = self._deadline(timeout_s)
+        return await self._call(
+            name, version, RUN_TOOL, params, timeout, plugin=plugin, secrets=secrets
+        )
 
     @asynccontextmanager
     async def stream_tool(
@@ -204,26 +212,38 @@ class Pool:
         cfg: dict[str, Any] | None,
         *,
         timeout_s: float | None = None,
+        secrets: Secrets = NO_SECRETS,
     ) -> AsyncIterator[AsyncIterator[Any]]:
-        """Stream one tool's items; leaving early cancels the call in the child."""
+        """Stream one tool's items; leaving early cancels the call in the child.
+
+        Errors (on entry or between items) come with the call's secrets masked.
+        """
         timeout = self._deadline(timeout_s)
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg, "stream": True}
-        child = await self._acquire(await self._resolve(name, version))
+        record = await self._resolve(name, version)
+        hidden = call_secrets(record, plugin, cfg) | secrets
+        child = await self._acquire(record)
+        child.remember(hidden)
         try:
-            async with child.stream(RUN_TOOL, params, timeout) as items:
-                yield items
-        except ToolTimeout:
-            self._timeouts += 1
-            raise
+            with self._failures(hidden):
+                async with child.stream(RUN_TOOL, params, timeout) as items:
+                    yield ScrubbedItems(items, hidden) if hidden else items
         finally:
             self._release(child)
 
     async def validate(
-        self, name: str, version: str, plugin: str, cfg: dict[str, Any] | None
+        self,
+        name: str,
+        version: str,
+        plugin: str,
+        cfg: dict[str, Any] | None,
+        *,
+        secrets: Secrets = NO_SECRETS,
     ) -> None:
         """Have the plugin check `cfg`; its rejection is raised with the plugin's code."""
         params = {"plugin": plugin, "cfg": cfg}
-        await self._call(name, version, VALIDATE, params, self._pool.call_timeout_s)
+        timeout = self._pool.call_timeout_s
+        await self._call(name, version, VALIDATE, params, timeout, plugin=plugin, secrets=secrets)
 
     async def metadata(self, name: str, version: str) -> dict[str, Any]:
         """Every plugin's Metadata, as the running child describes it."""
@@ -231,16 +251,39 @@ class Pool:
         return dict(result)
 
     async def _call(
-        self, name: str, version: str, method: str, params: Any, timeout_s: float
+        self,
+        name: str,
+        version: str,
+        method: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        *,
+        plugin: str | None = None,
+        secrets: Secrets = NO_SECRETS,
     ) -> Any:
-        child = await self._acquire(await self._resolve(name, version))
+        """One request; the secrets of its cfg are masked in its errors, in the log lines
+        written meanwhile, and in the child's stderr."""
+        record = await self._resolve(name, version)
+        hidden = secrets | (call_secrets(record, plugin, params.get("cfg")) if plugin else secrets)
+        with redact.scope(hidden):
+            child = await self._acquire(record)
+            child.remember(hidden)
+            try:
+                with self._failures(hidden):
+                    return await child.call(method, params, timeout_s)
+            finally:
+                self._release(child)
+
+    @contextmanager
+    def _failures(self, hidden: Secrets) -> Iterator[None]:
+        """A call's errors leave with its secrets masked; deadlines are counted."""
         try:
-            return await child.call(method, params, timeout_s)
-        except ToolTimeout:
+            yield
+        except ToolTimeout as exc:
             self._timeouts += 1
-            raise
-        finally:
-            self._release(child)
+            raise scrub(exc, hidden) from exc.__cause__
+        except HostError as exc:
+            raise scrub(exc, hidden) from exc.__cause__
 
     def _deadline(self, timeout_s: float | None) -> float:
         if timeout_s is None:
@@ -256,7 +299,7 @@ class Pool:
         wanted = str(canonicalize_name(name))
         try:
             wanted_version = None if version is None else Version(version)
-        except InvalidVersion:
+        except ValueError:  # InvalidVersion, or an int of too many digits
             return
         keys = {
             c.key
@@ -624,5 +667,5 @@ def _same(record: PackageRecord, name: str, version: str) -> bool:
         return canonicalize_name(record.name) == canonicalize_name(name) and Version(
             record.version
         ) == Version(version)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or an int of too many digits
         return False

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hiagent_host.errors import HostError
+from hiagent_host.errors import INVALID_REQUEST, HostError
 
 
 class PathEscapeError(HostError):
     """A name would resolve outside the directory it must stay in."""
 
-    code = "InvalidRequest"
-    http_status = 400
+    code = INVALID_REQUEST
+    http_status = 422  # InvalidRequest has one status everywhere
 
 
 def safe_join(root: Path, *parts: str) -> Path:

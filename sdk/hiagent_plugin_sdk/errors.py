@@ -79,8 +79,12 @@ def invalid_config(items: Sequence[ErrorItem]) -> HttpException:
 
 
 def config_rejected(exc: BaseException) -> HttpException:
-    """The plugin's constructor or `_validate()` refused the config; its reason is the message."""
-    message = str(exc) or type(exc).__name__
+    """The plugin's `_validate()` refused the config; its reason is the message (its class
+    name when the exception has no text, or its `str()` raises)."""
+    try:
+        message = str(exc) or type(exc).__name__
+    except Exception:  # noqa: BLE001 - a plugin's __str__ may raise anything
+        message = type(exc).__name__
     return HttpException(INVALID_CONFIG, message, {"exception": type(exc).__name__}, http_code=400)
 
 

@@ -153,13 +153,13 @@ def _checked_config(spec: PluginSpec, cfg: Any) -> dict[str, Any]:
 
 
 def _construct(spec: PluginSpec, config: dict[str, Any]) -> Any:
-    """`cls(**config)`; a constructor that raises rejects the config (InvalidConfig 400)."""
+    """`cls(**config)`. A pydantic `ValidationError` from the constructor is `InvalidConfig`
+    (422, every bad field); anything else it raises (a network error while connecting, …)
+    propagates with its own class, as the original runtime did."""
     try:
         return spec.cls(**config)
-    except HttpException:
-        raise
-    except Exception as exc:
-        raise errors.config_rejected(exc) from exc
+    except ValidationError as exc:
+        raise errors.invalid_config(errors.error_items(exc)) from exc
 
 
 def _async_items(result: Any, stream_name: str) -> AsyncIterator[Any]:

@@ -94,6 +94,24 @@ def install(client: httpx.Client, wheel: Path, *, force: bool = True) -> httpx.R
     )
 
 
+@contextlib.contextmanager
+def own_server(
+    root: Path, wheelhouse: Path, wheels: list[Path], **sections: dict[str, Any]
+) -> Iterator[LiveServer]:
+    """A server on data of its own under `root` (`sections` in its runtime.toml), with
+    `wheels` installed: for tests that change what it serves or how it logs."""
+    port = free_port()
+    config = write_config(root / "runtime.toml", root / "data", wheelhouse, port, **sections)
+    live = LiveServer(config, port, root / "server.log").start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=REQUEST_TIMEOUT_S) as http:
+            for wheel in wheels:
+                assert install(http, wheel).status_code == 200
+        yield live
+    finally:
+        live.stop()
+
+
 @pytest.fixture(scope="session")
 def installed(client: httpx.Client, wheels: dict[str, Path]) -> Installed:
     """The PRELOADED fixture packages, installed (in parallel) into the main server."""

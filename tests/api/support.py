@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import http.server
@@ -159,10 +160,15 @@ class LiveServer:
 
 
 class WheelServer:
-    """A loopback HTTP server for a directory of wheels (the `http://` install source)."""
+    """A loopback HTTP server for a directory of wheels (the `http://` install source);
+    with `basic_auth` it answers 401 to a request without those credentials."""
 
-    def __init__(self, directory: Path) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(directory))
+    def __init__(self, directory: Path, basic_auth: tuple[str, str] | None = None) -> None:
+        expected = None
+        if basic_auth is not None:
+            token = base64.b64encode(":".join(basic_auth).encode()).decode()
+            expected = f"Basic {token}"
+        handler = functools.partial(_QuietHandler, expected, directory=str(directory))
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
@@ -177,6 +183,19 @@ class WheelServer:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, expected_auth: str | None, *args: Any, **kwargs: Any) -> None:
+        self.expected_auth = expected_auth
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        if self.expected_auth and self.headers.get("Authorization") != self.expected_auth:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="wheels"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Final
 
 import httpx
+import pytest
 
 from hiagent_host.cli_serve import format_table
 from tests.api.conftest import API_KEY, Installed
@@ -58,12 +59,23 @@ def test_ps_without_a_server_fails_with_a_clear_message() -> None:
     assert "no server answering" in done.stderr
 
 
-def test_serve_refuses_a_config_with_an_unknown_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("toml", "options", "said"),
+    [
+        ("[server]\nprot = 8000\n", [], "prot"),
+        ("[pool]\nstream_window = 0\n", [], "Expected `int` >= 1 - at `$.pool.stream_window`"),
+        ("", ["--port", "70000"], "Expected `int` <= 65535 - at `$.server.port`"),
+    ],
+)
+def test_serve_refuses_a_bad_config_naming_the_key(
+    tmp_path: Path, toml: str, options: list[str], said: str
+) -> None:
     config = tmp_path / "runtime.toml"
-    config.write_text("[server]\nprot = 8000\n")
-    done = hiagent_host("serve", "--config", str(config))
+    config.write_text(toml)
+    done = hiagent_host("serve", "--config", str(config), *options)
     assert done.returncode == 2
-    assert "prot" in done.stderr
+    assert "ConfigInvalid" in done.stderr
+    assert said in done.stderr
 
 
 def test_an_empty_process_list_is_said_in_words() -> None:

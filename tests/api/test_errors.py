@@ -196,11 +196,11 @@ def test_an_ordinary_plugin_exception_is_a_500_named_after_its_class(
     assert "zero" in error["message"]
 
 
-def test_a_name_that_can_never_be_a_package_is_a_400(client: httpx.Client) -> None:
+def test_a_name_that_can_never_be_a_package_is_a_422(client: httpx.Client) -> None:
     response = client.post("/v1/DeletePackage", json={"pkg": "../etc", "version": "1.0"})
-    expect(response, 400, "InvalidRequest")
+    expect(response, 422, "InvalidRequest")
 
 
 def test_a_bad_filename_is_refused_before_anything_is_fetched(client: httpx.Client) -> None:
     body = {"uri": "http://127.0.0.1:9/x.whl", "filename": "../x-1.0-py3-none-any.whl"}
-    expect(client.post("/v1/InstallPackage", json=body), 400, "InvalidRequest")
+    expect(client.post("/v1/InstallPackage", json=body), 422, "InvalidRequest")

@@ -1,23 +1,36 @@
-"""Secret config values: found through the config schema, kept out of every log line and error."""
+"""Secret config values: found through the config schema, kept out of every sink.
+
+Planted secrets (plain, with quotes and backslashes, non-ASCII, nested in an object) go
+through every route that takes a cfg, on a server logging at debug, with a plugin that fails
+with its whole config in the message and prints it on stderr; then every sink is searched:
+HTTP answers, the server log, the per-plugin logs, job and install records, metrics.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import httpx
 import pytest
 
-from hiagent_host.api import secrets
-from hiagent_host.api.tools import scrub
+from hiagent_host import redact
 from hiagent_host.config import LoggingConfig
 from hiagent_host.errors import HostError
 from hiagent_host.logs import configure
-from tests.api.conftest import Installed
-from tests.api.support import LiveServer
+from hiagent_host.pool.secrets import scrub, secret_values
+from hiagent_host.redact import Secrets, renderings
+from tests.api.conftest import Installed, own_server
+from tests.api.support import (
+    REQUEST_TIMEOUT_S,
+    LiveServer,
+    envelope_error,
+    parse_sse,
+)
 
 PLANTED: Final = "sk-PLANTED-7f3a9c51e2"
 REJECTED: Final = "PLANTED-rejected-2b8d"
@@ -50,39 +63,27 @@ def test_secret_values_follow_the_schema_through_any_of_and_refs() -> None:
         "region": "cn-north",
         "unknown": "not-marked",
     }
-    assert sorted(secrets.secret_values(SCHEMA, cfg)) == ["k-123456", "p-secret", "t-abcdef"]
+    assert sorted(secret_values(SCHEMA, cfg)) == ["k-123456", "p-secret", "t-abcdef"]
 
 
 def test_no_schema_or_no_cfg_means_no_secrets() -> None:
-    assert secrets.secret_values({}, {"api_key": "x"}) == []
-    assert secrets.secret_values(SCHEMA, None) == []
+    assert secret_values({}, {"api_key": "x"}) == []
+    assert secret_values(SCHEMA, None) == []
 
 
-def test_the_registry_masks_a_secret_that_contains_another_whole() -> None:
-    registry = secrets.SecretRegistry()
-    registry.add(["abcd", "abcd-long"])
-    assert registry.redact("abcd-long abcd") == "*** ***"
-
-
-def test_the_registry_ignores_values_too_short_to_mask_everywhere() -> None:
-    registry = secrets.SecretRegistry()
-    registry.add(["ab", ""])
-    assert len(registry) == 0
-
-
-def test_the_log_formatter_masks_registered_secrets_and_bearer_tokens() -> None:
+def test_the_log_formatter_masks_the_calls_secrets_keys_and_bearer_tokens() -> None:
     stream = io.StringIO()
     handler = configure(LoggingConfig(level="info"), keys=["configured-key-9"], stream=stream)
     try:
-        secrets.registry.add(["registered-secret-1"])
         log = logging.getLogger("hiagent_host.test")
-        log.info("value %s", "registered-secret-1")
+        with redact.scope(Secrets(["registered-secret-1"])):
+            log.info("value %s", "registered-secret-1")
+            try:
+                raise ValueError("registered-secret-1 in a traceback")
+            except ValueError:
+                log.exception("failed")
         log.info("Authorization: Bearer abcdef.123")
         log.info("key configured-key-9")
-        try:
-            raise ValueError("registered-secret-1 in a traceback")
-        except ValueError:
-            log.exception("failed")
     finally:
         logging.getLogger().removeHandler(handler)
     text = stream.getvalue()
@@ -151,35 +152,11 @@ def test_a_cfg_header_that_is_not_an_object_is_a_422(
     assert response.json()["error"]["data"] == {"field": "cfg"}
 
 
-@pytest.mark.anyio
-async def test_a_secret_sent_in_cfg_is_masked_in_every_later_log_line(
-    app_client: httpx.AsyncClient, wheels: dict[str, Path]
-) -> None:
-    wheel = wheels["secret"]
-    installed = await app_client.post(
-        "/v1/InstallPackage", json={"uri": wheel.as_uri(), "filename": wheel.name}, timeout=180
-    )
-    assert installed.status_code == 200, installed.text
-    planted = "sk-in-process-5e7c1d"
-    response = await app_client.post(
-        "/v1/RunPluginValidate", json=SECRET_REF | {"cfg": {"api_key": planted}}
-    )
-    assert response.status_code == 200
-    stream = io.StringIO()
-    handler = configure(LoggingConfig(level="info", json=True), stream=stream)
-    try:
-        logging.getLogger("hiagent_host.test").warning("a plugin said: key=%s", planted)
-    finally:
-        logging.getLogger().removeHandler(handler)
-    assert planted not in stream.getvalue()
-    assert "key=***" in stream.getvalue()
-
-
 def test_scrub_masks_secrets_in_an_error_message_and_its_data() -> None:
     error = HostError(
         "bad key sk-abc-123", code="X", http_status=400, data={"echo": ["sk-abc-123"]}
     )
-    scrubbed = scrub(error, ["sk-abc-123"])
+    scrubbed = scrub(error, Secrets(["sk-abc-123"]))
     assert scrubbed.to_dict() == {
         "code": "X",
         "message": "bad key ***",
@@ -191,11 +168,108 @@ def test_scrub_masks_secrets_in_an_error_message_and_its_data() -> None:
 def test_json_log_lines_mask_a_secret_that_json_would_escape() -> None:
     stream = io.StringIO()
     tricky = 'pa"ss\\word-\u5bc6\u94a5-91'
-    secrets.registry.add([tricky])
     handler = configure(LoggingConfig(level="info", json=True), stream=stream)
     try:
-        logging.getLogger("hiagent_host.test").info("cfg was %s", tricky)
+        with redact.scope(Secrets([tricky])):
+            logging.getLogger("hiagent_host.test").info("cfg was %s", tricky)
     finally:
         logging.getLogger().removeHandler(handler)
     line = json.loads(stream.getvalue())
     assert line["message"] == "cfg was ***"
+
+
+# ---- every sink, with a server logging at debug -------------------------------------------
+
+PLANTS: Final = {
+    "plain": "sk-PLANTED-plain-7f3a9c51e2d4",
+    "quotes": 'sk-"PLANTED"\\quote\'s-2b8d\\n',
+    "unicode": "sk-PLANTED-密钥-ключ-9c4e",
+}
+NESTED: Final = {
+    "user": "alice",
+    "password": "PLANTED-pw-5e1f",
+    "deep": {"token": "PLANTED-tk-8a2c"},
+}
+EVERY_SECRET: Final = [*PLANTS.values(), "PLANTED-pw-5e1f", "PLANTED-tk-8a2c"]
+
+
+@pytest.fixture(scope="module")
+def debug_server(
+    tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, wheels: dict[str, Path]
+) -> Iterator[LiveServer]:
+    """A server of its own at log level debug (stderr of plugins is copied into its log)."""
+    root = tmp_path_factory.mktemp("secrets")
+    with own_server(root, wheelhouse, [wheels["secret"]], logging={"level": "debug"}) as live:
+        yield live
+
+
+def _calls(http: httpx.Client, secret: str) -> list[httpx.Response]:
+    """Every route that takes a cfg, made to fail in every way that could echo it."""
+    cfg = {"api_key": secret, "auth": NESTED}
+    leak = SECRET_REF | {"tool": "leak", "cfg": cfg}
+    query = SECRET_REF | {"tool": "leak"}
+    header = json.dumps(cfg, ensure_ascii=False).encode("utf-8")  # the adapter's cfg header
+    return [
+        http.post("/v1/RunPluginTool", json=leak),
+        http.post("/v1/RunPluginTool", json=leak | {"stream": True}),
+        http.post(
+            "/v1/RunPluginToolAdapterRuntime", params=query, json={}, headers={"cfg": header}
+        ),
+        http.post("/v1/RunPluginTool", json=leak | {"cfg": cfg | {"region": 5}}),
+        http.post("/v1/RunPluginValidate", json=SECRET_REF | {"cfg": {"api_key": "x" + secret}}),
+        http.post("/v1/RunPluginValidate", json=SECRET_REF | {"cfg": cfg}),
+    ]
+
+
+def _leaks(text: str) -> list[str]:
+    return [secret for secret in EVERY_SECRET for form in renderings(secret) if form in text]
+
+
+def test_planted_secrets_reach_no_sink_on_a_server_logging_at_debug(
+    debug_server: LiveServer,
+) -> None:
+    answers: list[httpx.Response] = []
+    with httpx.Client(base_url=debug_server.url, timeout=REQUEST_TIMEOUT_S) as http:
+        for secret in PLANTS.values():
+            answers += _calls(http, secret)
+        metrics = http.get("/metrics").text
+    statuses = [(a.status_code, envelope_error(a)["code"] if a.status_code != 200 else "")
+                for a in answers[:6]]  # fmt: skip
+    assert statuses == [
+        (500, "RuntimeError"),
+        (200, ""),  # the stream fails after its first item: an error event
+        (500, "RuntimeError"),
+        (422, "InvalidConfig"),
+        (400, "InvalidConfig"),
+        (200, ""),
+    ]
+    assert parse_sse(answers[1].text)[-1]["event"] == "error"
+    data = Path(debug_server.config).parent / "data"
+    plugin_logs = "".join(
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in (data / "state" / "logs").rglob("*.log*")
+    )
+    # the report did reach the plugin log and the server log, masked
+    assert "upstream refused" in plugin_logs
+    assert "about to fail with config" in plugin_logs
+    assert "***" in plugin_logs
+    assert "upstream refused" in debug_server.log()
+    assert "upstream refused" in answers[0].text
+    for answer in answers:
+        assert _leaks(answer.text) == [], answer.text
+    assert _leaks(debug_server.log()) == []
+    assert _leaks(plugin_logs) == []
+    assert _leaks(metrics) == []
+    records = [p for p in data.rglob("*") if p.is_file() and "venvs" not in p.parts]
+    for path in records:
+        assert _leaks(path.read_bytes().decode("utf-8", "replace")) == [], path
+
+
+def test_a_constructor_network_error_keeps_its_class_and_500(debug_server: LiveServer) -> None:
+    call = SECRET_REF | {"tool": "has_key", "cfg": {"api_key": "sk-unreachable"}}
+    with httpx.Client(base_url=debug_server.url, timeout=REQUEST_TIMEOUT_S) as http:
+        answer = http.post("/v1/RunPluginTool", json=call)
+        stream = http.post("/v1/RunPluginTool", json=call | {"tool": "leak", "stream": True})
+    assert answer.status_code == 500
+    assert envelope_error(answer)["code"] == "ConnectionRefusedError"
+    assert envelope_error(stream)["code"] == "ConnectionRefusedError"

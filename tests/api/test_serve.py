@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import httpx
 import msgspec
 import pytest
 
+from hiagent_host.api.shutdown import ANSWER_MARGIN_S
 from hiagent_host.config import load_config
 from hiagent_host.serve import hypercorn_config, is_loopback, warn_if_exposed
 from tests.api.conftest import Installed
@@ -31,7 +33,8 @@ def test_hypercorn_gets_bind_workers_keep_alive_and_grace_from_the_config(app_co
     server = msgspec.structs.replace(config.server, host="::1", keep_alive_s=7.5)
     hc = hypercorn_config(msgspec.structs.replace(config, server=server))
     assert hc.bind == [f"[::1]:{config.server.port}"]
-    assert (hc.keep_alive_timeout, hc.graceful_timeout) == (7.5, config.server.graceful_shutdown_s)
+    grace = config.server.graceful_shutdown_s + ANSWER_MARGIN_S  # time to answer ShuttingDown
+    assert (hc.keep_alive_timeout, hc.graceful_timeout) == (7.5, grace)
     assert hc.workers == config.server.workers
     assert hc.accesslog is None
 
@@ -114,7 +117,7 @@ def test_a_stop_signal_drains_the_stream_in_flight_stops_children_and_exits_0(
         assert not _alive(pid), f"plugin process {pid} outlived the server"
 
 
-def test_a_stream_longer_than_the_grace_period_is_cut_and_the_server_still_exits_0(
+def test_a_stream_longer_than_the_grace_period_ends_with_a_shutting_down_event(
     stopping_server: LiveServer,
 ) -> None:
     live = stopping_server
@@ -124,12 +127,46 @@ def test_a_stream_longer_than_the_grace_period_is_cut_and_the_server_still_exits
     ) as response:
         lines = response.iter_lines()
         assert next(lines) == "data: 0"
-        started = time.monotonic()
         live.signal(signal.SIGTERM)
-        rest = list(_until_cut(lines))
-    assert "event: done" not in rest
+        rest = "\n".join(_until_cut(lines))
+    last = parse_sse(rest + "\n\n")[-1]
+    assert last["event"] == "error"
+    assert json.loads(last["data"])["code"] == "ShuttingDown"
+    assert json.loads(last["data"])["http_code"] == 503
     assert live.wait() == 0
-    assert time.monotonic() - started < GRACE_S + WAIT_S / 2
+
+
+def test_a_call_still_running_when_the_grace_period_ends_gets_503_shutting_down(
+    stopping_server: LiveServer,
+) -> None:
+    live = stopping_server
+    result: dict[str, httpx.Response] = {}
+    call = {"pkg": "hiagent-plugin-hang", "version": "0.1.0", "plugin": "hang",
+            "tool": "sleep_async", "input": {"seconds": 3600}}  # fmt: skip
+
+    def run() -> None:
+        result["answer"] = httpx.post(f"{live.url}/v1/RunPluginTool", json=call, timeout=WAIT_S)
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    _wait_in_flight(live, "hiagent-plugin-hang")
+    live.signal(signal.SIGTERM)
+    caller.join(WAIT_S)
+    answer = result["answer"]
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "ShuttingDown"
+    assert answer.json()["error"]["http_code"] == 503
+    assert live.wait() == 0
+
+
+def _wait_in_flight(live: LiveServer, package: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        processes = httpx.post(f"{live.url}/v1/ListProcesses", json={}, timeout=WAIT_S).json()
+        if any(p["pkg"] == package and p["calls_in_flight"] for p in processes["data"]):
+            return
+        time.sleep(0.02)  # polling the pool, bounded by WAIT_S
+    pytest.fail(f"no call of {package} came in flight")
 
 
 def _until_cut(lines: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any, Final
 
@@ -38,6 +40,30 @@ CANCEL_WAIT_S: Final = 30.0
 )  # fmt: skip
 def test_each_kind_of_item_becomes_one_event(item: Any, wire: bytes) -> None:
     assert encode_item(item) == wire
+
+
+# Characters `str.splitlines` treats as line ends that the SSE grammar does not.
+NOT_LINE_ENDS: Final = ["\u2028", "\u2029", "\x85", "\x0c", "\x0b", "\x1c", "\x1d", "\x1e"]
+
+
+def _sse_data(wire: bytes) -> str:
+    """The data of one event, read as the SSE grammar says: lines end at CRLF, CR or LF only."""
+    lines = re.split(r"\r\n|\r|\n", wire.decode("utf-8"))
+    return "\n".join(line.removeprefix("data: ") for line in lines if line.startswith("data: "))
+
+
+@pytest.mark.parametrize("char", NOT_LINE_ENDS)
+def test_json_items_with_unicode_line_separators_stay_valid_json(char: str) -> None:
+    for item in ({"text": f"a{char}b"}, [f"x{char}"], {"data": {"k": f"{char}v{char}"}}):
+        decoded = json.loads(_sse_data(encode_item(item)))
+        assert decoded == (item["data"] if isinstance(item, dict) and "data" in item else item)
+
+
+@pytest.mark.parametrize("char", NOT_LINE_ENDS)
+def test_text_items_split_only_on_cr_lf_and_crlf(char: str) -> None:
+    text = f"one{char}still one\r\ntwo\rthree\nfour"
+    assert _sse_data(encode_item(text)) == f"one{char}still one\ntwo\nthree\nfour"
+    assert encode_item(text).count(b"data: ") == 4
 
 
 def stream(client: httpx.Client, tool: str, **tool_input: Any) -> httpx.Response:

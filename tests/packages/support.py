@@ -215,6 +215,7 @@ class Loopback:
     requested: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     paths_seen: list[str] = field(default_factory=list)
+    auth_seen: list[str | None] = field(default_factory=list)  # Authorization of each GET
     server: http.server.ThreadingHTTPServer | None = None
 
     def url(self, path: str) -> str:
@@ -229,6 +230,7 @@ def serve(loopback: Loopback) -> Iterator[Loopback]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             loopback.paths_seen.append(self.path)
+            loopback.auth_seen.append(self.headers.get("Authorization"))
             route = loopback.routes.get(self.path, Route(status=404, body=b"not found"))
             if route.stall or loopback.stall_all:
                 loopback.requested.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from hiagent_host.errors import (
     HostError,
 )
 from hiagent_host.packages import PackageManager
-from hiagent_host.packages.fetch import PARTIAL_PREFIX, clean_partials, fetch
+from hiagent_host.packages.fetch import PARTIAL_PREFIX, clean_partials, fetch, split_credentials
 from tests.packages.support import Loopback, Route, make_manager, serve
 
 # The stalling server must be given up on within the configured timeouts plus this slack.
@@ -202,3 +203,108 @@ def test_partial_downloads_of_dead_processes_are_cleaned_and_live_ones_kept(tmp_
     live.write_bytes(b"half")
     assert clean_partials(tmp_path) == [orphan]
     assert live.exists()
+
+
+def test_uri_credentials_are_basic_auth_for_that_request_only_never_a_redirect(
+    tmp_path: Path, wheelhouse: Path, good: Path, server: Loopback
+) -> None:
+    pm = make_manager(tmp_path, wheelhouse)
+    uri = server.url("/moved.whl").replace("http://", "http://reader:p%40ss@")
+    summary = pm.read_metadata(uri, good.name)
+    assert server.paths_seen == ["/moved.whl", "/good.whl"]
+    assert server.auth_seen == ["Basic cmVhZGVyOnBAc3M=", None]  # reader:p@ss, then nothing
+    assert summary.uri == server.url("/moved.whl").replace("http://", "http://reader:***@")
+
+
+def test_credentials_split_off_a_uri_are_percent_decoded() -> None:
+    assert split_credentials("http://u%3Ax:p%40ss%3A1@127.0.0.1:9/a.whl") == (
+        "http://127.0.0.1:9/a.whl",
+        ("u:x", "p@ss:1"),
+    )
+    assert split_credentials("https://127.0.0.1/a.whl") == ("https://127.0.0.1/a.whl", None)
+
+
+def test_a_file_uri_with_credentials_is_refused_without_echoing_them(
+    tmp_path: Path, wheelhouse: Path, good: Path
+) -> None:
+    pm = make_manager(tmp_path, wheelhouse)
+    with pytest.raises(HostError) as caught:
+        pm.read_metadata(f"file://user:hunter2@{good}", good.name)
+    assert caught.value.code == INVALID_REQUEST
+    assert "hunter2" not in repr(caught.value.to_dict())
+
+
+# ---- file:// reads regular files only -----------------------------------------------------
+
+
+def _refused(pm: PackageManager, path: Path) -> HostError:
+    """read_metadata of `path` in a thread (a FIFO must not block it), bounded."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            pm.read_metadata(path.as_uri(), "pkg_x-1.0-py3-none-any.whl")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(STALL_SLACK_S * 6)
+    assert not thread.is_alive(), f"reading {path} blocked"
+    [error] = outcome
+    assert isinstance(error, HostError), error
+    return error
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "directory", "empty"])
+def test_a_file_uri_to_anything_but_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path, wheelhouse: Path, kind: str
+) -> None:
+    path = tmp_path / f"thing-{kind}"
+    with socket.socket(socket.AF_UNIX) as listener:
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "socket":
+            listener.bind(str(path))
+        elif kind == "directory":
+            path.mkdir()
+        else:
+            path.write_bytes(b"")
+        pm = make_manager(tmp_path / "root", wheelhouse)
+        assert _refused(pm, path).code == INVALID_REQUEST
+    assert cache_files(pm) == []
+
+
+@pytest.mark.parametrize(
+    "pseudo", ["/dev/zero", "/dev/null", "/proc/self/environ", "/proc/self/status"]
+)
+def test_device_and_proc_files_are_refused(tmp_path: Path, wheelhouse: Path, pseudo: str) -> None:
+    pm = make_manager(tmp_path, wheelhouse)
+    assert _refused(pm, Path(pseudo)).code == INVALID_REQUEST
+    assert cache_files(pm) == []
+
+
+def test_a_sysfs_file_whose_content_is_not_its_size_is_refused(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    candidates = [p for p in Path("/sys/kernel").glob("*") if p.is_file()]
+    sized = [p for p in candidates if p.stat().st_size == 4096 and len(p.read_bytes()) < 4096]
+    if not sized:
+        pytest.skip("no sysfs attribute file here")
+    pm = make_manager(tmp_path, wheelhouse)
+    assert _refused(pm, sized[0]).code == INVALID_REQUEST
+    assert cache_files(pm) == []
+
+
+def test_a_file_that_is_no_wheel_is_refused_and_not_kept_in_the_cache(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    bogus = tmp_path / "pkg_x-1.0-py3-none-any.whl"
+    bogus.write_bytes(b"not a zip file at all")
+    pm = make_manager(tmp_path / "root", wheelhouse)
+    with pytest.raises(HostError) as caught:
+        pm.read_metadata(bogus.as_uri(), bogus.name)
+    assert caught.value.code == "InvalidPackage"
+    assert cache_files(pm) == []

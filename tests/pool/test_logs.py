@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from hiagent_host.packages import names
 from hiagent_host.pool.logs import TAIL_LINES, RotatingFile, StderrSink
+from hiagent_host.redact import Secrets
 from tests.pool.support import PACKAGES, Store, call, open_pool
 
 SECRET = "sk-never-logged-4f2a9c"
@@ -44,6 +46,33 @@ def test_the_tail_keeps_the_last_lines_whole_across_chunks(tmp_path: Path) -> No
     assert tail[-1] == "last without newline"
     assert tail[-2] == f"line {TAIL_LINES + 9}"
     assert (tmp_path / "x.log").read_text() == text
+
+
+TRICKY = 'q"uo\\te-密钥-9'
+
+
+def test_a_secret_split_across_chunks_is_masked_in_the_file_the_tail_and_the_debug_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = StderrSink(RotatingFile(tmp_path / "x.log", max_bytes=0, backups=0), "pkg 1.0")
+    sink.secrets.add(Secrets([SECRET, TRICKY]))
+    data = b"".join(
+        [
+            f"key={SECRET}\n".encode(),
+            f"repr={TRICKY!r} json={json.dumps(TRICKY)}\n".encode(),
+            b"invalid utf-8 \xff then " + SECRET.encode(),  # no newline: flushed on close
+        ]
+    )
+    with caplog.at_level(logging.DEBUG, logger="hiagent_host.pool.stderr"):
+        for start in range(0, len(data), 5):  # every secret crosses a chunk boundary
+            sink.feed(data[start : start + 5])
+        sink.close()
+    written = (tmp_path / "x.log").read_bytes()
+    assert b"\xff" in written  # bytes that are not UTF-8 are kept as they came
+    for where in (written.decode("utf-8", "replace"), sink.tail_text(), caplog.text):
+        assert SECRET not in where
+        assert "uo" not in where
+        assert where.count("***") == 4, where
 
 
 @pytest.mark.anyio

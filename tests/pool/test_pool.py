@@ -112,7 +112,10 @@ async def test_at_the_cap_the_least_recently_used_idle_child_is_evicted_never_a_
     config = store.config(max_subprocess=2)
     async with open_pool(store, config) as pool, anyio.create_task_group() as tg:
         tg.start_soon(sleep, pool, store, 30)
-        await wait_for_async(lambda: pool.stats().busy == 1, "the misbehave call in flight")
+        # Busy counts from the call's acquire, which comes before the child has a pid.
+        await wait_for_async(
+            lambda: pool.stats().busy == 1 and 0 not in pids(pool), "the misbehave call in flight"
+        )
         [busy] = pool.snapshot()
         await pool.run_tool(ECHO, store.versions[ECHO], "echo", "echo", {"a": 1}, None)
         [echo_pid] = pids(pool) - {busy.pid}

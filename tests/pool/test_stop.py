@@ -93,6 +93,7 @@ async def test_a_call_outliving_the_drain_fails_with_plugin_unavailable(store: S
             await pool.stop_package(MIS, store.versions[MIS])
         [error] = results
         assert error.code == PLUGIN_UNAVAILABLE
+        assert error.data["retry_after_s"] == 1  # the HTTP answer's Retry-After
         assert pool.snapshot() == []
 
 

@@ -127,9 +127,22 @@ class FailingInitPlugin(BasePlugin):
             raise ValueError("url must be https")
         if url == "https://http-exception":
             raise HttpException("Forbidden", "not this one", None, http_code=403)
+        if url == "https://unreachable":
+            raise ConnectionRefusedError("cannot connect to the service")
+        if url == "https://validated":
+            _Endpoint.model_validate({"port": "not a port"})
 
     def noop(self) -> None:
         return None
+
+
+class _Endpoint(BaseModel):
+    port: int
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
 
 
 class AsyncValidatePlugin(BasePlugin, ConfigValidateMixin):
@@ -144,6 +157,8 @@ class AsyncValidatePlugin(BasePlugin, ConfigValidateMixin):
         AsyncValidatePlugin.seen.append(self.key)
         if self.key == "bad":
             raise RuntimeError("key is bad")
+        if self.key == "unprintable":
+            raise _UnprintableError()
 
     def noop(self) -> None:
         return None

@@ -152,14 +152,27 @@ async def test_config_for_a_plugin_without_config_is_invalid_config() -> None:
 
 
 @pytest.mark.anyio
-async def test_constructor_failure_is_invalid_config_400_with_the_reason() -> None:
+@pytest.mark.parametrize(
+    ("url", "exception"),
+    [("http://x", ValueError), ("https://unreachable", ConnectionRefusedError)],
+)
+async def test_a_constructor_error_keeps_its_exception_class(
+    url: str, exception: type[Exception]
+) -> None:
+    with pytest.raises(exception):
+        await FailingInitPlugin.run_plugin_tool("noop", {}, {"url": url})
+
+
+@pytest.mark.anyio
+async def test_a_validation_error_in_the_constructor_is_invalid_config_422() -> None:
     with pytest.raises(HttpException) as caught:
-        await FailingInitPlugin.run_plugin_tool("noop", {}, {"url": "http://x"})
+        await FailingInitPlugin.run_plugin_tool("noop", {}, {"url": "https://validated"})
     error = caught.value
-    assert (error.code, error.http_code) == ("InvalidConfig", 400)
-    assert error.message == "url must be https"
-    assert error.data == {"exception": "ValueError"}
-    assert isinstance(error.__cause__, ValueError)
+    assert (error.code, error.http_code) == ("InvalidConfig", 422)
+    assert error.data == {
+        "errors": [{"loc": ["port"], "msg": error.data["errors"][0]["msg"], "type": "int_parsing"}]
+    }
+    assert "not a port" not in error.message  # never the caller's value
 
 
 @pytest.mark.anyio

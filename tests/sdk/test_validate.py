@@ -65,6 +65,17 @@ async def test_config_failing_the_schema_is_invalid_config_422_before_validate_r
 @pytest.mark.anyio
 async def test_plugin_without_the_mixin_only_needs_to_construct() -> None:
     await PlainPlugin.run_plugin_validate(None)  # no exception: accepted
+    with pytest.raises(ValueError, match="url must be https"):
+        await FailingInitPlugin.run_plugin_validate({"url": "ftp://x"})  # its own class, 500
+
+
+@pytest.mark.anyio
+async def test_a_rejection_whose_text_cannot_be_rendered_names_its_class() -> None:
     with pytest.raises(HttpException) as caught:
-        await FailingInitPlugin.run_plugin_validate({"url": "ftp://x"})
-    assert (caught.value.code, caught.value.http_code) == ("InvalidConfig", 400)
+        await AsyncValidatePlugin.run_plugin_validate({"key": "unprintable"})
+    error = caught.value
+    assert (error.code, error.http_code, error.message) == (
+        "InvalidConfig",
+        400,
+        "_UnprintableError",
+    )

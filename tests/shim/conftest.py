@@ -29,6 +29,7 @@ SHIM_FIXTURES: Final = (
     "memhog",
     "forkbomb",
     "echo",
+    "unrenderable",
 )
 
 

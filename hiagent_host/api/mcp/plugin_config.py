@@ -10,9 +10,9 @@ bad edit is logged and the previous content kept). A client may send `X-HiAgent-
 object>` on its requests (unless `mcp.client_config = false`): keys are `"<package>"` (every
 plugin of the package) or `"<package>/<plugin>"`, values are config objects. A call's config is
 the operator's table, overlaid key by key with the package entry, then the plugin entry of the
-header. Values never leave the host: the header is registered for log redaction whole, and
-every string of the operator's table is registered too and scrubbed from the errors a caller
-sees.
+header. Values never leave the host: the header is never logged, and every string of the
+operator's table is handed to the pool as the call's secrets (masked in errors, logs and the
+plugin's stderr); the header's values are masked by their config schema like any cfg.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import Any, Final
 import msgspec
 from packaging.utils import canonicalize_name
 
-from hiagent_host.api import requests, secrets
+from hiagent_host.api import requests
 from hiagent_host.errors import FORBIDDEN, ConfigError, HostError
+from hiagent_host.pool import secrets
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,14 @@ class PluginConfig:
         for entry in (given.get(key), given.get(f"{key}{PLUGIN_SEPARATOR}{plugin}")):
             if entry:
                 cfg.update(entry)
-        hidden = secrets.secret_values(EVERY_VALUE, stored)
-        secrets.registry.add(hidden)  # the operator's values are all secret: never log them
+        hidden = secrets.secret_values(EVERY_VALUE, stored)  # the operator's values: all secret
         return (cfg or None), hidden
 
     def _from_header(self, headers: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:
         raw = headers.get(HEADER) if headers is not None else None
         if raw is None or not raw.strip():
             return {}
-        secrets.registry.add([raw])  # the whole header carries secrets: never log it
-        if not self._client_config:
+        if not self._client_config:  # the header carries secrets: never logged nor echoed
             raise HostError(
                 f"this host takes no plugin config from clients (header {HEADER} is refused); "
                 "the operator configures plugins in mcp.config_file",
@@ -85,6 +84,9 @@ class PluginConfig:
             value = msgspec.json.decode(raw.encode("latin-1"))
         except (msgspec.DecodeError, UnicodeEncodeError):
             raise requests.bad_request(f"header {HEADER} is not valid JSON", field=HEADER) from None
+        except RecursionError:
+            raise requests.too_deep(f"header {HEADER}", HEADER) from None
+        requests.check_depth(value, f"header {HEADER}", HEADER)
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise requests.invalid(
                 f'header {HEADER} must be a JSON object of config objects: {{"<package>" or '

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from hiagent_host.api import secrets
 from hiagent_host.api.mcp.plugin_config import PluginConfig
 from hiagent_host.errors import BAD_REQUEST, CONFIG_INVALID, FORBIDDEN, INVALID_REQUEST, HostError
 
@@ -46,12 +45,17 @@ def test_a_header_names_non_ascii_plugins_with_json_escapes() -> None:
     header = '{"p/\\u65f6\\u95f4\\u5de5\\u5177": {"k": "v-secret-77"}}'
     cfg, _ = config.for_call("p", "时间工具", {"x-hiagent-config": header})
     assert cfg == {"k": "v-secret-77"}
-    assert secrets.registry.redact(f"log line {header}") == "log line ***"
 
 
 @pytest.mark.parametrize(
     ("header", "code"),
-    [("{oops", BAD_REQUEST), ("[1]", INVALID_REQUEST), ('{"p": 3}', INVALID_REQUEST)],
+    [
+        ("{oops", BAD_REQUEST),
+        ("[1]", INVALID_REQUEST),
+        ('{"p": 3}', INVALID_REQUEST),
+        ('{"p": {"k": ' + "[" * 100 + "]" * 100 + "}}", INVALID_REQUEST),
+        ('{"p": {"k": ' + "[" * 5000 + "]" * 5000 + "}}", INVALID_REQUEST),
+    ],
 )
 def test_a_malformed_header_is_a_clear_error(header: str, code: str) -> None:
     with pytest.raises(HostError) as caught:
