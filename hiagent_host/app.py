@@ -111,9 +111,14 @@ async def open_services(
     ):
         metrics.watch_pool(pool.stats)
         yield Services(
-            config=config, packages=packages, pool=pool, jobs=jobs, metrics=metrics,
+            config=config,
+            packages=packages,
+            pool=pool,
+            jobs=jobs,
+            metrics=metrics,
             cluster=cluster,
-        )  # fmt: skip
+            redact=logs.Redactor(read_api_keys(config)),
+        )
         log.info("stopping plugin processes")
 
 

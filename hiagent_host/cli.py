@@ -24,8 +24,9 @@ from typing import Any, Final
 
 import msgspec
 
-from hiagent_host import cli_jobs, cli_run, cli_serve
+from hiagent_host import cli_jobs, cli_new, cli_run, cli_serve
 from hiagent_host.cli_jobs import source_to_uri
+from hiagent_host.cli_output import Progress, render_record, size
 from hiagent_host.cluster import coordinator_for, new_node_id
 from hiagent_host.config import load_config
 from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
@@ -76,13 +77,20 @@ def _install_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _install(args: argparse.Namespace, pm: PackageManager) -> Any:
     uri, filename = source_to_uri(args.source, args.filename)
-    show = sys.stderr.isatty() and not args.json
-    record = pm.install(uri, filename, force=args.force, progress=(_phase if show else None))
+    if getattr(args, "json", False):
+        return _full(pm.install(uri, filename, force=args.force))
+    progress = Progress(sys.stderr)
+    try:
+        record = pm.install(
+            uri,
+            filename,
+            force=args.force,
+            progress=lambda phase: progress.show(None, phase),
+            on_bytes=progress.bytes,
+        )
+    finally:
+        progress.done()
     return _full(record)
-
-
-def _phase(phase: str) -> None:
-    print(f"{phase}…", file=sys.stderr, flush=True)
 
 
 def _list(args: argparse.Namespace, pm: PackageManager) -> Any:
@@ -125,30 +133,13 @@ def _listed(record: PackageRecord) -> dict[str, Any]:
     }
 
 
-def _render_record(data: dict[str, Any]) -> str:
-    lines = [
-        f"{data['name']} {data['version']}",
-        f"  plugins:      {', '.join(data['plugins'])}",
-        f"  venv:         {data['venv_path']}  (real directory {data['build']})",
-        f"  installed at: {data['installed_at']} with {data['installer']}",
-        f"  python:       {data['python_version']}",
-        f"  wheel:        {data['filename']} ({data['wheel_size']} bytes)",
-        f"  sha256:       {data['wheel_sha256']}",
-        f"  from:         {data['uri']}",
-        f"  disk size:    {_size(data['disk_size_bytes'])}",
-        "  dependencies: "
-        + ", ".join(f"{d['name']}=={d['version']}" for d in data["dependencies"]),
-    ]
-    return "\n".join(lines)
-
-
 def _render_list(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no packages installed"
     table = [["NAME", "VERSION", "PLUGINS", "INSTALLED", "SIZE", "BUILD", "HERE", "VENV"]]
     table += [
         [r["name"], r["version"], ", ".join(r["plugins"]), r["installed_at"],
-         _size(r["disk_size_bytes"]), r["build"], "yes" if r["materialised"] else "no",
+         size(r["disk_size_bytes"]), r["build"], "yes" if r["materialised"] else "no",
          r["venv_path"]]
         for r in rows
     ]  # fmt: skip
@@ -174,15 +165,11 @@ def _render_recover(data: dict[str, Any]) -> str:
     return "\n".join(["removed:", *removed]) if removed else "nothing to clean up"
 
 
-def _size(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
-
-
 COMMANDS: Final[tuple[Command, ...]] = (
     Command("install", "install a plugin wheel into a venv of its own", _install_arguments,
-            _install, _render_record),
+            _install, render_record),
     Command("list", "list installed package versions", lambda p: None, _list, _render_list),
-    Command("show", "show a package version's record", _name_version, _show, _render_record),
+    Command("show", "show a package version's record", _name_version, _show, render_record),
     Command("venv", "print a package version's venv path (for `source <path>/bin/activate`)",
             _name_version, _venv, lambda d: str(d["venv_path"])),
     Command("delete", "delete a package version (idempotent)", _name_version, _delete,
@@ -244,6 +231,7 @@ REGISTRARS: Final[tuple[Registrar, ...]] = (
     cli_serve.add_arguments,
     cli_jobs.add_arguments,
     cli_run.add_arguments,
+    cli_new.add_arguments,
 )
 
 

@@ -1,10 +1,11 @@
 """The queue's commands: `hiagent-host worker` and the async install with a progress display.
 
 `cmd_install_async` talks to the running server over HTTP (stdlib urllib): it submits
-`InstallPackageAsync`, polls `GetInstallPackageAsyncStatus` and shows the job's status and
-phase on stderr until the job ends; the package's brief goes to stdout as JSON. Ctrl-C
-cancels the job. Exit codes: 0 finished, 1 failed/stopped/error, 2 configuration error,
-130 interrupted.
+`InstallPackageAsync`, polls `GetInstallPackageAsyncStatus` and shows the job's status,
+phase and download bytes on stderr until the job ends; then it prints the installed record
+as `install` does (text, or JSON with `--json`), read from the package store this
+configuration names (a server elsewhere: the job's brief instead). Ctrl-C cancels the job.
+Exit codes: 0 finished, 1 failed/stopped/error, 2 configuration error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import anyio
+import msgspec
 
 from hiagent_host import logs
+from hiagent_host.cli_output import Progress, add_json_option, render_record
 from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, load_config, read_api_keys
 from hiagent_host.errors import HostError
@@ -35,7 +38,6 @@ HTTP_TIMEOUT_S: Final = 30.0
 POLL_INTERVAL_S: Final = 0.5
 # An API key for the server, when it has any configured (never a command-line flag: `ps`).
 API_KEY_ENV: Final = "HIAGENT_API_KEY"
-SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 # Exit codes, as `hiagent-host` uses them.
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -52,6 +54,7 @@ def add_arguments(subparsers: Any) -> None:
         description="Run arq installs from the Redis queue until SIGTERM or SIGINT.",
     )
     _config_option(worker)
+    add_json_option(worker, help="log JSON lines (overrides [logging] json)")
     worker.set_defaults(func=cmd_worker)
 
     install = subparsers.add_parser(
@@ -60,6 +63,7 @@ def add_arguments(subparsers: Any) -> None:
         description="Submit InstallPackageAsync to the running server and follow the job.",
     )
     install.add_argument("source", help="a wheel path, or a file://, http:// or https:// URI")
+    add_json_option(install, help="print the installed record (and errors) as JSON")
     add_install_async_arguments(install)
     install.set_defaults(func=cmd_install_async)
 
@@ -109,6 +113,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if getattr(args, "json", False):
+        as_json = msgspec.structs.replace(config.logging, json=True)
+        config = msgspec.structs.replace(config, logging=as_json)
     logs.configure(config.logging, keys=keys)
     anyio.run(_worker_node, config, backend="asyncio")
     return EXIT_OK
@@ -199,33 +206,22 @@ def _api_key(config: Config) -> str | None:
     return keys[0] if keys else None
 
 
-class Progress:
-    """One status line on a terminal (rewritten in place), one line per change otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last = ""
-        self.ticks = 0
-        self.started = time.monotonic()
-
-    def show(self, status: str, phase: str | None) -> None:
-        text = status if not phase else f"{status}: {phase}"
-        if self.tty:
-            self.ticks += 1
-            elapsed = time.monotonic() - self.started
-            spin = SPINNER[self.ticks % len(SPINNER)]
-            self.stream.write(f"\r\x1b[2K{spin} {text} ({elapsed:.0f}s)")
-            self.stream.flush()
-        elif text != self.last:
-            self.stream.write(f"{text}\n")
-            self.stream.flush()
-        self.last = text
-
-    def done(self) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
+def _print_installed(config: Config, brief: dict[str, Any], as_json: bool) -> None:
+    """The installed record as `install` prints it; the job's brief if it is not local."""
+    try:
+        record = PackageManager(config).get(str(brief.get("name")), str(brief.get("version")))
+    except HostError:
+        record = None
+    if record is None:
+        print(
+            f"hiagent-host: the record is not in this configuration's package store "
+            f"({config.paths.extensions_dir}); the job's summary follows",
+            file=sys.stderr,
+        )
+        print(json.dumps(brief, ensure_ascii=False, indent=2 if as_json else None))
+        return
+    data = msgspec.to_builtins(record)
+    print(json.dumps(data, ensure_ascii=False, indent=2) if as_json else render_record(data))
 
 
 def cmd_install_async(args: argparse.Namespace) -> int:
@@ -251,6 +247,8 @@ def cmd_install_async(args: argparse.Namespace) -> int:
         while True:
             info = client.call("GetInstallPackageAsyncStatus", {"job_id": job_id})
             status = str(info.get("status"))
+            if info.get("downloaded_bytes") is not None:
+                progress.bytes(info["downloaded_bytes"], info.get("download_size_bytes"))
             progress.show(status, info.get("phase"))
             if status in TERMINAL:
                 break
@@ -274,7 +272,7 @@ def cmd_install_async(args: argparse.Namespace) -> int:
     progress.done()
     if status == "finished":
         print(f"finished: job {job_id}", file=err)
-        print(json.dumps(info.get("data"), ensure_ascii=False))
+        _print_installed(config, info.get("data") or {}, bool(getattr(args, "json", False)))
         return EXIT_OK
     print(f"{status}: {info.get('reason')}", file=err)
     return EXIT_FAILED

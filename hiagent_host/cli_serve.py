@@ -10,6 +10,9 @@ import urllib.error
 import urllib.request
 from typing import Any, Final
 
+import msgspec
+
+from hiagent_host.cli_output import add_json_option
 from hiagent_host.config import Config, load_config, read_api_keys, with_server
 from hiagent_host.errors import HostError
 
@@ -36,7 +39,12 @@ PS_COLUMNS: Final = (
 
 def add_arguments(subparsers: Any) -> None:
     """Register `serve` and `ps` on an argparse subparsers object."""
-    serve = subparsers.add_parser("serve", help="run the HTTP server (Hypercorn)")
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the HTTP server (Hypercorn)",
+        description="Serve the /v1 API, the console (/console) and the docs (/docs) until "
+        "SIGTERM or Ctrl-C, then drain and stop every plugin process.",
+    )
     serve.add_argument("--host", help="address to bind (default: server.host)")
     serve.add_argument("--port", type=int, help="TCP port (default: server.port)")
     serve.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
@@ -46,17 +54,21 @@ def add_arguments(subparsers: Any) -> None:
         default=None,
         help="redis queue backend: also run an install worker in this process",
     )
+    add_json_option(serve, help="log JSON lines (overrides [logging] json)")
     serve.set_defaults(func=cmd_serve)
 
-    ps = subparsers.add_parser("ps", help="list a running server's plugin processes")
+    ps = subparsers.add_parser(
+        "ps",
+        help="list a running server's plugin processes",
+        description="Ask a running server (ListProcesses) for its plugin processes: package, "
+        "pid, state, uptime, calls, restarts, memory and the last exit reason.",
+    )
     ps.add_argument("--config", default=argparse.SUPPRESS, help="path to runtime.toml")
     ps.add_argument("--url", help="server base URL (default: from server.host/port)")
     ps.add_argument(
         "--api-key", help=f"API key (default: ${API_KEY_ENV}, else the first configured)"
     )
-    ps.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON list"
-    )
+    add_json_option(ps, help="print the raw JSON list")
     ps.set_defaults(func=cmd_ps)
 
 
@@ -70,6 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         options = {"host": args.host, "port": args.port}
         config = with_server(_config(args), **{k: v for k, v in options.items() if v is not None})
+        if getattr(args, "json", False):
+            as_json = msgspec.structs.replace(config.logging, json=True)
+            config = msgspec.structs.replace(config, logging=as_json)
         read_api_keys(config)
     except HostError as exc:
         print(f"hiagent-host serve: {exc.code}: {exc.message}", file=sys.stderr)

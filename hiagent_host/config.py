@@ -114,6 +114,7 @@ class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     env: dict[str, str] = msgspec.field(default_factory=dict)
     log_max_bytes: BytesOrOff = 10 * 1024 * 1024
     log_backups: ZeroOrMore = 3
+    prewarm_on_install: bool = False
     packages: dict[str, PackagePolicy] = msgspec.field(default_factory=dict)
 
 

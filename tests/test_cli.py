@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hiagent_host.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, build_parser, source_to_uri
+from hiagent_host.cli import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    REGISTRARS,
+    build_parser,
+    source_to_uri,
+)
 from tests.packages.support import rewrite_wheel, subprocess_env, write_runtime_toml
 from tests.support.s3 import S3Server
 
@@ -118,6 +130,36 @@ def test_the_command_line_offers_every_subcommand() -> None:
         assert command in text
 
 
+class _Recorder:
+    """Stands in for argparse's subparsers object: keeps every subcommand's parser and help."""
+
+    def __init__(self) -> None:
+        self.parsers: dict[str, tuple[str | None, argparse.ArgumentParser]] = {}
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        help_text = kwargs.pop("help", None)
+        parser = argparse.ArgumentParser(prog=f"hiagent-host {name}", **kwargs)
+        self.parsers[name] = (help_text, parser)
+        return parser
+
+
+def _subcommands() -> dict[str, tuple[str | None, argparse.ArgumentParser]]:
+    recorder = _Recorder()
+    for register in REGISTRARS:
+        register(recorder)
+    return recorder.parsers
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_every_subcommand_has_help_a_description_and_a_json_option(name: str) -> None:
+    help_text, parser = _subcommands()[name]
+    assert help_text, name
+    assert parser.description, name
+    text = parser.format_help()
+    assert " ".join(parser.description.split()[:4]) in " ".join(text.split()), text
+    assert "--json" in text, name
+
+
 @pytest.mark.parametrize(
     ("source", "uri", "filename"),
     [
@@ -128,6 +170,50 @@ def test_the_command_line_offers_every_subcommand() -> None:
 )  # fmt: skip
 def test_a_source_becomes_a_uri_and_a_filename(source: str, uri: str, filename: str) -> None:
     assert source_to_uri(source, None) == (uri, filename)
+
+
+def test_install_progress_is_one_plain_line_per_phase_when_stderr_is_not_a_terminal(
+    config: Path, built_wheels: dict[str, Path]
+) -> None:
+    wheel = built_wheels["pkg_nodeps"]
+    done = cli(config, "install", str(wheel))
+    assert done.returncode == 0, done.stderr
+    size = wheel.stat().st_size
+    assert done.stderr.splitlines() == [
+        "downloading",
+        f"downloaded {size / (1024 * 1024):.1f} MiB of {size / (1024 * 1024):.1f} MiB (100%)",
+        "validating",
+        "creating venv",
+        "installing dependencies",
+        "probing",
+    ]
+    assert "\x1b" not in done.stderr
+
+
+def test_install_progress_rewrites_one_status_line_on_a_terminal(
+    config: Path, built_wheels: dict[str, Path]
+) -> None:
+    wheel = built_wheels["pkg_nodeps"]
+    leader, follower = pty.openpty()
+    with os.fdopen(leader, "rb", buffering=0) as terminal:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hiagent_host", "--config", str(config), "install", str(wheel)],
+            stdout=subprocess.PIPE, stderr=follower, env=subprocess_env(), cwd=config.parent,
+        )  # fmt: skip
+        os.close(follower)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the child closed the terminal
+            while chunk := terminal.read(4096):
+                shown += chunk
+        out, _ = process.communicate(timeout=CLI_TIMEOUT_S)
+    assert process.returncode == 0
+    assert out.decode().startswith("pkg-nodeps 1.0.0\n")
+    text = shown.decode()
+    assert "\r\x1b[2K" in text  # rewritten in place
+    assert "\n" not in text.replace("\r\n", "")  # never a new line of its own
+    for phase in ("downloading", "validating", "creating venv", "installing dependencies"):
+        assert phase in text
+    assert "(100%)" in text  # the download's bytes
 
 
 def test_list_works_against_the_store_and_says_what_this_node_has(

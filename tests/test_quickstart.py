@@ -1,10 +1,11 @@
 """The README quick start, run command by command as a newcomer types it.
 
 Substitutions, and only these: the install line is what made the dev venv this test runs in,
-so it is not run again; the commands run in a scratch checkout (links to `.venv` and `tests`)
-so `./dist` lands there; `HIAGENT_CONFIG` points at a runtime.toml that keeps data in the
-scratch directory and installs dependencies offline from the test wheelhouse; the port is a
-free one instead of 8000.
+so it is not run again; `serve` runs in a scratch checkout (a link to `.venv`); the second
+terminal's commands run in another scratch directory, outside any checkout, with the dev
+venv active (its `bin` first on PATH, as `source .venv/bin/activate` does); `HIAGENT_CONFIG`
+points at a runtime.toml that keeps data in the scratch directory and installs dependencies
+offline from the test wheelhouse; the port is a free one instead of 8000.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -49,11 +51,14 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path, wheelhouse: Path
 
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    for name in (".venv", "tests"):
-        (checkout / name).symlink_to(ROOT / name)
+    (checkout / ".venv").symlink_to(ROOT / ".venv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     port = free_port()
     config = write_config(tmp_path / "runtime.toml", tmp_path / "data", wheelhouse, port)
     env = {**os.environ, "HIAGENT_CONFIG": str(config), "HIAGENT_SERVER_PORT": str(port)}
+    venv_bin = Path(sys.executable).parent
+    active = env | {"PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"}
 
     def localise(command: str) -> str:
         return command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
@@ -70,19 +75,24 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path, wheelhouse: Path
         outputs = []
         for command in session:
             done = subprocess.run(
-                ["bash", "-c", localise(command)], cwd=checkout, env=env,
+                ["bash", "-c", localise(command)], cwd=elsewhere, env=active,
                 capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
             )  # fmt: skip
             assert done.returncode == 0, (command, done.stdout, done.stderr)
             outputs.append(done.stdout)
-        ping, built, installed, metadata, ran, ps = outputs
+        ping, created, built, installed, metadata, greeted, counted, ps = outputs
         assert json.loads(ping) == {"message": "pong"}
-        assert (checkout / built.strip()).is_file()
-        assert json.loads(installed)["data"]["name"] == "hiagent-plugin-clock"
-        assert json.loads(metadata)["data"][0]["name"] == "时间工具"
-        assert json.loads(ran) == {"data": "2024-05-01T20:00:00+08:00", "error": None}
-        assert "hiagent-plugin-clock" in ps
+        assert (elsewhere / "hiagent-plugin-hello" / "pyproject.toml").is_file(), created
+        assert Path(built.strip()).is_file()
+        assert Path(built.strip()).is_relative_to(elsewhere)
+        assert json.loads(installed)["data"]["name"] == "hiagent-plugin-hello"
+        assert list(json.loads(metadata)["data"][0]["tools"]) == ["greet", "count_words"]
+        assert json.loads(greeted) == {"data": "Hello, Ada!", "error": None}
+        assert json.loads(counted)["data"] == {"words": 3, "characters": 13}
+        assert "hiagent-plugin-hello" in ps
         assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        console = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True)
+        assert console.url.path == "/console"
     finally:
         os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, as the README says
         code = server.wait(timeout=STOP_TIMEOUT_S)

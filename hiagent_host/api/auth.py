@@ -14,12 +14,14 @@ from typing import Final
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hiagent_host.api import responses
+from hiagent_host.api.console import PUBLIC_PATHS
 from hiagent_host.errors import UNAUTHORIZED, HostError
 
 # Liveness, readiness and scraping work without a key. /docs is a static page with no data in
 # it (a browser cannot send a bearer header to open it); the page asks for the key and sends
 # it with every request it makes, starting with /openapi.json.
-EXEMPT_PATHS: Final = frozenset({"/ping", "/v1/health", "/metrics", "/docs"})
+# The console's page and script are public for the same reason (api/console.py).
+EXEMPT_PATHS: Final = frozenset({"/ping", "/v1/health", "/metrics", "/docs"}) | PUBLIC_PATHS
 _BEARER: Final = b"bearer "
 
 

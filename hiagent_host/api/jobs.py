@@ -28,8 +28,16 @@ async def get_install_status(request: Request, s: Services, body: models.JobRef)
         "status": str(info.status),
         "reason": info.reason,
         "data": info.data,
-        "phase": getattr(info, "phase", None),
+        "phase": info.phase,
+        "downloaded_bytes": info.downloaded_bytes,
+        "download_size_bytes": info.download_size_bytes,
     }
+
+
+@endpoint(models.ListJobs)
+async def list_jobs(request: Request, s: Services, body: models.ListJobs) -> Any:
+    """The newest install jobs first, with their status (expired jobs are gone)."""
+    return await s.jobs.list(body.limit)
 
 
 @endpoint(models.JobRef)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -29,11 +29,15 @@ ERROR_STATUSES: Final = {
 }
 
 
-class ErrorEnvelope(msgspec.Struct):
-    """Every /v1 failure: `data` is null and `error` says what went wrong."""
+DATA: Final = "The result; null on failure."
+ERROR: Final = "Null on success; on failure, what went wrong."
 
-    data: None
-    error: models.ErrorObject
+
+class ErrorEnvelope(msgspec.Struct):
+    """Every /v1 failure: data is null and error says what went wrong."""
+
+    data: Annotated[None, msgspec.Meta(description="Null on failure.")]
+    error: Annotated[models.ErrorObject, msgspec.Meta(description="What went wrong.")]
 
 
 def _name(op: Operation) -> str:
@@ -47,7 +51,10 @@ def _response_type(op: Operation) -> Any:
     data = Any if op.returns is Any else (op.returns | None if op.returns is not None else None)
     return msgspec.defstruct(
         f"{_name(op)[:1].upper()}{_name(op)[1:]}Response",
-        [("data", data), ("error", models.ErrorObject | None)],
+        [
+            ("data", Annotated[data, msgspec.Meta(description=DATA)]),
+            ("error", Annotated[models.ErrorObject | None, msgspec.Meta(description=ERROR)]),
+        ],
         module=__name__,
     )
 
@@ -128,7 +135,7 @@ def _operation(
             "description": ERROR_STATUSES["401"],
             "content": {"application/json": {"schema": error_ref}},
         }
-    out["responses"] = responses
+    out["responses"] = op.extra.get("responses") or responses
     if secured and op.public:
         out["security"] = []
     return out

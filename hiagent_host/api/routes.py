@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.routing import Route
 
-from hiagent_host.api import jobs, models, packages, system, tools
+from hiagent_host.api import console, jobs, models, packages, system, tools
 from hiagent_host.api.endpoints import Endpoint
 from hiagent_host.packages.names import MAX_NAME_CHARS, MAX_VERSION_CHARS
 
@@ -43,19 +43,31 @@ ADAPTER_PARAMETERS = [
             "name": name,
             "in": "query",
             "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": longest},
+            "description": description,
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": longest,
+                "examples": [example],
+            },
         }
-        for name, longest in (
-            ("pkg", MAX_NAME_CHARS),
-            ("version", MAX_VERSION_CHARS),
-            ("plugin", MAX_NAME_CHARS),
-            ("tool", MAX_NAME_CHARS),
+        for name, description, example, longest in (
+            (
+                "pkg",
+                "Distribution name, any PEP 503 spelling.",
+                "hiagent-plugin-clock",
+                MAX_NAME_CHARS,
+            ),
+            ("version", "Version, any PEP 440-equal spelling.", "0.1.0", MAX_VERSION_CHARS),
+            ("plugin", "The plugin's entry-point name.", "时间工具", MAX_NAME_CHARS),
+            ("tool", "The tool's name.", "convert_time", MAX_NAME_CHARS),
         )
     ),
     {
         "name": "timeout_s",
         "in": "query",
         "required": False,
+        "description": "Deadline in seconds (capped at pool.max_call_timeout_s).",
         "schema": {"type": "number", "exclusiveMinimum": 0},
     },
     {
@@ -66,6 +78,28 @@ ADAPTER_PARAMETERS = [
         "schema": {"type": "string"},
     },
 ]
+
+UPLOAD_PARAMETERS = [
+    {
+        "name": "filename",
+        "in": "query",
+        "required": True,
+        "description": "The wheel's file name, e.g. `hiagent_plugin_clock-0.1.0-py3-none-any.whl`.",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    {
+        "name": "force",
+        "in": "query",
+        "required": False,
+        "description": "Replace the version if it is installed.",
+        "schema": {"type": "boolean", "default": False},
+    },
+]
+UPLOAD_BODY = {
+    "required": True,
+    "description": "The wheel file itself (at most `packages.max_download_bytes`).",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
 OPERATIONS: Sequence[Operation] = (
     Operation(
@@ -108,6 +142,7 @@ OPERATIONS: Sequence[Operation] = (
         "jobs",
     ),
     _v1("CancelInstallPackage", jobs.cancel_install, models.JobRef, None, "jobs"),
+    _v1("ListJobs", jobs.list_jobs, models.ListJobs, list[models.JobSummary], "jobs"),
     _v1("RetryInstallPackage", jobs.retry_install, models.JobRef, models.JobId | None, "jobs"),
     _v1("DeletePackage", packages.delete_package, models.PackageRef, None, "packages"),
     _v1(
@@ -118,6 +153,15 @@ OPERATIONS: Sequence[Operation] = (
         "packages",
     ),
     _v1("GetPluginIcon", packages.get_plugin_icon, models.PluginRef, models.PluginIcon, "packages"),
+    _v1(
+        "UploadPackage",
+        packages.upload_package,
+        None,
+        models.JobId,
+        "jobs",
+        extra={"parameters": UPLOAD_PARAMETERS, "requestBody": UPLOAD_BODY},
+    ),
+    _v1("GetPackageLog", packages.get_package_log, models.GetPackageLog, models.PackageLog, "host"),
     _v1("RunPluginTool", tools.run_plugin_tool, models.RunPluginTool, Any, "tools", streams=True),
     _v1(
         "RunPluginToolAdapterRuntime",
@@ -162,6 +206,37 @@ OPERATIONS: Sequence[Operation] = (
         envelope=False,
         method="GET",
         tag="host",
+    ),
+    Operation(
+        "/",
+        console.root,
+        "Redirects to the console.",
+        envelope=False,
+        method="GET",
+        tag="host",
+        public=True,
+        media_type="text/html",
+        extra={"responses": {"307": {"description": "To /console."}}},
+    ),
+    Operation(
+        console.CONSOLE_PATH,
+        console.page,
+        "The web console (served offline; data through /v1 with the API key).",
+        envelope=False,
+        method="GET",
+        tag="host",
+        public=True,
+        media_type="text/html",
+    ),
+    Operation(
+        console.SCRIPT_PATH,
+        console.script,
+        "The console's script.",
+        envelope=False,
+        method="GET",
+        tag="host",
+        public=True,
+        media_type="text/javascript",
     ),
     Operation(
         "/docs",

@@ -7,6 +7,7 @@ the cluster, and metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,4 +29,7 @@ class Services:
     jobs: JobBackend
     metrics: Metrics
     cluster: ClusterNode
+    # Masks API keys and bearer tokens in text the host hands out that a plugin wrote (its
+    # log, already masked of its calls' secrets as it was written): app.py's log redactor.
+    redact: Callable[[str], str]
     started_at: float = field(default_factory=time.monotonic)

@@ -84,6 +84,6 @@ F_SPEC: Final = "spec"
 F_ENQUEUED_AT_MS: Final = "enqueued_at_ms"
 F_STARTED_AT_MS: Final = "started_at_ms"
 F_FINISHED_AT_MS: Final = "finished_at_ms"
-F_PHASE: Final = "phase"
+F_PHASE: Final = "phase"  # a Step as JSON (a bare phase name in older records)
 F_RUNS: Final = "runs"
 F_CANCEL: Final = "cancel"

@@ -38,6 +38,7 @@ from hiagent_host.jobs.model import (
     JobStatus,
     Outcome,
     QueueHealth,
+    Step,
     invalid_state,
     is_job_id,
     iso_from_unix,
@@ -71,6 +72,8 @@ class LocalRecord(msgspec.Struct, frozen=True, kw_only=True):
     finished_at_unix_s: float | None = None
     attempts: int = 0
     phase: str | None = None
+    downloaded_bytes: int | None = None
+    download_size_bytes: int | None = None
     reason: str | None = None
     data: dict[str, Any] | None = None
     cancel_requested: bool = False
@@ -111,6 +114,8 @@ def derive(
         started_at=_iso(record.started_at_unix_s),
         finished_at=_iso(finished),
         attempts=record.attempts,
+        downloaded_bytes=record.downloaded_bytes if status is JobStatus.STARTED else None,
+        download_size_bytes=record.download_size_bytes if status is JobStatus.STARTED else None,
     )
 
 
@@ -187,6 +192,12 @@ class JobStore:
             if (record := self.read(path.stem)) is not None:
                 yield record
 
+    def newest(self, limit: int) -> list[JobInfo]:
+        """What `list` answers: the newest jobs that have not expired."""
+        records = sorted(self.records(), key=lambda r: r.enqueued_at_unix_s, reverse=True)
+        infos = (self.info(r) for r in records)
+        return [info for info in infos if info is not None][:limit]
+
     # ---- transitions (each under the lock) ----
 
     def submit(self, spec: JobSpec) -> tuple[str, bool]:
@@ -229,8 +240,16 @@ class JobStore:
             self.write(record)
             return record
 
-    def set_phase(self, job_id: str, phase: str) -> None:
-        self._update_started(job_id, lambda r: msgspec.structs.replace(r, phase=phase))
+    def set_phase(self, job_id: str, step: Step) -> None:
+        self._update_started(
+            job_id,
+            lambda r: msgspec.structs.replace(
+                r,
+                phase=step.phase,
+                downloaded_bytes=step.downloaded_bytes,
+                download_size_bytes=step.download_size_bytes,
+            ),
+        )
 
     def finish(self, job_id: str, outcome: Outcome) -> None:
         self._update_started(
@@ -413,6 +432,9 @@ class LocalBackend:
             self._spawn(new_id, spec)
         return new_id
 
+    async def list(self, limit: int) -> list[JobInfo]:
+        return await self._io(partial(self._store.newest, limit))
+
     async def health(self) -> QueueHealth:
         return QueueHealth(
             backend="local",
@@ -450,8 +472,8 @@ class LocalBackend:
             if self._runs.get(job_id) is run:
                 del self._runs[job_id]
 
-    async def _on_phase(self, job_id: str, phase: str) -> None:
-        await self._io(partial(self._store.set_phase, job_id, phase))
+    async def _on_phase(self, job_id: str, step: Step) -> None:
+        await self._io(partial(self._store.set_phase, job_id, step))
 
     async def _cancel_requested(self, job_id: str) -> bool:
         return await self._io(partial(self._store.cancel_requested, job_id))

@@ -102,6 +102,14 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any] | None = None  # PackageMetaBrief on finished
 
 
+class Step(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a started install is: its phase, and while downloading the bytes so far."""
+
+    phase: str
+    downloaded_bytes: int | None = None
+    download_size_bytes: int | None = None  # from Content-Length or the file; None: unknown
+
+
 class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a caller may learn about a job."""
 
@@ -117,6 +125,8 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     started_at: str | None
     finished_at: str | None
     attempts: int  # how many times the install has started (retries and re-runs included)
+    downloaded_bytes: int | None = None  # while started: bytes of the wheel fetched so far
+    download_size_bytes: int | None = None  # ... of this many, when known
 
 
 class QueueHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,6 +150,7 @@ class Installer(Protocol):
         force: bool,
         progress: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        on_bytes: Callable[[int, int | None], None] | None = None,
     ) -> Any: ...
 
     def get(self, name: str, version: str) -> Any:
@@ -176,6 +187,11 @@ class JobBackend(Protocol):
         """Run a finished/failed/stopped job again with the same arguments, under the same
         id (returned). If a duplicate is already queued or started, that job's id is returned
         instead. Queued/started: InvalidJobState."""
+        ...
+
+    async def list(self, limit: int) -> list[JobInfo]:
+        """The newest jobs first (by when they were queued), at most `limit`; expired ones
+        are not listed."""
         ...
 
     async def health(self) -> QueueHealth: ...
@@ -251,6 +267,18 @@ def brief_of(record: Any, spec: JobSpec) -> dict[str, Any]:
         "uri": spec.uri,
         "filename": spec.filename,
     }
+
+
+def step_of(stored: str | None) -> Step:
+    """A stored Step (JSON), or a bare phase name as older records hold it."""
+    if not stored:
+        return Step(phase="")
+    if stored.startswith("{"):
+        try:
+            return msgspec.json.decode(stored, type=Step)
+        except msgspec.DecodeError:
+            return Step(phase="")
+    return Step(phase=stored)
 
 
 def reason_of(exc: HostError) -> str:

@@ -38,6 +38,7 @@ from hiagent_host.jobs.model import (
     JobStatus,
     Outcome,
     QueueHealth,
+    Step,
     invalid_state,
     is_job_id,
     iso_from_unix,
@@ -45,6 +46,7 @@ from hiagent_host.jobs.model import (
     job_spec,
     new_job_id,
     queue_unavailable,
+    step_of,
 )
 from hiagent_host.jobs.worker import (
     ARQ_JOB_TIMEOUT_EXTRA_S,
@@ -59,6 +61,10 @@ log = logging.getLogger(__name__)
 TX_ATTEMPTS: Final = 8
 # arq's in-progress key outlives a job's timeout by this much (arq adds it).
 ARQ_IN_PROGRESS_EXTRA_S: Final = 10.0
+# Listing jobs scans the job hashes in batches of this many keys (one round trip each) ...
+SCAN_COUNT: Final = 1000
+# ... and looks at no more than this many (kept for result_ttl_s, so a busy day's worth).
+MAX_LISTED_SCAN: Final = 20_000
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         return None
     spec = msgspec.json.decode(job[keys.F_SPEC], type=JobSpec)
     cancel_requested = keys.F_CANCEL in job
-    phase = None
+    step = Step(phase="")
     finished_ms = _int(job.get(keys.F_FINISHED_AT_MS))
     data = None
     reason = None
@@ -89,7 +95,9 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         finished_ms = finished_ms or _int(result.get("ft"))
     elif stored.in_progress:
         status = JobStatus.STARTED
-        phase = PHASE_CANCELLING if cancel_requested else job.get(keys.F_PHASE)
+        step = step_of(job.get(keys.F_PHASE))
+        if cancel_requested:
+            step = Step(phase=PHASE_CANCELLING)
     elif stored.score is not None:
         status = JobStatus.DEFERRED if stored.score > now_ms else JobStatus.QUEUED
     else:
@@ -99,7 +107,7 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         status=status,
         reason=reason,
         data=data if status is JobStatus.FINISHED else None,
-        phase=phase,
+        phase=step.phase or None,
         uri=spec.uri,
         filename=spec.filename,
         force=spec.force,
@@ -107,6 +115,8 @@ def derive(job_id: str, stored: Stored, *, now_ms: float) -> JobInfo | None:
         started_at=_iso_ms(_int(job.get(keys.F_STARTED_AT_MS))),
         finished_at=_iso_ms(finished_ms) if status.terminal else None,
         attempts=_int(job.get(keys.F_RUNS)) or 0,
+        downloaded_bytes=step.downloaded_bytes,
+        download_size_bytes=step.download_size_bytes,
     )
 
 
@@ -283,6 +293,28 @@ class RedisBackend:
         if info is None:
             raise job_not_found(job_id)
         return info
+
+    async def list(self, limit: int) -> list[JobInfo]:
+        async with self._guard():
+            ids: list[str] = []
+            async for key in self._redis.scan_iter(match=f"{keys.JOB}*", count=SCAN_COUNT):
+                job_id = (key.decode() if isinstance(key, bytes) else key).removeprefix(keys.JOB)
+                if is_job_id(job_id):
+                    ids.append(job_id)
+                if len(ids) >= MAX_LISTED_SCAN:
+                    break
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hget(keys.job(job_id), keys.F_ENQUEUED_AT_MS)
+                stamps = await pipe.execute()
+            newest = sorted(zip((_int(s) or 0 for s in stamps), ids, strict=True), reverse=True)
+            infos: list[JobInfo] = []
+            for _, job_id in newest:
+                if len(infos) >= limit:
+                    break
+                if (info := await self._info(job_id)) is not None:
+                    infos.append(info)
+        return infos
 
     async def cancel(self, job_id: str) -> None:
         if not is_job_id(job_id):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -26,7 +27,16 @@ from hiagent_host.errors import (
     INTERNAL_ERROR,
     HostError,
 )
-from hiagent_host.jobs.model import Installer, JobSpec, JobStatus, Outcome, brief_of, reason_of
+from hiagent_host.jobs.model import (
+    Installer,
+    JobSpec,
+    JobStatus,
+    Outcome,
+    Step,
+    brief_of,
+    reason_of,
+)
+from hiagent_host.packages import DOWNLOADING
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +48,10 @@ SETTLE_S: Final = 5.0
 CANCEL_POLL_S: Final = 0.2
 # Phases waiting to be recorded; the install never blocks on a slow store.
 PHASE_BUFFER: Final = 32
+# Download progress is recorded at most this often (each record is a store write).
+BYTES_EVERY_S: Final = 0.25
 
-PhaseSink = Callable[[str], Awaitable[None]]
+PhaseSink = Callable[[Step], Awaitable[None]]
 CancelCheck = Callable[[], Awaitable[bool]]
 
 
@@ -77,15 +89,26 @@ async def run_install(
     `rerun`: an earlier try of this same job may have installed it before its worker died;
     if so, `AlreadyInstalled` for the very same uri and filename means it finished.
     """
-    send, receive = anyio.create_memory_object_stream[str](PHASE_BUFFER)
+    send, receive = anyio.create_memory_object_stream[Step](PHASE_BUFFER)
+    last_bytes_at = -math.inf
 
-    def progress(phase: str) -> None:
+    def report(step: Step) -> None:
         try:
-            anyio.from_thread.run_sync(send.send_nowait, phase)
+            anyio.from_thread.run_sync(send.send_nowait, step)
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass  # a phase is a hint; the install goes on without it
         except RuntimeError:
             pass  # the event loop is gone (the worker is shutting down)
+
+    def progress(phase: str) -> None:
+        report(Step(phase=phase))
+
+    def on_bytes(done: int, total: int | None) -> None:
+        nonlocal last_bytes_at
+        now = time.monotonic()
+        if now - last_bytes_at >= BYTES_EVERY_S or done == total:
+            last_bytes_at = now
+            report(Step(phase=DOWNLOADING, downloaded_bytes=done, download_size_bytes=total))
 
     install = partial(
         installer.install,
@@ -94,6 +117,7 @@ async def run_install(
         force=spec.force,
         progress=progress,
         cancel=cancel,
+        on_bytes=on_bytes,
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch, receive, cancel, on_phase, cancel_requested)
@@ -153,7 +177,7 @@ def _name_version(filename: str) -> tuple[str, str]:
 
 
 async def _watch(
-    receive: anyio.abc.ObjectReceiveStream[str],
+    receive: anyio.abc.ObjectReceiveStream[Step],
     cancel: threading.Event,
     on_phase: PhaseSink | None,
     cancel_requested: CancelCheck | None,
@@ -161,14 +185,14 @@ async def _watch(
     """Record phases as they come; poll for a cancel request made elsewhere."""
     async with receive:
         while True:
-            phase: str | None = None
+            step: Step | None = None
             with anyio.move_on_after(CANCEL_POLL_S):
                 try:
-                    phase = await receive.receive()
+                    step = await receive.receive()
                 except anyio.EndOfStream:
                     return
-            if phase is not None and on_phase is not None:
-                await _quietly(on_phase, phase)
+            if step is not None and on_phase is not None:
+                await _quietly(on_phase, step)
             if (
                 cancel_requested is not None
                 and not cancel.is_set()

@@ -36,7 +36,7 @@ from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import CANCELLED, INTERNAL_ERROR
 from hiagent_host.jobs import codec, keys
 from hiagent_host.jobs.connection import Commands, connect
-from hiagent_host.jobs.model import Installer, JobSpec, JobStatus, Outcome
+from hiagent_host.jobs.model import Installer, JobSpec, JobStatus, Outcome, Step
 from hiagent_host.jobs.running import SETTLE_S, run_install
 from hiagent_host.packages import PackageManager
 
@@ -91,8 +91,8 @@ async def install_job(ctx: dict[str, Any]) -> Outcome:
         tr.hdel(job_key, keys.F_PHASE)
         await tr.execute()
 
-    async def on_phase(phase: str) -> None:
-        await redis.hset(job_key, keys.F_PHASE, phase)
+    async def on_phase(step: Step) -> None:
+        await redis.hset(job_key, keys.F_PHASE, msgspec.json.encode(step))
 
     async def cancel_requested_now() -> bool:
         return bool(await redis.hexists(job_key, keys.F_CANCEL))

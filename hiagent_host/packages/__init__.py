@@ -19,6 +19,7 @@ from hiagent_host.packages.errors import (
     PackageBusy,
     PackageNotFound,
 )
+from hiagent_host.packages.fetch import OnBytes
 from hiagent_host.packages.manager import Listener, PackageManager
 from hiagent_host.packages.records import EventKind, PackageEvent, PackageRecord
 from hiagent_host.packages.venv import Dependency
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidPackage",
     "InvalidRequest",
     "Listener",
+    "OnBytes",
     "PackageBusy",
     "PackageEvent",
     "PackageManager",

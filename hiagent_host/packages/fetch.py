@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -47,6 +47,14 @@ class _Source(Protocol):
     def read1(self, size: int = ..., /) -> bytes: ...
 
 
+# Told the bytes fetched so far and the total, when known (after every chunk).
+OnBytes = Callable[[int, int | None], None]
+
+
+def no_bytes(done: int, total: int | None) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class FetchedWheel:
     """A complete wheel in the cache."""
@@ -63,19 +71,31 @@ def fetch(
     cache_dir: Path,
     config: PackagesConfig,
     cancel: threading.Event,
+    on_bytes: OnBytes = no_bytes,
+    also_allowed: tuple[Path, ...] = (),
 ) -> FetchedWheel:
-    """Fetch `uri` into `cache_dir/<sha256>/<filename>`; `filename` is already validated."""
+    """Fetch `uri` into `cache_dir/<sha256>/<filename>`; `filename` is already validated.
+
+    `on_bytes` is told the progress; `also_allowed`: directories a `file://` uri may name
+    besides `allowed_file_roots` (the host's own cache, where uploaded wheels are kept).
+    """
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme == "file":
-        path = _local_path(uri, config)
-        with _open_file(path, uri, config.max_download_bytes) as src:
-            return _store(src, filename, cache_dir, uri, config, cancel, deadline=None)
+        path = _local_path(uri, config, also_allowed)
+        with _open_file(path, uri, config.max_download_bytes) as (src, total):
+            return _store(
+                src, filename, cache_dir, uri, config, cancel,
+                deadline=None, on_bytes=on_bytes, total=total,
+            )  # fmt: skip
     if scheme in {"http", "https"}:
         deadline = time.monotonic() + config.download_timeout_s
         bare, auth = split_credentials(uri)
-        with _open_http(bare, auth, redact_url(uri), config) as src:
-            return _store(src, filename, cache_dir, uri, config, cancel, deadline=deadline)
+        with _open_http(bare, auth, redact_url(uri), config) as (src, total):
+            return _store(
+                src, filename, cache_dir, uri, config, cancel,
+                deadline=deadline, on_bytes=on_bytes, total=total,
+            )  # fmt: skip
     raise InvalidRequest(
         f"unsupported uri scheme {parts.scheme!r}: use file://, http:// or https://",
         data={"uri": redact_url(uri)},
@@ -92,7 +112,27 @@ def split_credentials(uri: str) -> tuple[str, tuple[str, str] | None]:
     return parts._replace(netloc=host).geturl(), (unquote(user), unquote(password))
 
 
-def _local_path(uri: str, config: PackagesConfig) -> Path:
+def store_upload(
+    path: Path,
+    filename: str,
+    *,
+    cache_dir: Path,
+    config: PackagesConfig,
+) -> FetchedWheel:
+    """Move an uploaded file (in the host's own scratch space) into the cache, as a fetch would.
+
+    The same checks, size cap, hashing and atomic rename as any fetch; `filename` is already
+    validated.
+    """
+    uri = path.as_uri()
+    with _open_file(path, uri, config.max_download_bytes) as (src, total):
+        return _store(
+            src, filename, cache_dir, uri, config, threading.Event(),
+            deadline=None, on_bytes=no_bytes, total=total,
+        )  # fmt: skip
+
+
+def _local_path(uri: str, config: PackagesConfig, also_allowed: tuple[Path, ...]) -> Path:
     parts = urlsplit(uri)
     if parts.netloc not in {"", "localhost"}:
         shown = urlsplit(redact_url(uri)).netloc
@@ -104,7 +144,9 @@ def _local_path(uri: str, config: PackagesConfig) -> Path:
         raise InvalidRequest("file:// uri must hold an absolute path", data={"uri": uri})
     path = Path(raw).resolve()
     roots = config.allowed_file_roots
-    if roots and not any(path == r.resolve() or r.resolve() in path.parents for r in roots):
+    if roots and not any(
+        path == r.resolve() or r.resolve() in path.parents for r in (*roots, *also_allowed)
+    ):
         raise Forbidden(
             f"{path} is outside packages.allowed_file_roots",
             data={"uri": uri, "allowed_file_roots": [str(r) for r in roots]},
@@ -113,7 +155,7 @@ def _local_path(uri: str, config: PackagesConfig) -> Path:
 
 
 @contextlib.contextmanager
-def _open_file(path: Path, uri: str, max_bytes: int) -> Iterator[_Source]:
+def _open_file(path: Path, uri: str, max_bytes: int) -> Iterator[tuple[_Source, int | None]]:
     """A regular file, opened without blocking (a FIFO or a device is refused, not waited
     on); `_Exact` then refuses one whose content is not its size (/proc and /sys files)."""
     with contextlib.suppress(OSError):  # the open below reports a missing file
@@ -133,7 +175,7 @@ def _open_file(path: Path, uri: str, max_bytes: int) -> Iterator[_Source]:
             raise _too_large(uri, max_bytes)
         if st.st_size == 0:
             raise _not_a_file(path, uri, "it is empty (or a pseudo-file, as under /proc)")
-        yield _Exact(f, st.st_size, path, uri)
+        yield _Exact(f, st.st_size, path, uri), st.st_size
 
 
 class _Exact:
@@ -159,8 +201,9 @@ def _not_a_file(path: Path, uri: str, why: str) -> InvalidRequest:
 @contextlib.contextmanager
 def _open_http(
     uri: str, auth: tuple[str, str] | None, url: str, config: PackagesConfig
-) -> Iterator[_Source]:
-    """GET `uri` (`url` is how it is shown); `auth` as basic auth, to this host only."""
+) -> Iterator[tuple[_Source, int | None]]:
+    """GET `uri` (`url` is how it is shown); `auth` as basic auth, to this host only; with
+    the size it announces."""
     request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
@@ -181,7 +224,7 @@ def _open_http(
         length = response.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > config.max_download_bytes:
             raise _too_large(url, config.max_download_bytes)
-        yield response
+        yield response, int(length) if length and length.isdigit() else None
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -215,6 +258,8 @@ def _store(
     cancel: threading.Event,
     *,
     deadline: float | None,
+    on_bytes: OnBytes,
+    total: int | None,
 ) -> FetchedWheel:
     url = redact_url(uri)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -238,6 +283,7 @@ def _store(
                     )
                 digest.update(chunk)
                 out.write(chunk)
+                on_bytes(size, total)
             out.flush()
             os.fsync(out.fileno())
         sha256 = digest.hexdigest()

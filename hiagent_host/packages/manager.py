@@ -42,7 +42,14 @@ from hiagent_host.packages.errors import (
     PackageBusy,
     PackageNotFound,
 )
-from hiagent_host.packages.fetch import FetchedWheel, clean_partials, fetch
+from hiagent_host.packages.fetch import (
+    FetchedWheel,
+    OnBytes,
+    clean_partials,
+    fetch,
+    no_bytes,
+    store_upload,
+)
 from hiagent_host.packages.layout import RECORD_FILE, Layout, package_dirs
 from hiagent_host.packages.leases import remove_build, take_lease
 from hiagent_host.packages.records import (
@@ -214,8 +221,12 @@ class PackageManager:
         force: bool,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        on_bytes: OnBytes | None = None,
     ) -> PackageRecord:
-        """Install the wheel at `uri` (named `filename`) into a venv of its own."""
+        """Install the wheel at `uri` (named `filename`) into a venv of its own.
+
+        `progress` is told each phase as it begins; `on_bytes` the bytes downloaded so far.
+        """
         report = progress or _no_progress
         cancel = cancel or threading.Event()
         started = time.monotonic()
@@ -231,7 +242,7 @@ class PackageManager:
             report(VALIDATING)
 
         with (
-            self._fetched(uri, filename, cancel, validating) as (wheel, contents),
+            self._fetched(uri, filename, cancel, validating, on_bytes) as (wheel, contents),
             self._stored(wheel, filename),
             self.coordinator.lock(dir_name, cancel),
             self._locked(dir_name, cancel),
@@ -270,6 +281,18 @@ class PackageManager:
         """The most recently installed venv: its compiled SDK spares the probe a compile."""
         newest = max(self.list_local(), key=lambda r: r.installed_at, default=None)
         return None if newest is None else self.venv_dir(newest)
+
+    def store_upload(self, path: Path, filename: str) -> str:
+        """Keep an uploaded wheel file in the fetch cache; the `file://` uri to install it from.
+
+        The file name is checked as an install checks it, the size against the same cap;
+        the wheel itself is validated by the install that follows. `path` is left in place.
+        """
+        names.parse_filename(filename)
+        wheel = store_upload(
+            path, filename, cache_dir=self.layout.cache_dir, config=self.config.packages
+        )
+        return wheel.path.as_uri()
 
     # ---- delete ------------------------------------------------------------------------
 
@@ -396,12 +419,17 @@ class PackageManager:
 
     @contextlib.contextmanager
     def _fetched(
-        self, uri: str, filename: str, cancel: threading.Event, validating: Callable[[], None]
+        self,
+        uri: str,
+        filename: str,
+        cancel: threading.Event,
+        validating: Callable[[], None],
+        on_bytes: OnBytes | None = None,
     ) -> Iterator[tuple[FetchedWheel, WheelContents]]:
         """The fetched and validated wheel, in use (never evicted) for the block; a wheel that
         fails validation leaves the cache; the cache is trimmed afterwards."""
         cfg = self.config.packages
-        wheel = fetch(uri, filename, cache_dir=self.layout.cache_dir, config=cfg, cancel=cancel)
+        wheel = self._fetch(uri, filename, cancel, on_bytes)
         try:
             with cache.using(wheel.path):
                 validating()
@@ -417,6 +445,14 @@ class PackageManager:
                 max_bytes=cfg.max_cache_bytes,
                 min_idle_s=cfg.install_timeout_s,
             )
+
+    def _fetch(
+        self, uri: str, filename: str, cancel: threading.Event, on_bytes: OnBytes | None = None
+    ) -> FetchedWheel:
+        return fetch(
+            uri, filename, cache_dir=self.layout.cache_dir, config=self.config.packages,
+            cancel=cancel, on_bytes=on_bytes or no_bytes, also_allowed=(self.layout.cache_dir,),
+        )  # fmt: skip
 
     def _inspect(self, wheel: FetchedWheel, filename: str) -> WheelContents:
         return inspect_wheel(

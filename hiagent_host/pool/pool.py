@@ -13,6 +13,13 @@ while their children run: `builds.py`.
 Deadlines: `call_timeout_s` by default, the caller may ask for less, never more than
 `max_call_timeout_s`; the deadline counts from when the call is sent to the child (acquiring
 and starting it are bounded on their own).
+
+With `prewarm_on_install`, a package version installed or replaced while the pool runs gets
+its child started right away (if there is room: prewarming never evicts), so that its first
+call is warm. An install made in this process (the package listener) returns once that child
+has answered its handshake (bounded by `start_timeout_s`; a failure to start is logged, never
+the install's); one made by another process (a queue worker, the CLI) is noticed within
+`PREWARM_SCAN_S`, by listing the records.
 """
 
 from __future__ import annotations
@@ -80,6 +87,9 @@ REPLACED_AFTER_A_CALL: Final = frozenset({StopCause.DEADLINE, StopCause.THREAD_A
 # A starting child answers its handshake within start_timeout_s; its death is reported
 # within the stop ladder after that. A waiter gives up this much later than the timeout.
 START_WAIT_MARGIN_S: Final = 10.0
+# With prewarm_on_install, how often the records are listed for installs made by another
+# process (a stat per installed version; the record cache makes it cheap).
+PREWARM_SCAN_S: Final = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +152,7 @@ class Pool:
         self._records: dict[tuple[str, str], tuple[PackageRecord, Path, Identity | None]] = {}
         # Replicas per package name; the config is frozen, so this is looked up once per name.
         self._replica_counts: dict[str, int] = {}
-        self._builds = Builds(packages)  # materialised once, leased while children run
+        self._venvs = Builds(packages)  # materialised once, leased while children run
         self._changed: anyio.Event | None = None  # made only while someone waits
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -160,6 +170,15 @@ class Pool:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._reap_idle)
+        if self._pool.prewarm_on_install:
+            try:
+                known: (
+                    dict[tuple[str, str, str], PackageRecord] | None
+                ) = await anyio.to_thread.run_sync(self._builds)
+            except HostError as exc:  # e.g. a packages store not read yet: the first scan
+                log.warning("prewarm: %s; the first successful scan is the baseline", exc.message)
+                known = None
+            self._tg.start_soon(self._watch_installs, known)
         self.packages.add_listener(self._on_package_event)
         return self
 
@@ -309,12 +328,17 @@ class Pool:
         }
         await self._retire_keys(keys, StopCause.STOPPED)
 
-    async def _retire_keys(self, keys: set[SlotKey], cause: StopCause) -> None:
-        """Every child of `keys`: no new calls, drain, stop; forget their crash history."""
-        children = [c for c in self._live if c.key in keys]
+    async def _retire_keys(
+        self, keys: set[SlotKey], cause: StopCause, keep: tuple[str, str, str] | None = None
+    ) -> None:
+        """Every child of `keys` (but those of build `keep`): no new calls, drain, stop;
+        forget their crash history."""
+        children = [c for c in self._live if c.key in keys and c.fingerprint != keep]
         for key in keys:
             self._forget(key)
-            self._serving.pop(key, None)
+            kept = [c for c in self._serving.pop(key, []) if c.fingerprint == keep]
+            if kept:
+                self._serving[key] = kept
         async with anyio.create_task_group() as tg:
             for child in children:
                 tg.start_soon(self._retire, child, cause)
@@ -351,7 +375,78 @@ class Pool:
         if event.record is not None:
             keys.add((event.record.dir_name, event.record.version_dir))
         self._records.clear()
-        await self._retire_keys(keys, cause)
+        # A child of the new build may be up already (a call, or a prewarm scan, that came
+        # between the commit and this event): it stays.
+        keep = fingerprint(event.record) if event.record is not None else None
+        await self._retire_keys(keys, cause, keep)
+        if event.record is not None and self._pool.prewarm_on_install:
+            self.prewarm(event.record)
+            # The install returns once its process answers (whoever started it).
+            key: SlotKey = (event.record.dir_name, event.record.version_dir)
+            for child in list(self._serving.get(key, [])):
+                await self._settle(child)
+
+    async def _settle(self, child: Child) -> None:
+        """Wait (bounded) for a prewarmed child's handshake; its failure is its own business
+        (the restart policy counts it), never the install's."""
+        with anyio.move_on_after(self._pool.start_timeout_s + START_WAIT_MARGIN_S):
+            try:
+                await child.wait_ready()
+            except HostError as exc:
+                log.warning("prewarming %r failed: %s", child, exc.message)
+
+    # ---- prewarming --------------------------------------------------------------------
+
+    def prewarm(self, record: PackageRecord) -> Child | None:
+        """Start a child of `record` now, unless one serves it already or there is no room
+        (it never evicts) or the package is crash-looping; the child started, if any."""
+        if self._closing:
+            return None
+        key: SlotKey = (record.dir_name, record.version_dir)
+        self._retire_stale(key, fingerprint(record))
+        if self._serving.get(key) or not self._has_room():
+            return None
+        if self._policy.blocked_for(key, time.monotonic()) is not None:
+            return None
+        if not self.packages.is_materialised(record):  # a packages store: build it here first
+            self._spawn_task(self._materialise_and_prewarm, record)
+            return None
+        log.info("prewarming %s %s", record.name, record.version)
+        try:
+            return self._start(key, record)
+        except HostError as exc:  # e.g. the build went meanwhile: the first call starts one
+            log.warning("prewarming %s %s: %s", record.name, record.version, exc.message)
+            return None
+
+    async def _materialise_and_prewarm(self, record: PackageRecord) -> None:
+        try:
+            await self._venvs.materialise(record)
+        except HostError as exc:  # its first call tries again
+            log.warning("materialising %s %s: %s", record.name, record.version, exc.message)
+            return
+        if self.packages.is_materialised(record):
+            self.prewarm(record)
+
+    def _builds(self) -> dict[tuple[str, str, str], PackageRecord]:
+        """Every installed build, by (dir, version dir, build); blocking (a worker thread)."""
+        return {(r.dir_name, r.version_dir, r.build): r for r in self.packages.list()}
+
+    async def _watch_installs(
+        self, known: dict[tuple[str, str, str], PackageRecord] | None
+    ) -> None:
+        """Prewarm every build that appears after the start (installs by other processes);
+        `known` None: what the first successful scan finds was there at the start."""
+        while True:
+            await anyio.sleep(PREWARM_SCAN_S)
+            try:
+                builds = await anyio.to_thread.run_sync(self._builds)
+            except HostError as exc:  # an unreadable record: the next scan tries again
+                log.warning("prewarm scan: %s", exc.message)
+                continue
+            for build, record in builds.items():
+                if known is not None and build not in known:
+                    self.prewarm(record)
+            known = builds
 
     # ---- acquiring a child -------------------------------------------------------------
 
@@ -364,7 +459,7 @@ class Pool:
             if self.packages.remote is None:
                 raise
             record = await anyio.to_thread.run_sync(self.packages.lookup, name, version)
-        await self._builds.materialise(record)
+        await self._venvs.materialise(record)
         return record
 
     def _record(self, name: str, version: str) -> PackageRecord:
@@ -434,14 +529,8 @@ class Pool:
             return self._choose(key, record, serving)  # the usual case: nothing to retire
         for child in [c for c in serving or () if c.needs_replacement and c.usable]:
             self._replace_worn(child)  # it learnt of its abandoned thread after its last call
+        self._retire_stale(key, current)
         serving = self._serving.get(key, [])
-        stale = [c for c in serving if c.fingerprint != current]
-        if stale:
-            self._forget(key)
-            for child in stale:
-                self._unserve(child)
-                self._spawn_task(self._retire, child, StopCause.REPLACED)
-            serving = self._serving.get(key, [])
         if serving:
             return self._choose(key, record, serving)
         blocked = self._policy.blocked_for(key, time.monotonic())
@@ -460,6 +549,15 @@ class Pool:
             self._unserve(victim)
             victim.request_stop(StopCause.EVICTED)
         return None
+
+    def _retire_stale(self, key: SlotKey, current: tuple[str, str, str]) -> None:
+        """Children of `key` serving another build than `current`: no new calls; they drain."""
+        stale = [c for c in self._serving.get(key, []) if c.fingerprint != current]
+        if stale:
+            self._forget(key)
+            for child in stale:
+                self._unserve(child)
+                self._spawn_task(self._retire, child, StopCause.REPLACED)
 
     def _choose(self, key: SlotKey, record: PackageRecord, serving: list[Child]) -> Child:
         """Among the serving children of `key`: an idle one, else a new replica while there is
@@ -486,7 +584,7 @@ class Pool:
     def _start(self, key: SlotKey, record: PackageRecord) -> Child:
         """Register a new child and start its supervisor (it becomes ready later)."""
         try:
-            self._builds.lease(record)
+            self._venvs.lease(record)
         except PluginUnavailable:
             self._records.clear()  # the record was stale: the next call reads it again
             raise
@@ -534,7 +632,7 @@ class Pool:
             self._live.discard(child)
             self._unserve(child)
             spawn = self._tg.start_soon if self._tg is not None else None
-            self._builds.release(child.record, (c.record for c in self._live), spawn)
+            self._venvs.release(child.record, (c.record for c in self._live), spawn)
             status = child.exit
             if status is not None:
                 slot = self._slots.get((child.key, child.replica))

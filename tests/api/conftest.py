@@ -17,10 +17,12 @@ from typing import Any, Final
 
 import httpx
 import pytest
+from selenium.webdriver.remote.webdriver import WebDriver
 from starlette.applications import Starlette
 
 from hiagent_host.app import create_app
 from hiagent_host.config import load_config
+from tests.api.browser import chromium
 from tests.api.support import (
     INSTALL_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
@@ -186,3 +188,10 @@ async def running_app(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 async def app_client(app_config: Path) -> AsyncIterator[httpx.AsyncClient]:
     async with running_app(create_app(load_config(app_config))) as http:
         yield http
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """Headless Debian chromium in a fresh profile (tests/api/browser.py)."""
+    with chromium(tmp_path / "profile") as driver:
+        yield driver

@@ -14,7 +14,7 @@ import pytest
 
 from hiagent_host.cli_serve import format_table
 from tests.api.conftest import API_KEY, Installed
-from tests.api.support import ROOT, LiveServer, free_port, write_config
+from tests.api.support import ROOT, LiveServer, free_port, serve_command, write_config
 
 # The command answers at once: a local server, or nobody.
 RUN_TIMEOUT_S: Final = 60
@@ -94,3 +94,26 @@ def test_serve_on_a_port_in_use_exits_1_with_a_clear_message(
     assert done.returncode == 1
     assert "cannot serve on 127.0.0.1" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_json_logs_json_lines_whatever_the_config_says(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "runtime.toml", tmp_path / "data", wheelhouse, port, logging={"json": False}
+    )
+    live = LiveServer(config, port, tmp_path / "serve.log")
+    with live.log_path.open("ab") as log:
+        live.proc = subprocess.Popen(
+            [*serve_command(config, port), "--json"], cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        live.wait_ready()
+        assert httpx.get(f"{live.url}/ping", timeout=RUN_TIMEOUT_S).status_code == 200
+    finally:
+        assert live.stop() == 0
+    access = [r for r in live.log_records() if r.get("logger") == "hiagent_host.access"]
+    assert access, live.log()
+    assert access[0]["path"] == "/ping"

@@ -90,10 +90,12 @@ async def wait_ready(server: Server) -> None:
             await anyio.sleep(0.1)
 
 
-def start_install_async(server: Server, wheel: Path, config: Path) -> subprocess.Popen[str]:
+def start_install_async(
+    server: Server, wheel: Path, config: Path, *extra: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "hiagent_host", "install-async", str(wheel), "--config",
-         str(config), "--server", server.url],
+         str(config), "--server", server.url, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT,
     )  # fmt: skip
 
@@ -121,12 +123,18 @@ def test_the_worker_command_needs_the_redis_backend(
 
 
 @pytest.mark.anyio
-async def test_install_async_shows_the_phase_until_the_job_finishes_then_prints_the_package(
-    server: Server, built_wheels: dict[str, Path], stall: StallServer, tmp_path: Path
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_install_async_shows_the_phase_until_the_job_finishes_then_prints_the_record(
+    server: Server,
+    built_wheels: dict[str, Path],
+    stall: StallServer,
+    tmp_path: Path,
+    as_json: bool,
 ) -> None:
     wheel = built_wheels["pkg_nodeps"]
     await wait_ready(server)
-    process = start_install_async(server, wheel, tmp_path / "runtime.toml")
+    extra = ["--json"] if as_json else []
+    process = start_install_async(server, wheel, tmp_path / "runtime.toml", *extra)
     try:
         assert process.stderr is not None
         shown = await read_until(process.stderr, "started: installing dependencies")
@@ -140,9 +148,15 @@ async def test_install_async_shows_the_phase_until_the_job_finishes_then_prints_
     assert process.returncode == 0, err
     assert shown[0].startswith("job ")
     assert "finished" in err
-    assert json.loads(out) == {
-        "name": "pkg-nodeps", "version": "1.0.0", "uri": wheel.as_uri(), "filename": wheel.name,
-    }  # fmt: skip
+    if as_json:
+        record = json.loads(out)
+        assert (record["name"], record["uri"], record["filename"]) == (
+            "pkg-nodeps", wheel.as_uri(), wheel.name,
+        )  # fmt: skip
+        assert record["venv_path"]
+    else:  # the same readable record as `hiagent-host install`
+        assert out.splitlines()[0] == "pkg-nodeps 1.0.0"
+        assert f"  from:         {wheel.as_uri()}" in out.splitlines()
 
 
 @pytest.mark.anyio

@@ -126,6 +126,26 @@ async def test_a_bad_wheel_fails_with_an_invalid_package_reason(
     assert info.phase is None
 
 
+async def test_jobs_are_listed_newest_first_with_their_status(
+    config: Config, tmp_path: Path
+) -> None:
+    wheels = [broken_wheel(tmp_path, name) for name in ("first", "second", "third")]
+    async with backend_for(config) as jobs:
+        assert await jobs.list(10) == []
+        ids = []
+        for wheel in wheels:
+            ids.append(await jobs.submit(uri(wheel), wheel.name, False))
+            await wait_for(jobs, ids[-1], ended)
+        listed = await jobs.list(10)
+        two = await jobs.list(2)
+        newest = await jobs.status(ids[-1])
+    assert [info.job_id for info in listed] == ids[::-1]
+    assert [info.filename for info in listed] == [w.name for w in wheels[::-1]]
+    assert {info.status for info in listed} == {JobStatus.FAILED}
+    assert listed[0] == newest  # the same view of a job as its status
+    assert [info.job_id for info in two] == ids[:0:-1]
+
+
 async def test_cancelling_a_queued_job_means_it_never_runs(
     config: Config, built_wheels: dict[str, Path], stall: StallServer
 ) -> None:
