@@ -391,3 +391,36 @@ def test_materialise_at_start_builds_what_is_installed_and_what_arrives(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_prewarm_on_install_on_another_node_materialises_then_starts_the_process(
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
+) -> None:
+    queue = {"backend": "redis", "redis_url": redis_server.url, "with_worker": True}
+    queue["queue_name"] = f"hiagent:test:{secrets.token_hex(4)}"
+    name = "hiagent-plugin-prewarmed"
+    wheel = timed_plugin(tmp_path, name, "1.0", "warm")
+    servers = []
+    try:
+        for node in ("a", "b"):
+            port = free_port()
+            config = write_config(
+                tmp_path / f"{node}.toml", tmp_path / node, wheelhouse, port, queue=queue,
+                store=s3_server.store_settings(), pool={"prewarm_on_install": node == "b"},
+            )  # fmt: skip
+            servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
+        a, b = servers
+        with httpx.Client() as client:
+            body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
+            _ok(post(client, a.url, "InstallPackage", body))
+
+            def running_on_b() -> bool:
+                processes = _ok(post(client, b.url, "ListProcesses", {}))
+                return any(p["pkg"] == name and p["state"] == "ready" for p in processes)
+
+            wait_until(running_on_b, timeout_s=JOB_WAIT_S, what="B prewarming the package")
+            assert _ok(call(client, b.url, name)) == "warm"
+            assert _ok(post(client, a.url, "ListProcesses", {})) == []  # A does not prewarm
+    finally:
+        for server in servers:
+            server.stop()
