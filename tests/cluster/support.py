@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Final
 import httpx
 
 from hiagent_host.packages.wheelbuild import build_wheel
+from tests.api.support import LiveServer, free_port, write_config
 
 PLUGIN: Final = "Timed"
 # Each HTTP request of these tests; an install (venv build) or a first call that
@@ -75,3 +77,37 @@ def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str) -> flo
             raise AssertionError(f"{what}: not within {timeout_s} s")
         time.sleep(POLL_S)
     return time.monotonic() - started
+
+
+class Nodes:
+    """API servers a test starts (each its own port and log), all stopped at its end."""
+
+    def __init__(self, root: Path, wheelhouse: Path) -> None:
+        self.root = root
+        self.wheelhouse = wheelhouse
+        self.started: list[LiveServer] = []
+
+    def start(self, name: str, *, data: str | None = None, **sections: Any) -> LiveServer:
+        """`hiagent-host serve` with data under `root/<data or name>` and these sections."""
+        port = free_port()
+        config = write_config(
+            self.root / f"{name}.toml", self.root / (data or name), self.wheelhouse, port,
+            **sections,
+        )  # fmt: skip
+        server = LiveServer(config, port, self.root / f"{name}.log")
+        self.started.append(server)
+        return server.start()
+
+    def stop(self) -> None:
+        for server in self.started:
+            server.stop()
+
+
+def redis_queue(url: str) -> dict[str, Any]:
+    """A `[queue]` on Redis under a queue name of its own, with an in-process worker."""
+    return {
+        "backend": "redis",
+        "redis_url": url,
+        "queue_name": f"hiagent:test:{secrets.token_hex(4)}",
+        "with_worker": True,
+    }

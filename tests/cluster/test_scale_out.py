@@ -16,7 +16,7 @@ import pytest
 
 from hiagent_host.errors import CLUSTER_MISCONFIGURED, PACKAGE_NOT_FOUND, STORAGE_UNAVAILABLE
 from tests.api.support import LiveServer, free_port, write_config
-from tests.cluster.support import call, post, timed_plugin, wait_until
+from tests.cluster.support import Nodes, call, post, redis_queue, timed_plugin, wait_until
 from tests.jobs.helpers import RedisServer, WorkerProcess
 from tests.support.s3 import S3Server
 
@@ -189,35 +189,23 @@ def test_a_reinstall_through_b_fails_none_of_20_calls_running_on_a(
 
 
 def test_on_a_shared_file_system_a_build_in_use_is_kept_until_its_last_process_ends(
-    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer
+    tmp_path: Path, nodes: Nodes, redis_server: RedisServer
 ) -> None:
     """The local backend, two API servers on one data directory: B's reinstall cannot
     remove the build A's processes run from; A removes it after they stopped."""
     name = "hiagent-plugin-shared"
     first = timed_plugin(tmp_path, name, "1.0", "first")
     second = timed_plugin(tmp_path, name, "1.0", "second")
-    queue = {"backend": "redis", "redis_url": redis_server.url, "with_worker": True}
-    queue["queue_name"] = f"hiagent:test:{secrets.token_hex(4)}"
-    servers = []
-    try:
-        for node in ("a", "b"):
-            port = free_port()
-            config = write_config(
-                tmp_path / f"{node}.toml", tmp_path / "shared", wheelhouse, port, queue=queue,
-                pool={"drain_timeout_s": 20.0},
-            )  # fmt: skip
-            servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
-        a, b = servers
-        with httpx.Client() as client:
-            _reinstall_under_load(client, a.url, b.url, name, first, second)
-            venvs = tmp_path / "shared" / "venvs"
-            wait_until(
-                lambda: len(_builds(venvs, name)) == 1, timeout_s=60, what="the old build going"
-            )
-        assert "still in use; its last user removes it" in b.log()
-    finally:
-        for server in servers:
-            server.stop()
+    queue = redis_queue(redis_server.url)
+    a, b = (
+        nodes.start(node, data="shared", queue=queue, pool={"drain_timeout_s": 20.0})
+        for node in ("a", "b")
+    )
+    with httpx.Client() as client:
+        _reinstall_under_load(client, a.url, b.url, name, first, second)
+        venvs = tmp_path / "shared" / "venvs"
+        wait_until(lambda: len(_builds(venvs, name)) == 1, timeout_s=60, what="the old build")
+    assert "still in use; its last user removes it" in b.log()
 
 
 def test_a_delete_through_a_is_a_404_on_b_and_ends_its_process(
@@ -278,149 +266,105 @@ def test_with_the_store_down_warm_packages_serve_and_the_rest_is_503_until_it_re
 
 
 def test_nodes_with_unshared_local_directories_say_so_loudly(
-    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer
+    nodes: Nodes, redis_server: RedisServer
 ) -> None:
-    queue = f"hiagent:test:{secrets.token_hex(4)}"
-    servers = []
-    try:
-        for name in ("x", "y"):
-            port = free_port()
-            config = write_config(
-                tmp_path / f"{name}.toml", tmp_path / name, wheelhouse, port,
-                queue={
-                    "backend": "redis", "redis_url": redis_server.url, "queue_name": queue,
-                    "with_worker": True,
-                },
-            )  # fmt: skip
-            servers.append(LiveServer(config, port, tmp_path / f"{name}.log").start())
-        with httpx.Client() as client:
+    queue = redis_queue(redis_server.url)
+    x, _ = (nodes.start(node, queue=queue) for node in ("x", "y"))
+    with httpx.Client() as client:
 
-            def degraded() -> bool:
-                response = client.get(f"{servers[0].url}/v1/health")
-                if response.status_code != 503:
-                    return False
-                return bool(response.json()["error"]["code"] == CLUSTER_MISCONFIGURED)
+        def degraded() -> bool:
+            response = client.get(f"{x.url}/v1/health")
+            if response.status_code != 503:
+                return False
+            return bool(response.json()["error"]["code"] == CLUSTER_MISCONFIGURED)
 
-            wait_until(degraded, timeout_s=PROPAGATION_WAIT_S, what="the misconfiguration")
-            problems = client.get(f"{servers[0].url}/v1/health").json()["error"]["data"]
-        assert len(problems["cluster"]["problems"]) == 1
-        assert "cluster misconfigured" in servers[0].log()
-    finally:
-        for server in servers:
-            server.stop()
+        wait_until(degraded, timeout_s=PROPAGATION_WAIT_S, what="the misconfiguration")
+        health = client.get(f"{x.url}/v1/health").json()["error"]["data"]
+    assert len(health["cluster"]["problems"]) == 1
+    assert "cluster misconfigured" in x.log()
 
 
 def test_without_redis_a_delete_reaches_the_other_node_within_the_poll_interval(
-    tmp_path: Path, wheelhouse: Path, s3_server: S3Server
+    tmp_path: Path, nodes: Nodes, s3_server: S3Server
 ) -> None:
     name = "hiagent-plugin-polled"
     wheel = timed_plugin(tmp_path, name, "1.0", "only")
-    servers = []
-    try:
-        for node in ("a", "b"):
-            port = free_port()
-            config = write_config(
-                tmp_path / f"{node}.toml", tmp_path / node, wheelhouse, port,
-                store=s3_server.store_settings(poll_interval_s=0.5),
-            )  # fmt: skip
-            servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
-        a, b = servers
-        with httpx.Client() as client:
-            body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
-            _ok(post(client, a.url, "InstallPackage", body))
-            assert _ok(call(client, b.url, name)) == "only"
-            _ok(post(client, a.url, "DeletePackage", {"pkg": name, "version": "1.0"}))
-            wait_until(
-                lambda: call(client, b.url, name).status_code == 404,
-                timeout_s=PROPAGATION_WAIT_S, what="B polling the store",
-            )  # fmt: skip
-            wait_until(
-                lambda: not _ok(post(client, b.url, "ListProcesses", {})),
-                timeout_s=PROPAGATION_WAIT_S, what="B's process ending",
-            )  # fmt: skip
-            venvs = tmp_path / "b" / "venvs"
-            wait_until(
-                lambda: not list(venvs.glob("hiagent_plugin_polled/.1.0-*")),
-                timeout_s=PROPAGATION_WAIT_S, what="B removing the build",
-            )  # fmt: skip
-    finally:
-        for server in servers:
-            server.stop()
+    store = s3_server.store_settings(poll_interval_s=0.5)
+    a, b = (nodes.start(node, store=store) for node in ("a", "b"))
+    with httpx.Client() as client:
+        body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
+        _ok(post(client, a.url, "InstallPackage", body))
+        assert _ok(call(client, b.url, name)) == "only"
+        _ok(post(client, a.url, "DeletePackage", {"pkg": name, "version": "1.0"}))
+        wait_until(
+            lambda: call(client, b.url, name).status_code == 404,
+            timeout_s=PROPAGATION_WAIT_S, what="B polling the store",
+        )  # fmt: skip
+        wait_until(
+            lambda: not _ok(post(client, b.url, "ListProcesses", {})),
+            timeout_s=PROPAGATION_WAIT_S, what="B's process ending",
+        )  # fmt: skip
+    venvs = tmp_path / "b" / "venvs"
+    wait_until(
+        lambda: not list(venvs.glob("hiagent_plugin_polled/.1.0-*")),
+        timeout_s=PROPAGATION_WAIT_S, what="B removing the build",
+    )  # fmt: skip
+
+
+def _materialised(client: httpx.Client, server: LiveServer) -> set[str]:
+    health = client.get(f"{server.url}/v1/health").json()
+    body = health["data"] or health["error"]["data"]
+    return {m["name"] for m in body["cluster"]["materialised"]}
 
 
 def test_materialise_at_start_builds_what_is_installed_and_what_arrives(
-    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
+    tmp_path: Path, nodes: Nodes, redis_server: RedisServer, s3_server: S3Server
 ) -> None:
-    queue = {"backend": "redis", "redis_url": redis_server.url, "with_worker": True}
-    queue["queue_name"] = f"hiagent:test:{secrets.token_hex(4)}"
+    queue = redis_queue(redis_server.url)
     early = timed_plugin(tmp_path, "hiagent-plugin-early", "1.0", "early")
     late = timed_plugin(tmp_path, "hiagent-plugin-late", "1.0", "late")
-    servers = []
-
-    def start(node: str, **store: Any) -> LiveServer:
-        port = free_port()
-        config = write_config(
-            tmp_path / f"{node}.toml", tmp_path / node, wheelhouse, port, queue=queue,
-            store=s3_server.store_settings(**store),
+    a = nodes.start("a", queue=queue, store=s3_server.store_settings())
+    with httpx.Client() as client:
+        body = {"uri": early.as_uri(), "filename": early.name, "force": False}
+        _ok(post(client, a.url, "InstallPackage", body))
+        store = s3_server.store_settings(materialise_at_start=True)
+        b = nodes.start("b", queue=queue, store=store)
+        wait_until(
+            lambda: "hiagent-plugin-early" in _materialised(client, b),
+            timeout_s=JOB_WAIT_S, what="B materialising at start",
         )  # fmt: skip
-        servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
-        return servers[-1]
-
-    def materialised(client: httpx.Client, server: LiveServer) -> set[str]:
-        health = client.get(f"{server.url}/v1/health").json()
-        body = health["data"] or health["error"]["data"]
-        return {m["name"] for m in body["cluster"]["materialised"]}
-
-    try:
-        a = start("a")
-        with httpx.Client() as client:
-            body = {"uri": early.as_uri(), "filename": early.name, "force": False}
-            _ok(post(client, a.url, "InstallPackage", body))
-            b = start("b", materialise_at_start=True)
-            wait_until(
-                lambda: "hiagent-plugin-early" in materialised(client, b),
-                timeout_s=JOB_WAIT_S, what="B materialising at start",
-            )  # fmt: skip
-            body = {"uri": late.as_uri(), "filename": late.name, "force": False}
-            _ok(post(client, a.url, "InstallPackage", body))
-            wait_until(
-                lambda: "hiagent-plugin-late" in materialised(client, b),
-                timeout_s=JOB_WAIT_S, what="B materialising what arrived",
-            )  # fmt: skip
-            assert _ok(post(client, b.url, "ListProcesses", {})) == []  # venvs, no processes
-    finally:
-        for server in servers:
-            server.stop()
+        body = {"uri": late.as_uri(), "filename": late.name, "force": False}
+        _ok(post(client, a.url, "InstallPackage", body))
+        wait_until(
+            lambda: "hiagent-plugin-late" in _materialised(client, b),
+            timeout_s=JOB_WAIT_S, what="B materialising what arrived",
+        )  # fmt: skip
+        assert _ok(post(client, b.url, "ListProcesses", {})) == []  # venvs, no processes
 
 
 def test_prewarm_on_install_on_another_node_materialises_then_starts_the_process(
-    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
+    tmp_path: Path, nodes: Nodes, redis_server: RedisServer, s3_server: S3Server
 ) -> None:
-    queue = {"backend": "redis", "redis_url": redis_server.url, "with_worker": True}
-    queue["queue_name"] = f"hiagent:test:{secrets.token_hex(4)}"
+    queue = redis_queue(redis_server.url)
     name = "hiagent-plugin-prewarmed"
     wheel = timed_plugin(tmp_path, name, "1.0", "warm")
-    servers = []
-    try:
-        for node in ("a", "b"):
-            port = free_port()
-            config = write_config(
-                tmp_path / f"{node}.toml", tmp_path / node, wheelhouse, port, queue=queue,
-                store=s3_server.store_settings(), pool={"prewarm_on_install": node == "b"},
-            )  # fmt: skip
-            servers.append(LiveServer(config, port, tmp_path / f"{node}.log").start())
-        a, b = servers
-        with httpx.Client() as client:
-            body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
-            _ok(post(client, a.url, "InstallPackage", body))
+    a, b = (
+        nodes.start(
+            node,
+            queue=queue,
+            store=s3_server.store_settings(),
+            pool={"prewarm_on_install": node == "b"},
+        )
+        for node in ("a", "b")
+    )
+    with httpx.Client() as client:
+        body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
+        _ok(post(client, a.url, "InstallPackage", body))
 
-            def running_on_b() -> bool:
-                processes = _ok(post(client, b.url, "ListProcesses", {}))
-                return any(p["pkg"] == name and p["state"] == "ready" for p in processes)
+        def running_on_b() -> bool:
+            processes = _ok(post(client, b.url, "ListProcesses", {}))
+            return any(p["pkg"] == name and p["state"] == "ready" for p in processes)
 
-            wait_until(running_on_b, timeout_s=JOB_WAIT_S, what="B prewarming the package")
-            assert _ok(call(client, b.url, name)) == "warm"
-            assert _ok(post(client, a.url, "ListProcesses", {})) == []  # A does not prewarm
-    finally:
-        for server in servers:
-            server.stop()
+        wait_until(running_on_b, timeout_s=JOB_WAIT_S, what="B prewarming the package")
+        assert _ok(call(client, b.url, name)) == "warm"
+        assert _ok(post(client, a.url, "ListProcesses", {})) == []  # A does not prewarm
