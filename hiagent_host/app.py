@@ -109,7 +109,7 @@ async def open_services(
         ClusterNode(config, packages, node_id=node_id, role="api") as cluster,
         make_backend(config, packages, with_worker=with_worker) as jobs,
     ):
-        metrics.watch_pool(pool.stats)
+        metrics.watch_pool(pool.stats, pool.sandbox.to_dict)
         yield Services(
             config=config,
             packages=packages,

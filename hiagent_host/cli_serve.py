@@ -15,6 +15,7 @@ import msgspec
 from hiagent_host.cli_output import add_json_option
 from hiagent_host.config import Config, load_config, read_api_keys, with_server
 from hiagent_host.errors import HostError
+from hiagent_host.packages import sandbox
 
 API_KEY_ENV: Final = "HIAGENT_API_KEY"
 # `ps` asks a local server a cheap question: it answers at once or not at all.
@@ -31,6 +32,7 @@ PS_COLUMNS: Final = (
     ("CALLS", "calls_total"),
     ("RESTARTS", "restarts"),
     ("RSS", "rss_bytes"),
+    ("SANDBOX", "sandbox"),
     ("LAST EXIT", "last_exit_reason"),
     ("BUILD", "build"),
     ("NODE", "node"),
@@ -86,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             as_json = msgspec.structs.replace(config.logging, json=True)
             config = msgspec.structs.replace(config, logging=as_json)
         read_api_keys(config)
+        sandbox.require(config)  # `pool.sandbox = "on"` where there can be none: refuse
     except HostError as exc:
         print(f"hiagent-host serve: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -108,7 +111,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
     except HostError as exc:
         print(f"hiagent-host ps: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    url = (args.url or base_url(config)).rstrip("/") + "/v1/ListProcesses"
+    base = (args.url or base_url(config)).rstrip("/")
+    url = base + "/v1/ListProcesses"
     key = args.api_key or os.environ.get(API_KEY_ENV) or (keys[0] if keys else None)
     request = urllib.request.Request(url, data=b"{}", method="POST")
     request.add_header("Content-Type", "application/json")
@@ -133,7 +137,26 @@ def cmd_ps(args: argparse.Namespace) -> int:
         print(json.dumps(processes, indent=2, ensure_ascii=False))
     else:
         print(format_table(processes))
+        line = _sandbox_line(base)
+        if line is not None:
+            print(line)
     return 0
+
+
+def _sandbox_line(base: str) -> str | None:
+    """`sandbox: <mode>, on|OFF: <reason>` from /v1/health (no key needed), or None."""
+    try:
+        with urllib.request.urlopen(base + "/v1/health", timeout=PS_TIMEOUT_S) as response:
+            found = json.loads(response.read())["data"]["sandbox"]
+    except urllib.error.HTTPError as exc:  # degraded: the health object is in error.data
+        found = ((_json_or_none(exc.read()) or {}).get("error") or {}).get("data", {})
+        found = (found or {}).get("sandbox")
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    state = "on" if found.get("active") else "OFF"
+    return f"sandbox: {found.get('mode')}, {state}: {found.get('reason')}"
 
 
 def _json_or_none(raw: bytes) -> Any:

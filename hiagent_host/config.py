@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import platformdirs
+from packaging.utils import canonicalize_name
 
 from hiagent_host.errors import ConfigError
 
@@ -23,6 +24,8 @@ ENV_PREFIX: Final = "HIAGENT_"
 CONFIG_ENV: Final = "HIAGENT_CONFIG"
 DEFAULT_FILE: Final = "runtime.toml"
 APP_NAME: Final = "hiagent-host"
+# A jail's private /tmp (and /dev/shm) below 1 MiB would break ordinary temp files.
+MIN_SANDBOX_TMP_BYTES: Final = 1024 * 1024
 # Busy polling longer than this (10 ms) would only burn CPU: such calls are not quick.
 MAX_BUSY_POLL_US: Final = 10_000
 # No duration is longer than a year: larger values overflow timers and mean "never" anyway.
@@ -39,6 +42,7 @@ SecondsOrOff = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_S)]  # 0 turn
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 FrameBytes = Annotated[int, msgspec.Meta(ge=MIN_FRAME_BYTES)]
 BusyPollMicros = Annotated[int, msgspec.Meta(ge=0, le=MAX_BUSY_POLL_US)]
+TmpfsBytes = Annotated[int, msgspec.Meta(ge=MIN_SANDBOX_TMP_BYTES)]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -88,6 +92,7 @@ class PackagePolicy(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     cpu_s: Count | None = None
     open_files: Count | None = None
     processes: Count | None = None
+    network: bool = True  # false: an empty network namespace (loopback only) in the sandbox
 
 
 class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -116,6 +121,17 @@ class PoolConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     log_backups: ZeroOrMore = 3
     prewarm_on_install: bool = False
     packages: dict[str, PackagePolicy] = msgspec.field(default_factory=dict)
+    sandbox: Literal["auto", "on", "off"] = "auto"
+    sandbox_program: str = "bwrap"
+    sandbox_tmp_bytes: TmpfsBytes = 128 * 1024 * 1024
+
+    def policy(self, name: str) -> PackagePolicy:
+        """The `[pool.packages."<name>"]` table of `name` (any PEP 503 spelling), or the default."""
+        wanted = canonicalize_name(name)
+        for key, policy in self.packages.items():
+            if canonicalize_name(key) == wanted:
+                return policy
+        return PackagePolicy()
 
 
 class QueueConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -119,6 +119,26 @@ def test_an_out_of_range_environment_override_is_refused_naming_the_key() -> Non
     assert info.value.data["problems"] == ["Expected `int` >= 1 - at `$.pool.stream_window`"]
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [('[pool]\nsandbox = "maybe"\n', "$.pool.sandbox"),
+     ("[pool]\nsandbox_tmp_bytes = 4096\n", "$.pool.sandbox_tmp_bytes"),
+     ('[pool.packages."x"]\nnetwork = "no"\n', "network")],
+)  # fmt: skip
+def test_a_bad_sandbox_setting_fails_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert named in info.value.message
+
+
+def test_sandbox_settings_are_read_per_package(tmp_path: Path) -> None:
+    text = '[pool]\nsandbox = "on"\n[pool.packages."Hiagent_Plugin_X"]\nnetwork = false\n'
+    pool = load_config(write(tmp_path, text), environ={}).pool
+    assert pool.sandbox == "on"
+    assert pool.policy("hiagent-plugin-x").network is False
+    assert pool.policy("other").network is True
+
+
 def test_unreadable_toml_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, "[server\n"), environ={})
@@ -249,7 +269,8 @@ def test_every_numeric_key_has_a_range_and_the_range_is_documented() -> None:
         if meta.le is not None and meta.le != MAX_DURATION_S:  # durations: a year, in prose
             assert words.startswith(f"{meta.ge} … {meta.le}"), key
         elif meta.ge is not None:
-            assert words.startswith(f"≥ {meta.ge:g}"), key
+            bound = f"{meta.ge:g}" if isinstance(meta.ge, float) else str(meta.ge)  # 1048576
+            assert words.startswith(f"≥ {bound}"), key
         else:
             assert meta.gt == 0, key
             assert words.startswith("> 0"), key

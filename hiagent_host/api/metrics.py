@@ -73,10 +73,14 @@ class _StateCollector(Collector):
     """Pool and queue figures, read when Prometheus scrapes."""
 
     def __init__(
-        self, pool_stats: Callable[[], Any], queue_depth: Callable[[], int | None]
+        self,
+        pool_stats: Callable[[], Any],
+        queue_depth: Callable[[], int | None],
+        sandbox: Callable[[], dict[str, Any] | None],
     ) -> None:
         self._pool_stats = pool_stats
         self._queue_depth = queue_depth
+        self._sandbox = sandbox
 
     def collect(self) -> Iterator[Metric]:
         stats = self._pool_stats()
@@ -92,6 +96,15 @@ class _StateCollector(Collector):
                     family = GaugeMetricFamily(f"{PREFIX}_{name}", help_text)
                 family.add_metric([], float(value))
                 yield family
+        sandbox = self._sandbox()
+        if sandbox is not None:
+            family = GaugeMetricFamily(
+                f"{PREFIX}_sandbox_active",
+                "1 when plugin processes run sandboxed; `mode` is pool.sandbox.",
+                labels=["mode"],
+            )
+            family.add_metric([str(sandbox["mode"])], 1.0 if sandbox["active"] else 0.0)
+            yield family
         depth = self._queue_depth()
         if depth is not None:
             yield GaugeMetricFamily(
@@ -145,10 +158,13 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._tool_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
-    def watch_pool(self, stats: Callable[[], Any]) -> None:
-        """Report `stats()` (a PoolStats) at every scrape."""
+    def watch_pool(
+        self, stats: Callable[[], Any], sandbox: Callable[[], dict[str, Any] | None]
+    ) -> None:
+        """Report `stats()` (a PoolStats) and `sandbox()` (its mode, whether active) at every
+        scrape."""
         self._pool_stats = stats
-        self.registry.register(_StateCollector(self._read_pool, lambda: self.queue_depth))
+        self.registry.register(_StateCollector(self._read_pool, lambda: self.queue_depth, sandbox))
 
     def _read_pool(self) -> Any:
         return self._pool_stats()

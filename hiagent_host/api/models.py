@@ -363,6 +363,9 @@ class ProcessInfo(msgspec.Struct):
     rss_bytes: Annotated[int | None, M(description="Resident memory (null when unknown).")]
     last_exit_reason: Annotated[str | None, M(description="How its predecessor ended.")]
     replica: Annotated[int, M(description="Which replica of the package version.")]
+    sandbox: Annotated[
+        str, M(description="bubblewrap, bubblewrap, no network, or none (docs/security.md).")
+    ]
     build: Annotated[str, M(description="The venv build directory it runs from.")]
     node: Annotated[str, M(description="The node (server process) it belongs to.")]
 
@@ -375,6 +378,7 @@ class Health(msgspec.Struct):
     queue: Annotated[
         dict[str, Any], M(description="The install queue: backend, ok, reason, depth, workers.")
     ]
+    sandbox: Annotated[dict[str, Any], M(description="The plugin sandbox: mode, active, reason.")]
     cluster: Annotated[
         dict[str, Any],
         M(description="This node: store, materialised builds, other nodes, problems."),

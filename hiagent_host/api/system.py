@@ -47,6 +47,7 @@ async def health(request: Request) -> Response:
         "uptime_s": round(time.monotonic() - s.started_at, 3),
         "pool": msgspec.to_builtins(stats),
         "queue": queue,
+        "sandbox": s.pool.sandbox.to_dict(),
         "cluster": cluster,
     }
     if failure is None:
@@ -105,6 +106,7 @@ async def list_processes(request: Request, s: Services, body: models.Empty) -> A
             rss_bytes=p.rss_bytes,
             last_exit_reason=p.last_exit_reason,
             replica=p.replica,
+            sandbox=p.sandbox,
             build=p.build,
             node=s.cluster.node_id,
         )

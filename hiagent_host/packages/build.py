@@ -22,14 +22,15 @@ from typing import Final
 import msgspec
 
 from hiagent_host.config import Config
+from hiagent_host.packages import sandbox
 from hiagent_host.packages.base import Linked, clone, locked_base, prepare_base, wanted
 from hiagent_host.packages.bundle import extract_bundle, strip_bundle
 from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels
-from hiagent_host.packages.bytecode import seed_bytecode
+from hiagent_host.packages.bytecode import compile_bytecode, seed_bytecode
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.fetch import FetchedWheel
 from hiagent_host.packages.layout import Layout, new_build_name
-from hiagent_host.packages.probe import probe, probe_env, start_probe
+from hiagent_host.packages.probe import ProbeJail, probe, probe_env, start_probe
 from hiagent_host.packages.records import PackageRecord, now_rfc3339, write_record
 from hiagent_host.packages.recovery import point_link, remove_tree, scratch_dir
 from hiagent_host.packages.venv import Sources, VenvBuilder, disk_size, python_version
@@ -121,7 +122,11 @@ def _build(
     plugin_wheel, sources = _plugin_source(config, request, scratch)
     probe_data = scratch / "data"
     probe_data.mkdir()
-    env = probe_env(config.pool, contents.name, probe_data)
+    jail = sandbox.jail(config)
+    if jail is not None:  # a jail shows it at its real path
+        probe_data = probe_data.resolve()
+    probe_jail = ProbeJail(jail, config.pool.policy(contents.name).network) if jail else None
+    env = probe_env(config.pool, contents.name, probe_data, jailed=jail is not None)
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     prompt = f"{contents.name}-{contents.version}"
     # An offline bundle's wheels are its only source: nothing may come from a base.
@@ -139,7 +144,8 @@ def _build(
         linked = _from_base(*base_args)
     _check(cancel)
     # The probe starts now and imports the SDK while the installer runs.
-    started = start_probe(build_dir, env=env, cwd=probe_data) if linked else None
+    probe_venv = build_dir.parent.resolve() / build_dir.name  # (for the jail, as above)
+    started = start_probe(probe_venv, env=env, cwd=probe_data, jail=probe_jail) if linked else None
     try:
         builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
         if donor is not None:
@@ -151,21 +157,25 @@ def _build(
             started.abandon()
             started = None
         with ThreadPoolExecutor(2, thread_name_prefix="hiagent-describe-venv") as pool:
-            # What the record says about the venv is gathered while the probe runs.
+            # What the record says about the venv is gathered while the probe runs (and, in a
+            # sandbox, where nothing can write it later, the bytecode is compiled first).
             dependencies = pool.submit(builder.dependencies, build_dir)
-            size = pool.submit(disk_size, build_dir)
+            size = pool.submit(
+                _compiled_size, build_dir, jail is not None, cfg.probe_timeout_s, cancel
+            )
             if started is not None:
                 result = started.result(
                     expected_plugins=contents.plugins, timeout_s=cfg.probe_timeout_s, cancel=cancel
                 )
             else:
                 result = probe(
-                    build_dir,
+                    probe_venv,
                     env=env,
                     expected_plugins=contents.plugins,
                     timeout_s=cfg.probe_timeout_s,
                     cancel=cancel,
                     cwd=probe_data,
+                    jail=probe_jail,
                 )
     finally:
         if started is not None:
@@ -192,6 +202,13 @@ def _build(
     )
     _check(cancel)
     return record
+
+
+def _compiled_size(venv: Path, compile: bool, timeout_s: float, cancel: threading.Event) -> int:
+    """The venv's size on disk, once its bytecode is compiled if `compile`."""
+    if compile and not compile_bytecode(venv, timeout_s=timeout_s, cancel=cancel):
+        log.info("%s: some of its sources did not compile", venv)
+    return disk_size(venv)
 
 
 def _from_base(

@@ -4,7 +4,11 @@
 `{"ok": true, "handshake": {..., "plugins": [...]}, "metadata": {plugin: Metadata}}`, or
 `{"ok": false, "error": {"code", "message", "data"}}` and exits 1 when a plugin cannot be
 loaded. The probe runs with the environment the plugin processes will get, a scratch data
-directory, and `packages.probe_timeout_s`; only a venv that answers it becomes current.
+directory, and `packages.probe_timeout_s`; only a venv that answers it becomes current. Like
+a plugin process, it starts through `hiagent_shim.boot` (it dies with the host) and, when
+there is a sandbox, in the package's jail (the new venv read-only, the scratch data directory
+writable, the package's `network` setting), so plugin code run at import can neither change
+the venv nor outlive the host.
 
 `start_probe` starts the same probe (`--describe --wait`) before the plugin is installed, so
 that the interpreter start-up and the SDK import overlap the installer; `StartedProbe.result`
@@ -20,14 +24,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from packaging.utils import canonicalize_name
+from typing import Any, Final
 
 from hiagent_host.config import PoolConfig
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.runner import Completed, Outcome, Watched, run, start
+from hiagent_host.packages.sandbox import JAIL_TMP, Jail, setup_failure
 from hiagent_host.packages.venv import venv_python
+
+# The stdlib module every plugin process and probe starts through (hiagent_shim/boot.py).
+BOOT_MODULE: Final = "hiagent_shim.boot"
 
 
 @dataclass(frozen=True)
@@ -39,18 +45,37 @@ class ProbeResult:
     handshake: dict[str, Any]
 
 
-def probe_env(pool: PoolConfig, name: str, data_dir: Path) -> dict[str, str]:
+def probe_env(
+    pool: PoolConfig, name: str, data_dir: Path, *, jailed: bool = False
+) -> dict[str, str]:
     """What a plugin process of `name` gets: PATH, `pool.env_allow`, `pool.env`, its own env."""
     env = {"PATH": os.environ.get("PATH", os.defpath)}
     env |= {k: os.environ[k] for k in pool.env_allow if k in os.environ}
     env |= pool.env
-    canonical = canonicalize_name(name)
-    for key, policy in pool.packages.items():
-        if canonicalize_name(key) == canonical:
-            env |= policy.env
+    env |= pool.policy(name).env
     env["HIAGENT_PACKAGE_NAME"] = name
     env["HIAGENT_PLUGIN_DATA_DIR"] = str(data_dir)
+    if jailed:
+        env["TMPDIR"] = JAIL_TMP  # the host's TMPDIR is not mounted
     return env
+
+
+@dataclass(frozen=True)
+class ProbeJail:
+    """The jail a probe runs in: the sandbox's, with the package's network setting."""
+
+    jail: Jail
+    network: bool
+
+
+def probe_command(venv: Path, args: list[str], *, cwd: Path, jail: ProbeJail | None) -> list[str]:
+    """`python -m hiagent_shim.boot SPEC ARGS` in `venv`, in `jail` if any (`venv` and `cwd`
+    resolved: the jail shows them at their real paths)."""
+    if jail is None:
+        spec = json.dumps({"host_pid": os.getpid()})
+        return [str(venv_python(venv)), "-m", BOOT_MODULE, spec, *args]
+    inner = [str(venv_python(venv)), "-m", BOOT_MODULE, "{}", *args]
+    return jail.jail.command(inner, venv=venv, data_dir=cwd, network=jail.network)
 
 
 def probe(
@@ -61,10 +86,11 @@ def probe(
     timeout_s: float,
     cancel: threading.Event,
     cwd: Path,
+    jail: ProbeJail | None = None,
 ) -> ProbeResult:
     """Describe the plugins of the package named in `env`; InstallFailed unless all load."""
     done = run(
-        [venv_python(venv), "-m", "hiagent_shim", "--describe"],
+        probe_command(venv, ["--describe"], cwd=cwd, jail=jail),
         env=env,
         cwd=cwd,
         timeout_s=timeout_s,
@@ -91,10 +117,12 @@ class StartedProbe:
         self._child.abandon()
 
 
-def start_probe(venv: Path, *, env: Mapping[str, str], cwd: Path) -> StartedProbe:
+def start_probe(
+    venv: Path, *, env: Mapping[str, str], cwd: Path, jail: ProbeJail | None = None
+) -> StartedProbe:
     """Start the probe of `venv` now; it imports the SDK, then waits for `result`."""
     child = start(
-        [venv_python(venv), "-m", "hiagent_shim", "--describe", "--wait"],
+        probe_command(venv, ["--describe", "--wait"], cwd=cwd, jail=jail),
         env=env,
         cwd=cwd,
         capture_stdout=True,
@@ -111,6 +139,9 @@ def _interpret(done: Completed, expected_plugins: list[str], timeout_s: float) -
             f"took longer than {timeout_s} s" if done.outcome is Outcome.TIMEOUT else done.outcome
         )
         raise _failed(f"the probe of the new venv {reason}", done)
+    step = setup_failure(done.tail)
+    if step is not None and done.returncode != 0:
+        raise _failed(f"the probe's sandbox could not be set up: {step}", done)
     doc = _document(done.stdout)
     if doc is None:
         raise _failed(f"the probe printed no JSON document (exit status {done.returncode})", done)

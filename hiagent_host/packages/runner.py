@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from hiagent_host.packages.sandbox import opened
+
 # How often a wait for output also looks at the cancel event.
 CANCEL_POLL_S: Final = 0.1
 # Reaping a killed group, or a child that closed its pipes, takes no longer than this.
@@ -82,15 +84,17 @@ def start(
     stdin_pipe: bool = False,
 ) -> Watched:
     """Start `argv` now and follow it later; `stdin_pipe` keeps its stdin open for `send`."""
-    proc = subprocess.Popen(
-        [os.fspath(a) for a in argv],
-        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
+    with opened([os.fspath(a) for a in argv]) as (final, fds):  # a jail's files, if any
+        proc = subprocess.Popen(
+            final,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=fds,
+        )
     return Watched(proc, capture_stdout, max_stdout_bytes)
 
 

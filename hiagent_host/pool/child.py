@@ -8,6 +8,12 @@ SIGTERM to the process group and wait (`stop_grace_s`) → SIGKILL to the group 
 (`REAP_TIMEOUT_S`). Whatever is still in the group once the child has exited (grandchildren)
 gets SIGTERM, then SIGKILL after `stop_grace_s`.
 
+In a sandbox the process started is bwrap, whose init (pid 1 of the jail's PID namespace)
+runs the plugin process; the plugin process's host pid (`pid`) is looked up once it has
+answered its handshake, and the ladder's signals go to its group. When it exits, init ends
+the namespace (every process in it is killed), then bwrap exits with its status (a signal N
+as 128 + N, reported as the signal).
+
 A call that dies with its child fails with an error that says why: `PluginCrashed` if the
 child exited on its own or was killed because a call on it left a cancel unanswered (every
 other call on it fails the same way), `ShuttingDown` if the host is stopping, and
@@ -31,7 +37,7 @@ import anyio.abc
 
 from hiagent_host.config import PoolConfig
 from hiagent_host.errors import CANCELLED, HostError
-from hiagent_host.packages import PackageRecord
+from hiagent_host.packages import PackageRecord, sandbox
 from hiagent_host.pool import launcher, procfs
 from hiagent_host.pool.errors import (
     PluginCrashed,
@@ -54,6 +60,8 @@ STDERR_DRAIN_S: Final = 1.0
 GROUP_POLL_S: Final = 0.02
 # A call that lost its wire waits this long for the process to be reported dead.
 EXIT_WAIT_S: Final = 5.0
+# bwrap exits with 128 + N when the process it ran was killed by signal N (as shells do).
+JAIL_SIGNAL_BASE: Final = 128
 # A call cut because its process was stopped (replaced, evicted, idle) may retry at once.
 RETRY_AFTER_STOPPED_S: Final = 1
 
@@ -123,6 +131,7 @@ class LaunchSpec:
     env: Mapping[str, str]
     cwd: Path
     log_path: Path
+    jailed: bool = False  # argv starts bwrap, which runs the plugin process in a sandbox
 
 
 class Child:
@@ -146,7 +155,8 @@ class Child:
         self.last_exit_reason = last_exit_reason
         self._spec = spec
         self._config = config
-        self.pid: int | None = None
+        self.pid: int | None = None  # the plugin process's (in a sandbox: once located)
+        self._jail_init: int | None = None  # bwrap's init, in a sandbox
         self.started_at = time.monotonic()
         self.last_used = self.started_at
         self.in_flight = 0
@@ -261,8 +271,8 @@ class Child:
         """SIGKILL the whole group now, no ladder (a wedged child ignores politeness)."""
         self.request_stop(cause)
         self._killed = True
-        if self.pid is not None and not self._exited.is_set():
-            procfs.signal_group(self.pid, signal.SIGKILL)
+        if self._process is not None and not self._exited.is_set():
+            procfs.signal_group(self._pgid(), signal.SIGKILL)
 
     async def stop(self, cause: StopCause) -> None:
         """Run the stop ladder and wait until the child is dead (bounded by the ladder)."""
@@ -287,7 +297,8 @@ class Child:
             self.request_stop(StopCause.START_FAILED)
             return
         self._process = process
-        self.pid = process.pid
+        if not self._spec.jailed:
+            self.pid = process.pid
         if process.stdin is None or process.stdout is None or process.stderr is None:
             raise RuntimeError("the plugin process was started without pipes")
         self._peer = RpcPeer.from_config(process.stdin, process.stdout, self._config)
@@ -319,6 +330,7 @@ class Child:
                     self._start_problem = exc.message
                     self._handshake_error = exc
                 else:
+                    self._locate()
                     self._ready = True
                     self._started.set()
         self._handshake_scope = None
@@ -326,6 +338,15 @@ class Child:
             self._start_problem = f"no handshake within {timeout_s} s"
         if self._start_problem is not None:
             self.request_stop(StopCause.START_FAILED)
+
+    def _locate(self) -> None:
+        """In a sandbox: find the host pids of bwrap's init and of the plugin process."""
+        if not self._spec.jailed or self.pid is not None or self._process is None:
+            return
+        chain = procfs.descendants(self._process.pid, depth=2)
+        if chain:
+            self._jail_init = chain[0]
+            self.pid = chain[1] if len(chain) > 1 else None
 
     async def _watch_exit(self, process: anyio.abc.Process) -> None:
         await process.wait()
@@ -387,17 +408,34 @@ class Child:
                     await anyio.sleep(GROUP_POLL_S)
         if procfs.group_members(pgid):
             log.error("%r: processes of group %d survived SIGKILL", self, pgid)
+        if self._jail_init is not None:  # the kernel empties the namespace as init ends
+            with anyio.move_on_after(REAP_TIMEOUT_S):
+                while procfs.is_running(self._jail_init):  # noqa: ASYNC110
+                    await anyio.sleep(GROUP_POLL_S)
 
     def _pgid(self) -> int:
-        if self.pid is None:
+        """The group the ladder signals: the plugin process leads its own session. In a
+        sandbox bwrap's init leads it, the plugin process and its children in it (init
+        ignores all but SIGKILL, which ends the namespace); until init is located, bwrap's
+        own group, whose death ends the sandbox as well."""
+        if not self._spec.jailed:
+            if self.pid is None:
+                raise RuntimeError("the child has no process")
+            return self.pid
+        if self._jail_init is None and not self._exited.is_set():
+            self._locate()
+        if self._jail_init is not None:
+            return self._jail_init
+        if self._process is None:
             raise RuntimeError("the child has no process")
-        return self.pid  # the child leads its own session, hence its own group
+        return self._process.pid
 
     async def _finish(self) -> None:
         """Shielded: make sure the process and its group are gone, then report."""
         process = self._process
         if process is not None and not self._exited.is_set():
-            procfs.signal_group(process.pid, signal.SIGKILL)  # torn down mid-way (cancelled)
+            procfs.signal_group(self._pgid(), signal.SIGKILL)  # torn down mid-way (cancelled)
+            procfs.signal_group(process.pid, signal.SIGKILL)
             with anyio.move_on_after(REAP_TIMEOUT_S):
                 await process.wait()
             self._exited.set()
@@ -411,6 +449,8 @@ class Child:
         self._sink.close()
         cause = self._stop_cause or (StopCause.CRASHED if self._ready else StopCause.START_FAILED)
         returncode = process.returncode if process is not None else None
+        if self._spec.jailed and returncode is not None and returncode > JAIL_SIGNAL_BASE:
+            returncode = JAIL_SIGNAL_BASE - returncode  # bwrap's way of passing on a signal
         self.exit = ExitStatus(
             cause=cause,
             exit_code=returncode if returncode is not None and returncode >= 0 else None,
@@ -432,6 +472,10 @@ class Child:
             return self.death_error()
         detail = self._start_problem or "it exited during the handshake"
         data = exit_status.data()
+        step = sandbox.setup_failure(exit_status.stderr_tail) if self._spec.jailed else None
+        if step is not None:
+            detail = f"its sandbox could not be set up: {step}"
+            data["sandbox_step"] = step
         if self._handshake_error is not None:
             data["error"] = self._handshake_error.to_dict()
         return PluginStartFailed(

@@ -2,27 +2,25 @@
 
 The child is the shim in the package's venv, in its own session (so its whole process tree is
 one process group), in the package's data directory, with an allow-listed environment. It is
-started as `<venv>/bin/python -c BOOT SPEC`: BOOT runs a short stdlib wrapper (carried in the
-environment variable `HIAGENT_WRAPPER`, which it removes, so `ps` shows a short command line)
-that prepares the process, then runs `hiagent_shim` in it with `runpy`, as `-m` would.
-(`preexec_fn` would run Python in a forked copy of a multi-threaded host, which is not safe;
-exec-ing the shim from the wrapper would cost a second interpreter start and, for a root host
-with `processes`, would clear the parent-death signal.) The wrapper:
+started as `<venv>/bin/python -m hiagent_shim.boot SPEC`: that stdlib module (see its
+docstring) applies the package's resource limits (`setrlimit`) and `PR_SET_PDEATHSIG(SIGKILL)`,
+then runs `hiagent_shim` in the same interpreter. (`preexec_fn` would run Python in a forked
+copy of a multi-threaded host, which is not safe; exec-ing the shim from the wrapper would
+cost a second interpreter start and, for a root host with `processes`, would clear the
+parent-death signal.)
 
-- `PR_SET_PDEATHSIG(SIGKILL)`: the kernel kills the child when the host's thread that started
-  it dies, even by SIGKILL, even if the child is too wedged to notice its stdin closing (the
-  shim's own way out). Its grandchildren are not covered: they die with the group when the
-  pool stops the child, not when the host is killed.
-- the package's resource limits (`setrlimit`).
+With a sandbox (`hiagent_host.packages.sandbox`), that command runs inside bubblewrap's jail:
+bwrap's init is pid 1 of a new PID namespace and the shim pid 2, so everything the plugin
+starts, double-forked daemons included, ends with the shim, and `--die-with-parent` ends it
+all with the host, even when the host is SIGKILLed. Without one, the parent-death signal
+covers the child only: its grandchildren die with its group when the pool stops it.
 
 `RLIMIT_NPROC` counts the processes of the child's *real* user and never binds root (the kernel
-lets uid 0, or a holder of CAP_SYS_RESOURCE/CAP_SYS_ADMIN, fork past it). So when the host runs
-as root and a package has `processes`, the wrapper drops those two capabilities (from every
-set, the bounding set too) and sets its real uid to a private, otherwise unused uid; the
-effective uid stays 0 so the venv and data stay readable. The kernel then counts that child's
-tree on its own.
-This contains a runaway fork loop; it is not a sandbox (a hostile plugin running as root can
-undo it): run the host as an unprivileged user for isolation.
+lets uid 0 fork past it, whatever its capabilities). So when the host runs as root and a
+package has `processes`, the wrapper sets its real uid to a private, otherwise unused uid
+(the effective uid stays 0 so the venv and data stay readable) after dropping
+CAP_SYS_ADMIN/CAP_SYS_RESOURCE; in a jail, bwrap leaves it only CAP_SETUID and CAP_SETPCAP for
+that, and the wrapper drops them too. The kernel then counts that child's tree on its own.
 """
 
 from __future__ import annotations
@@ -37,9 +35,11 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
-from packaging.utils import canonicalize_name
 
 from hiagent_host.config import PackagePolicy, PoolConfig
+from hiagent_host.packages import sandbox
+from hiagent_host.packages.probe import BOOT_MODULE
+from hiagent_host.packages.sandbox import Jail
 
 # PATH after the venv's own bin: the usual system directories, never the host's PATH.
 SAFE_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
@@ -49,14 +49,12 @@ CPU_HARD_MARGIN_S: Final = 1
 # Private real uids for root hosts' NPROC accounting: a range no distribution allocates.
 PRIVATE_UID_BASE: Final = 2_000_000_000
 PRIVATE_UID_SPAN: Final = 1 << 24
-# Linux capability numbers and prctl options (linux/capability.h, linux/prctl.h).
-CAP_SYS_ADMIN: Final = 21
-CAP_SYS_RESOURCE: Final = 24
-PR_SET_PDEATHSIG: Final = 1
-PR_CAPBSET_DROP: Final = 24
-CAPABILITY_VERSION_3: Final = 0x20080522  # capget/capset: two 32-bit sets per kind
-# The wrapper's exit status when the host died before the child could ask to die with it.
-EXIT_ORPHANED: Final = 75
+# What runs first in the child (stdlib, inside the venv): see hiagent_shim/boot.py.
+WRAPPER_MODULE: Final = BOOT_MODULE
+# The capabilities a jailed root child keeps for the wrapper's uid switch (then drops).
+UID_SWITCH_CAPS: Final = ("CAP_SETUID", "CAP_SETPCAP")
+# Inside a jail, temp files go to its private, size-bounded tmp.
+JAIL_TMPDIR: Final = sandbox.JAIL_TMP
 
 RLIMITS: Final = {
     "memory_bytes": "RLIMIT_AS",
@@ -64,58 +62,6 @@ RLIMITS: Final = {
     "open_files": "RLIMIT_NOFILE",
     "processes": "RLIMIT_NPROC",
 }
-
-# Stdlib only: prepares the process, then runs the shim. It travels in WRAPPER_ENV, so the
-# command line (what `ps` shows) stays short: `python -c BOOT SPEC`.
-WRAPPER_ENV: Final = "HIAGENT_WRAPPER"
-BOOT: Final = f"import os; exec(os.environ.pop({WRAPPER_ENV!r}))"
-WRAPPER: Final = f"""
-import json, os, resource, runpy, signal, sys
-spec = json.loads(sys.argv[1])
-for name, soft, hard in spec["limits"]:
-    res = getattr(resource, name)
-    cur = resource.getrlimit(res)[1]
-    if cur != resource.RLIM_INFINITY:
-        soft, hard = min(soft, cur), min(hard, cur)
-    resource.setrlimit(res, (soft, hard))
-if sys.platform == "linux":
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    uid = spec.get("private_uid")
-    if uid is not None and os.geteuid() == 0:
-        class Header(ctypes.Structure):
-            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-        class Sets(ctypes.Structure):
-            _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
-        header, sets = Header({CAPABILITY_VERSION_3}, 0), (Sets * 2)()
-        keep = ~((1 << {CAP_SYS_ADMIN}) | (1 << {CAP_SYS_RESOURCE})) & 0xFFFFFFFF
-        if libc.capget(ctypes.byref(header), sets) != 0:
-            raise OSError(ctypes.get_errno(), "capget failed")
-        for field in ("effective", "permitted", "inheritable"):
-            setattr(sets[0], field, getattr(sets[0], field) & keep)
-        for cap in ({CAP_SYS_ADMIN}, {CAP_SYS_RESOURCE}):
-            if libc.prctl({PR_CAPBSET_DROP}, cap, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-        if libc.capset(ctypes.byref(header), sets) != 0:
-            raise OSError(ctypes.get_errno(), "capset failed")
-        os.setresuid(uid, 0, 0)
-    if libc.prctl({PR_SET_PDEATHSIG}, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != spec["host_pid"]:
-        os._exit({EXIT_ORPHANED})
-del spec
-sys.argv = [sys.argv[0]]
-runpy.run_module("hiagent_shim", run_name="__main__", alter_sys=True)
-"""
-
-
-def package_policy(pool: PoolConfig, name: str) -> PackagePolicy:
-    """The `[pool.packages."<name>"]` table of `name` (any PEP 503 spelling), or the default."""
-    wanted = canonicalize_name(name)
-    for key, policy in pool.packages.items():
-        if canonicalize_name(key) == wanted:
-            return policy
-    return PackagePolicy()
 
 
 def limits(policy: PackagePolicy) -> list[tuple[str, int, int]]:
@@ -129,12 +75,36 @@ def limits(policy: PackagePolicy) -> list[tuple[str, int, int]]:
     return out
 
 
-def command(python: Path, policy: PackagePolicy, *, host_is_root: bool) -> list[str]:
-    """The child's argv: the wrapper, which runs the shim."""
-    spec: dict[str, Any] = {"limits": limits(policy), "host_pid": os.getpid()}
-    if policy.processes is not None and host_is_root:
+def command(
+    python: Path,
+    policy: PackagePolicy,
+    *,
+    host_is_root: bool,
+    jail: Jail | None = None,
+    data_dir: Path | None = None,
+) -> list[str]:
+    """The child's argv: the wrapper, which runs the shim, in `jail` if any.
+
+    With a jail, `python` is `<venv>/bin/python` of a resolved venv and `data_dir` is given.
+    """
+    spec: dict[str, Any] = {"limits": limits(policy)}
+    private_uid = policy.processes is not None and host_is_root
+    if private_uid:
         spec["private_uid"] = PRIVATE_UID_BASE + secrets.randbelow(PRIVATE_UID_SPAN)
-    return [str(python), "-c", BOOT, json.dumps(spec)]
+    if jail is None:
+        spec["host_pid"] = os.getpid()
+        return [str(python), "-m", WRAPPER_MODULE, json.dumps(spec)]
+    if data_dir is None:
+        raise ValueError("a jailed child needs its data directory")
+    spec["drop_all_caps"] = private_uid
+    inner = [str(python), "-m", WRAPPER_MODULE, json.dumps(spec)]
+    return jail.command(
+        inner,
+        venv=python.parent.parent,
+        data_dir=data_dir,
+        network=policy.network,
+        keep_caps=UID_SWITCH_CAPS if private_uid else (),
+    )
 
 
 def environment(
@@ -146,6 +116,7 @@ def environment(
     venv_bin: Path,
     data_dir: Path,
     host_env: Mapping[str, str] | None = None,
+    jailed: bool = False,
 ) -> dict[str, str]:
     """The child's whole environment: allow-listed host variables plus what config adds."""
     source = os.environ if host_env is None else host_env
@@ -157,18 +128,22 @@ def environment(
     env["HIAGENT_PACKAGE_NAME"] = name
     env["HIAGENT_PACKAGE_VERSION"] = version
     env["HIAGENT_PLUGIN_DATA_DIR"] = str(data_dir)
-    env[WRAPPER_ENV] = WRAPPER  # popped by the wrapper before any plugin code runs
+    if jailed:
+        env["TMPDIR"] = JAIL_TMPDIR  # the host's TMPDIR is not mounted
     return env
 
 
 async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path) -> anyio.abc.Process:
-    """Start the child in a new session with pipes on stdin, stdout and stderr."""
-    return await anyio.open_process(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-    )
+    """Start the child in a new session with pipes on stdin, stdout and stderr (the files a
+    jail copies in are opened for it meanwhile)."""
+    with sandbox.opened(argv) as (final, fds):
+        return await anyio.open_process(
+            final,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            pass_fds=fds,
+        )

@@ -52,6 +52,7 @@ from hiagent_host.packages import (
     PackageManager,
     PackageNotFound,
     PackageRecord,
+    sandbox,
 )
 from hiagent_host.pool import launcher, procfs
 from hiagent_host.pool.builds import Builds
@@ -108,6 +109,7 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     rss_bytes: int | None
     last_exit_reason: str | None
     replica: int
+    sandbox: str  # "bubblewrap", "bubblewrap, no network", or "none"
     build: str
 
 
@@ -141,6 +143,8 @@ class Pool:
         self.packages = packages
         self._pool = config.pool
         self._host_is_root = os.geteuid() == 0
+        self.sandbox = sandbox.require(config)  # ConfigError: "on" where it cannot be
+        self._jail = sandbox.jail(config)
         self._policy = RestartPolicy(
             limit=self._pool.restart_limit,
             window_s=self._pool.restart_window_s,
@@ -164,6 +168,19 @@ class Pool:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Pool:
+        found = self.sandbox
+        if found.active:
+            log.info(
+                "plugin processes run sandboxed (pool.sandbox = %s): %s", found.mode, found.reason
+            )
+        elif found.mode == "off":
+            log.info("plugin processes run without a sandbox: %s", found.reason)
+        else:
+            log.warning(
+                "plugin processes run WITHOUT a sandbox (pool.sandbox = %s): %s",
+                found.mode,
+                found.reason,
+            )
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         self._busy = busy_loop(running_asyncio_loop())
@@ -576,7 +593,7 @@ class Pool:
     def _replicas(self, record: PackageRecord) -> int:
         count = self._replica_counts.get(record.name)
         if count is None:
-            policy = launcher.package_policy(self._pool, record.name)
+            policy = self._pool.policy(record.name)
             count = policy.replicas if policy.replicas is not None else self._pool.replicas
             self._replica_counts[record.name] = count
         return count
@@ -606,9 +623,13 @@ class Pool:
         return child
 
     def _spec(self, record: PackageRecord) -> LaunchSpec:
-        policy = launcher.package_policy(self._pool, record.name)
+        policy = self._pool.policy(record.name)
         python = self.packages.venv_python(record)
         data_dir = self.packages.data_dir(record)
+        jail = self._jail
+        if jail is not None:  # a jail shows them at their real paths, and no symlink to them
+            python = python.parent.parent.resolve() / "bin" / python.name
+            data_dir = data_dir.resolve()
         env = launcher.environment(
             self._pool,
             policy,
@@ -616,12 +637,17 @@ class Pool:
             version=record.version,
             venv_bin=python.parent,
             data_dir=data_dir,
+            jailed=jail is not None,
+        )
+        argv = launcher.command(
+            python, policy, host_is_root=self._host_is_root, jail=jail, data_dir=data_dir
         )
         return LaunchSpec(
-            argv=launcher.command(python, policy, host_is_root=self._host_is_root),
+            argv=argv,
             env=env,
             cwd=data_dir,
             log_path=self.packages.log_path(record.name, record.version),
+            jailed=jail is not None,
         )
 
     async def _supervise(self, child: Child) -> None:
@@ -719,11 +745,19 @@ class Pool:
                 rss_bytes=procfs.rss_bytes(c.pid),
                 last_exit_reason=c.last_exit_reason,
                 replica=c.replica,
+                sandbox=self._sandbox_of(c),
                 build=c.record.build,
             )
             for c in self._live
         ]
         return sorted(infos, key=lambda i: (i.package, i.version, i.replica, i.pid or 0))
+
+    def _sandbox_of(self, child: Child) -> str:
+        if self._jail is None:
+            return "none"
+        if self._pool.policy(child.record.name).network:
+            return sandbox.MECHANISM
+        return f"{sandbox.MECHANISM}, no network"
 
     def stats(self) -> PoolStats:
         busy = sum(1 for c in self._live if c.in_flight)

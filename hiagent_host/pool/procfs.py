@@ -13,6 +13,8 @@ from typing import Final
 
 PAGE_BYTES: Final = os.sysconf("SC_PAGE_SIZE")
 PROC: Final = "/proc"
+# How many pids after a parent's `descendants` tries before it scans the whole of /proc.
+NEAR_PIDS: Final = 64
 
 
 def signal_group(pgid: int, signum: signal.Signals) -> bool:
@@ -46,6 +48,39 @@ def group_members(pgid: int) -> list[int]:
         if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry))
     return members
+
+
+def descendants(pid: int, depth: int) -> list[int]:
+    """`pid`'s first child, that one's first child, … (at most `depth`): the lowest-numbered
+    live child at each step, looked for among the next pids first (a child's pid usually
+    follows its parent's closely), then among all."""
+    chain: list[int] = []
+    parent = pid
+    for _ in range(depth):
+        child = _first_child(parent)
+        if child is None:
+            break
+        chain.append(child)
+        parent = child
+    return chain
+
+
+def _first_child(parent: int) -> int | None:
+    for candidate in range(parent + 1, parent + NEAR_PIDS):
+        fields = _stat_fields(candidate)
+        if fields is not None and fields[0] != "Z" and int(fields[1]) == parent:
+            return candidate
+    try:
+        entries = os.listdir(PROC)  # noqa: PTH208 - names only, no Path objects per pid
+    except OSError:
+        return None
+    found = []
+    for entry in entries:
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and fields[0] != "Z" and int(fields[1]) == parent:
+                found.append(int(entry))
+    return min(found, default=None)
 
 
 def is_running(pid: int) -> bool:

@@ -96,10 +96,13 @@ class LiveServer:
         self._env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return serve_command(self.config, self.port)
+
     def start(self) -> LiveServer:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                serve_command(self.config, self.port),
+                self.command(),
                 cwd=ROOT,
                 env=self._env,
                 stdout=log,

@@ -177,17 +177,18 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT
         time.sleep(POLL_S)
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids of live processes whose command line contains `text` (Linux /proc)."""
+def processes_mentioning(text: str, *, where: str = "cmdline") -> list[int]:
+    """Pids of processes whose command line (or other /proc/<pid>/ file, e.g. `environ`)
+    contains `text` (Linux /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            content = (entry / where).read_bytes()
         except OSError:
             continue
-        if text.encode() in cmdline:
+        if text.encode() in content:
             found.append(int(entry.name))
     return found
 

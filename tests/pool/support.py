@@ -34,7 +34,11 @@ PACKAGES: Final = {
     "forkbomb": "hiagent-plugin-forkbomb",
     "grandchild": "hiagent-plugin-grandchild",
     "secret": "hiagent-plugin-secret",
+    "escape": "hiagent-plugin-escape",
+    "clock": "hiagent-plugin-clock",
 }
+# Entry-point names that differ from the fixture directory's.
+PLUGIN_NAMES: Final = {"pool_misbehave": "Misbehave", "clock": "时间工具"}
 # Test settings: short waits, so misbehaving children cost little time.
 TEST_POOL: Final = {
     "stop_grace_s": 0.5,
@@ -82,7 +86,7 @@ class Store:
 
 def plugin_of(fixture: str) -> str:
     """The entry-point name of a fixture package's plugin."""
-    return "Misbehave" if fixture == "pool_misbehave" else fixture
+    return PLUGIN_NAMES.get(fixture, fixture)
 
 
 async def call(pool: Pool, store: Store, fixture: str, tool: str, **tool_input: Any) -> Any:
@@ -111,6 +115,40 @@ def plugin_processes(store: Store) -> list[int]:
         if any(v.startswith(marker) for v in environ.split(b"\0")) and is_running(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+def pid_namespace(pid: int) -> int:
+    """The inode of the PID namespace of host process `pid`."""
+    return Path(f"/proc/{pid}/ns/pid").stat().st_ino
+
+
+def host_pid(found: dict[str, int]) -> int:
+    """The host's pid of a process a plugin named as `{"pid", "pidns"}` (its pid in its own
+    PID namespace, which in a sandbox is not the host's); 0 if it is gone."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "ns" / "pid").stat().st_ino != found["pidns"]:
+                continue
+            status = (entry / "status").read_text(encoding="ascii")
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and int(line.split()[-1]) == found["pid"]:
+                return int(entry.name)
+    return 0
+
+
+async def plugin_pid(pool: Pool, store: Store) -> int:
+    """The host's pid of pool_misbehave's plugin process (its `pid` tool, mapped)."""
+    return host_pid(await call(pool, store, "pool_misbehave", "pid"))
+
+
+def calls_running(pool: Pool, count: int) -> bool:
+    """`count` calls are in flight, each on a child that has started (in a sandbox, a child's
+    pid is known once it has answered its handshake)."""
+    return pool.stats().busy == count and all(p.pid is not None for p in pool.snapshot())
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:

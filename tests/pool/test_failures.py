@@ -20,7 +20,7 @@ from hiagent_host.errors import (
 from hiagent_host.packages import names
 from hiagent_host.pool import Pool
 from hiagent_host.pool.procfs import is_running
-from tests.pool.support import PACKAGES, Store, call, open_pool, wait_for_async
+from tests.pool.support import PACKAGES, Store, call, calls_running, open_pool, wait_for_async
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +112,7 @@ async def test_exit_mid_call_fails_every_call_in_flight_and_the_next_call_starts
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(slow)
-            await wait_for_async(lambda: pool.stats().busy == 1, "the slow calls in flight")
+            await wait_for_async(lambda: calls_running(pool, 1), "the slow calls in flight")
             [before] = pool.snapshot()
             await wait_for_async(lambda: pool.snapshot()[0].calls_in_flight == 3, "3 in flight")
             errors.append(await failure(pool, store, "exit_mid_call", "exit_now", code=5))
@@ -177,7 +177,8 @@ async def test_a_sync_tool_past_its_deadline_times_out_and_its_child_is_replaced
         assert caught.value.code == TOOL_TIMEOUT
         assert caught.value.data["cancel_acknowledged"] is True
         assert caught.value.data["killed"] is False
-        await wait_for_async(lambda: not is_running(before.pid or 0), "the old child to exit")
+        await wait_for_async(lambda: pool.snapshot() == [], "the old child to be gone")
+        assert not is_running(before.pid or 0)
         assert await call(pool, store, "hang", "sleep_async", seconds=0) == "woke"
         [after] = pool.snapshot()
         assert after.pid != before.pid
@@ -204,7 +205,7 @@ async def test_a_child_that_cannot_answer_a_cancel_is_killed_and_replaced(store:
         async with anyio.create_task_group() as tg:
             tg.start_soon(same_child)
             tg.start_soon(other_child)
-            await wait_for_async(lambda: pool.stats().busy == 2, "both calls in flight")
+            await wait_for_async(lambda: calls_running(pool, 2), "both calls in flight")
             with pytest.raises(HostError) as caught:
                 await pool.run_tool(
                     name, store.versions[name], "hang", "block_loop", {"seconds": 60}, None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from hiagent_host.config import PackagePolicy, PoolConfig
 from hiagent_host.packages import names
 from hiagent_host.pool import launcher
 from hiagent_host.pool.procfs import is_running
-from tests.pool.support import PACKAGES, Store, call, open_pool
+from hiagent_shim import boot
+from tests.pool.support import PACKAGES, Store, call, open_pool, plugin_pid
 
 MIS = PACKAGES["pool_misbehave"]
 # Output of a process started through the wrapper: its limits, uids and parent-death signal.
@@ -86,14 +88,28 @@ def test_the_environment_is_the_allow_list_plus_what_config_adds(tmp_path: Path)
         "HIAGENT_PACKAGE_NAME": "pkg",
         "HIAGENT_PACKAGE_VERSION": "1.0",
         "HIAGENT_PLUGIN_DATA_DIR": str(tmp_path / "data"),
-        launcher.WRAPPER_ENV: launcher.WRAPPER,
     }
+
+
+def test_in_a_jail_temp_files_go_to_its_private_tmp(tmp_path: Path) -> None:
+    pool = PoolConfig(env_allow=["TMPDIR"])
+    env = launcher.environment(
+        pool,
+        PackagePolicy(),
+        name="pkg",
+        version="1.0",
+        venv_bin=tmp_path / "bin",
+        data_dir=tmp_path / "data",
+        host_env={"TMPDIR": "/host/tmp"},
+        jailed=True,
+    )
+    assert env["TMPDIR"] == launcher.JAIL_TMPDIR
 
 
 def test_package_policies_match_any_spelling_of_the_name() -> None:
     pool = PoolConfig(packages={"Pool_Misbehave": PackagePolicy(replicas=3)})
-    assert launcher.package_policy(pool, "pool-misbehave").replicas == 3
-    assert launcher.package_policy(pool, "other").replicas is None
+    assert pool.policy("pool-misbehave").replicas == 3
+    assert pool.policy("other").replicas is None
 
 
 def run_wrapper(policy: PackagePolicy, tmp_path: Path) -> dict[str, Any]:
@@ -102,8 +118,9 @@ def run_wrapper(policy: PackagePolicy, tmp_path: Path) -> dict[str, Any]:
     fake_shim.mkdir()
     (fake_shim / "__init__.py").write_text("")
     (fake_shim / "__main__.py").write_text(PROBE)
+    shutil.copy(Path(boot.__file__), fake_shim / "boot.py")
     argv = launcher.command(Path(sys.executable), policy, host_is_root=os.geteuid() == 0)
-    env = {"PATH": os.environ["PATH"], launcher.WRAPPER_ENV: launcher.WRAPPER}
+    env = {"PATH": os.environ["PATH"]}
     done = subprocess.run(argv, capture_output=True, check=True, timeout=30, cwd=tmp_path, env=env)
     report: dict[str, Any] = json.loads(done.stdout)
     return report
@@ -125,7 +142,7 @@ def test_the_wrapper_applies_every_limit_and_the_parent_death_signal_then_runs_t
         real, effective, _ = report["uids"]
         assert real >= launcher.PRIVATE_UID_BASE
         assert effective == 0
-        dropped = (1 << launcher.CAP_SYS_ADMIN) | (1 << launcher.CAP_SYS_RESOURCE)
+        dropped = (1 << boot.CAP_SYS_ADMIN) | (1 << boot.CAP_SYS_RESOURCE)
         assert report["cap_eff"] & dropped == 0
 
 
@@ -146,17 +163,17 @@ async def test_a_child_runs_in_its_own_session_in_its_data_dir_with_only_its_env
         env_allow=["TZ"], env={"FROM_POOL": "1"}, packages={MIS: PackagePolicy(env={"OWN": "2"})}
     )
     async with open_pool(store, config) as pool:
-        pid = await call(pool, store, "pool_misbehave", "pid")
+        pid = await plugin_pid(pool, store)
         data_dir = store.data_root / names.dir_name(MIS) / names.version_dir(store.versions[MIS])
-        assert os.getsid(pid) == pid
-        assert os.getpgid(pid) == pid
+        # its own session and group (in a sandbox, led by bwrap's init, pid 1 inside)
+        assert os.getsid(pid) == os.getpgid(pid) != os.getsid(0)
         assert proc_cwd(pid) == data_dir.resolve()
         env = proc_environ(pid)
+        jailed = {"TMPDIR", "PWD"} if pool.sandbox.active else set()  # PWD: bwrap's --chdir
         assert set(env) == {  # /proc shows the environment the process started with
             "TZ", "PATH", "HOME", "FROM_POOL", "OWN", "HIAGENT_PACKAGE_NAME",
-            "HIAGENT_PACKAGE_VERSION", "HIAGENT_PLUGIN_DATA_DIR", launcher.WRAPPER_ENV,
+            "HIAGENT_PACKAGE_VERSION", "HIAGENT_PLUGIN_DATA_DIR", *jailed,
         }  # fmt: skip
-        assert await call(pool, store, "pool_misbehave", "env", name=launcher.WRAPPER_ENV) is None
         assert env["TZ"] == "UTC"
         assert env["HOME"] == env["HIAGENT_PLUGIN_DATA_DIR"] == str(data_dir)
         assert env["PATH"].split(":")[0].endswith("/bin")

@@ -19,7 +19,15 @@ from hiagent_host.errors import (
 )
 from hiagent_host.pool import ChildState, Pool
 from hiagent_host.pool.procfs import is_running
-from tests.pool.support import Store, call, open_pool, wait_for_async
+from tests.pool.support import (
+    Store,
+    call,
+    calls_running,
+    host_pid,
+    open_pool,
+    plugin_pid,
+    wait_for_async,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -42,8 +50,8 @@ def pids(pool: Pool) -> set[int]:
 
 async def test_calls_reuse_one_long_lived_child(store: Store) -> None:
     async with open_pool(store) as pool:
-        first = await mis(pool, store, "pid")
-        second = await mis(pool, store, "pid")
+        first = await plugin_pid(pool, store)
+        second = await plugin_pid(pool, store)
         assert first == second
         assert pids(pool) == {first}
         assert pool.stats().starts == 1
@@ -56,8 +64,8 @@ async def test_any_spelling_of_the_name_and_an_equal_version_reach_the_same_chil
     store: Store,
 ) -> None:
     async with open_pool(store) as pool:
-        first = await mis(pool, store, "pid")
-        again = await pool.run_tool("POOL_Misbehave", "1.0", PLUGIN, "pid", {}, None)
+        first = await plugin_pid(pool, store)
+        again = host_pid(await pool.run_tool("POOL_Misbehave", "1.0", PLUGIN, "pid", {}, None))
         assert again == first
 
 
@@ -66,7 +74,7 @@ async def test_concurrent_first_calls_start_exactly_one_child(store: Store) -> N
         results: list[Any] = []
 
         async def one() -> None:
-            results.append(await mis(pool, store, "pid"))
+            results.append(await plugin_pid(pool, store))
 
         async with anyio.create_task_group() as tg:
             for _ in range(20):
@@ -92,7 +100,7 @@ async def test_replicas_spread_concurrent_calls_over_that_many_children(store: S
 
 async def test_snapshot_describes_each_child(store: Store) -> None:
     async with open_pool(store) as pool:
-        pid = await mis(pool, store, "pid")
+        pid = await plugin_pid(pool, store)
         [info] = pool.snapshot()
         assert (info.package, info.version, info.pid) == (MIS, store.versions[MIS], pid)
         assert info.state is ChildState.READY
@@ -113,9 +121,7 @@ async def test_at_the_cap_the_least_recently_used_idle_child_is_evicted_never_a_
     async with open_pool(store, config) as pool, anyio.create_task_group() as tg:
         tg.start_soon(sleep, pool, store, 30)
         # Busy counts from the call's acquire, which comes before the child has a pid.
-        await wait_for_async(
-            lambda: pool.stats().busy == 1 and 0 not in pids(pool), "the misbehave call in flight"
-        )
+        await wait_for_async(lambda: calls_running(pool, 1), "the misbehave call in flight")
         [busy] = pool.snapshot()
         await pool.run_tool(ECHO, store.versions[ECHO], "echo", "echo", {"a": 1}, None)
         [echo_pid] = pids(pool) - {busy.pid}
@@ -134,7 +140,7 @@ async def test_when_every_child_stays_busy_a_call_fails_with_pool_exhausted(stor
     config = store.config(max_subprocess=1, acquire_timeout_s=0.3)
     async with open_pool(store, config) as pool, anyio.create_task_group() as tg:
         tg.start_soon(sleep, pool, store, 30)
-        await wait_for_async(lambda: pool.stats().busy == 1, "the call in flight")
+        await wait_for_async(lambda: calls_running(pool, 1), "the call in flight")
         with pytest.raises(HostError) as caught:
             await pool.run_tool(ECHO, store.versions[ECHO], "echo", "echo", {}, None)
         assert caught.value.code == POOL_EXHAUSTED
@@ -148,7 +154,7 @@ async def test_a_waiting_call_takes_the_slot_when_a_busy_child_goes_idle(store: 
     config = store.config(max_subprocess=1)
     async with open_pool(store, config) as pool, anyio.create_task_group() as tg:
         tg.start_soon(sleep, pool, store, 0.5)
-        await wait_for_async(lambda: pool.stats().busy == 1, "the call in flight")
+        await wait_for_async(lambda: calls_running(pool, 1), "the call in flight")
         result = await pool.run_tool(ECHO, store.versions[ECHO], "echo", "echo", {"x": 2}, None)
         assert result == {"x": 2}
         assert pool.stats().evictions == 1
@@ -156,11 +162,11 @@ async def test_a_waiting_call_takes_the_slot_when_a_busy_child_goes_idle(store: 
 
 async def test_a_child_idle_longer_than_idle_timeout_stops(store: Store) -> None:
     async with open_pool(store, store.config(idle_timeout_s=0.3)) as pool:
-        pid = await mis(pool, store, "pid")
+        pid = await plugin_pid(pool, store)
         await wait_for_async(lambda: not pool.snapshot(), "the idle child to stop")
         assert pool.stats().idle_stops == 1
         assert not is_running(pid)
-        assert await mis(pool, store, "pid") != pid  # the next call starts a fresh one
+        assert await plugin_pid(pool, store) != pid  # the next call starts a fresh one
 
 
 async def test_a_stream_yields_items_as_they_come(store: Store) -> None:

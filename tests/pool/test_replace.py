@@ -17,7 +17,15 @@ from hiagent_host.packages import PackageManager
 from hiagent_host.packages.wheelbuild import build_wheel
 from hiagent_host.pool import Pool
 from hiagent_host.pool.procfs import is_running
-from tests.pool.support import PACKAGES, Store, call, open_pool, wait_for_async
+from tests.pool.support import (
+    PACKAGES,
+    Store,
+    call,
+    calls_running,
+    open_pool,
+    plugin_pid,
+    wait_for_async,
+)
 from tests.support.plugins import FIXTURES
 
 pytestmark = pytest.mark.anyio
@@ -72,7 +80,7 @@ async def test_a_reinstall_lets_calls_in_flight_finish_on_the_old_build_then_rep
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(sleeper)
-            await wait_for_async(lambda: pool.stats().busy == 1, "the call in flight")
+            await wait_for_async(lambda: calls_running(pool, 1), "the call in flight")
             await install(pool.packages, build_two)  # returns once the old child is gone
             assert not is_running(old.pid or 0)
         assert results == ["slept"]
@@ -96,7 +104,7 @@ async def test_a_reinstall_by_another_process_is_noticed_on_the_next_call(
 
 async def test_deleting_a_package_stops_its_children(store: Store, restore: None) -> None:
     async with open_pool(store) as pool:
-        pid = await call(pool, store, "pool_misbehave", "pid")
+        pid = await plugin_pid(pool, store)
         deleted = await anyio.to_thread.run_sync(pool.packages.delete, MIS, store.versions[MIS])
         assert deleted
         assert not is_running(pid)

@@ -20,7 +20,10 @@ from tests.pool.support import (
     PACKAGES,
     Store,
     call,
+    calls_running,
+    host_pid,
     open_pool,
+    pid_namespace,
     plugin_processes,
     wait_for,
     wait_for_async,
@@ -72,7 +75,7 @@ async def test_stop_package_lets_calls_in_flight_finish_then_stops_the_child(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(sleeper)
-            await wait_for_async(lambda: pool.stats().busy == 1, "the call in flight")
+            await wait_for_async(lambda: calls_running(pool, 1), "the call in flight")
             [child] = pool.snapshot()
             await pool.stop_package(MIS.upper())
         assert results == ["slept"]
@@ -89,7 +92,7 @@ async def test_a_call_outliving_the_drain_fails_with_plugin_unavailable(store: S
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(sleeper)
-            await wait_for_async(lambda: pool.stats().busy == 1, "the call in flight")
+            await wait_for_async(lambda: calls_running(pool, 1), "the call in flight")
             await pool.stop_package(MIS, store.versions[MIS])
         [error] = results
         assert error.code == PLUGIN_UNAVAILABLE
@@ -110,7 +113,7 @@ async def test_host_shutdown_drains_calls_then_cuts_the_rest_with_shutting_down(
         async with open_pool(store, store.config(drain_timeout_s=1.0)) as pool:
             tg.start_soon(run, pool, "short", "pool_misbehave", 0.2)
             tg.start_soon(run, pool, "long", "exit_mid_call", 60)
-            await wait_for_async(lambda: pool.stats().busy == 2, "both calls in flight")
+            await wait_for_async(lambda: calls_running(pool, 2), "both calls in flight")
         with pytest.raises(HostError) as caught:
             await call(pool, store, "pool_misbehave", "echo", text="late")
         assert caught.value.code == SHUTTING_DOWN
@@ -122,7 +125,7 @@ async def test_a_wedged_child_that_ignores_sigterm_is_ended_by_sigkill(store: St
     """hold_gil keeps every thread of the child from running: no answer to `shutdown`, no
     reaction to EOF, and SIGTERM is ignored; only the ladder's last rung ends it."""
     async with open_pool(store, store.config(drain_timeout_s=0.1)) as pool:
-        pid = await call(pool, store, "pool_misbehave", "ignore_sigterm")
+        pid = host_pid(await call(pool, store, "pool_misbehave", "ignore_sigterm"))
         results: list[Any] = []
 
         async def wedge() -> None:
@@ -130,7 +133,7 @@ async def test_a_wedged_child_that_ignores_sigterm_is_ended_by_sigkill(store: St
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wedge)
-            await wait_for_async(lambda: pool.stats().busy == 1, "the wedging call in flight")
+            await wait_for_async(lambda: calls_running(pool, 1), "the wedging call in flight")
             await pool.stop_package(MIS)
         [error] = results
         assert error.code == PLUGIN_UNAVAILABLE
@@ -149,13 +152,17 @@ async def test_grandchildren_die_with_their_child(
     store: Store, fixture: str, tool: str, tool_input: dict[str, Any]
 ) -> None:
     async with open_pool(store) as pool:
-        grandchild = await call(pool, store, fixture, tool, **tool_input)
+        found = await call(pool, store, fixture, tool, **tool_input)
         [child] = pool.snapshot()
+        if isinstance(found, int):  # the grandchild fixture names it by its pid alone
+            found = {"pid": found, "pidns": pid_namespace(child.pid or 0)}
+        grandchild = host_pid(found)
         assert is_running(grandchild)
-        assert os.getpgid(grandchild) == child.pid
+        group = os.getpgid(child.pid or 0)  # the child's (in a sandbox, led by bwrap's init)
+        assert os.getpgid(grandchild) == group
         await pool.stop_package(PACKAGES[fixture])
         assert not is_running(grandchild)
-        assert group_members(child.pid or 0) == []
+        assert group_members(group) == []
 
 
 def test_children_die_with_the_host_even_wedged_ones_when_it_is_killed_with_sigkill(

@@ -131,7 +131,13 @@ async def test_naming_a_tool_that_is_not_exposed_is_a_json_rpc_error(
 async def test_cancelling_a_call_cancels_the_plugin_call(mcp_host: McpHost, mode: str) -> None:
     async with connect(mcp_host, mode=mode) as client, anyio.create_task_group() as tg:
         tg.start_soon(client.call_tool, f"{HANG}sleep_async", {"seconds": 3600})
-        await _until(lambda: _in_flight(mcp_host, "hiagent-plugin-hang") == 1)
+        # in flight from its acquire; in a sandbox its pid is known once it has started
+        await _until(
+            lambda: (
+                _in_flight(mcp_host, "hiagent-plugin-hang") == 1
+                and _pid(mcp_host, "hiagent-plugin-hang") is not None
+            )
+        )
         pid = _pid(mcp_host, "hiagent-plugin-hang")
         tg.cancel_scope.cancel()
     await _until(lambda: _in_flight(mcp_host, "hiagent-plugin-hang") == 0)
