@@ -132,8 +132,6 @@ def release_build(pm: PackageManager, dir_name: str, version_dir: str, build: st
             current = pm._read_quietly(dir_name, version_dir)
         if current is not None and current.build == build:
             return
-        if not (pm.layout.build_dir(dir_name, build)).exists():
-            return
         if remove_build(pm.layout, dir_name, build):
             log.info("removed %s %s's old build %s", dir_name, version_dir, build)
             tidy_package(pm.layout, dir_name)  # and the package's directories, if now empty

@@ -22,13 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def take_lease(layout: Layout, dir_name: str, build: str) -> FileLock | None:
-    """A shared lease on a build that still exists; None if it is gone or being removed."""
+    """A shared lease on a build; None if it is being removed right now. (A build already
+    gone is leased all the same: starting a process from it fails with its own error.)"""
     lease = FileLock(layout.lease_path(dir_name, build), shared=True)
     if not lease.acquire(timeout_s=0):
         return None  # its remover holds it exclusively right now
-    if not (layout.build_dir(dir_name, build) / "pyvenv.cfg").is_file():
-        lease.release()
-        return None  # removed before we came (a stale record)
     return lease
 
 

@@ -377,7 +377,7 @@ class PackageManager:
 
     def lease(self, record: PackageRecord) -> FileLock | None:
         """A shared lease on the record's build, for as long as processes run from it; None
-        if the build is gone or being removed (the record was stale)."""
+        if the build is being removed (the record was stale)."""
         return take_lease(self.layout, record.dir_name, record.build)
 
     def is_materialised(self, record: PackageRecord) -> bool:

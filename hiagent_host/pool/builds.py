@@ -53,7 +53,7 @@ class Builds:
         if key in self._leases:
             return
         lease = self.packages.lease(record)
-        if lease is None:  # removed under a stale record: the next call reads again
+        if lease is None:  # being removed under a stale record: the next call reads again
             raise PluginUnavailable(
                 f"the build of {record.name} {record.version} this call found was "
                 "replaced meanwhile; try again",
