@@ -36,7 +36,7 @@ import httpx  # noqa: E402
 from tests.api.support import LiveServer, free_port, write_config  # noqa: E402
 from tests.cluster.support import call, post, timed_plugin, wait_until  # noqa: E402
 from tests.jobs.helpers import RedisServer, WorkerProcess  # noqa: E402
-from tests.support.s3 import S3Server  # noqa: E402
+from tests.support.s3 import PackagesS3  # noqa: E402
 from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402
 
 WAIT_S = 300.0
@@ -53,7 +53,7 @@ def main() -> None:
         root = Path(tmp)
         redis = RedisServer(root)
         redis.start()
-        s3 = S3Server(port=free_port(), bucket="hiagent-bench")
+        s3 = PackagesS3(port=free_port(), bucket="hiagent-bench")
         s3.start()
         s3.client().create_bucket(Bucket=s3.bucket)
         queue = {"backend": "redis", "redis_url": redis.url, "queue_name": "hiagent:bench"}

@@ -35,7 +35,7 @@ from hiagent_host.api.routes import OPERATIONS, starlette_routes
 from hiagent_host.api.services import Services
 from hiagent_host.api.shutdown import Shutdown, ShutdownMiddleware
 from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
-from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.config import Config, config_secrets, load_config, read_api_keys
 from hiagent_host.jobs import make_backend
 from hiagent_host.packages import PackageManager
 from hiagent_host.pool import Pool
@@ -158,6 +158,6 @@ def app_from_environment() -> Starlette:
     raw = os.environ.get(WITH_WORKER_ENV)
     with_worker = None if raw is None else raw == "1"
     config = load_config()
-    logs.configure(config.logging, keys=read_api_keys(config))
+    logs.configure(config.logging, keys=read_api_keys(config) | config_secrets(config))
     install_loop_policy(config.pool.busy_poll_us)  # Hypercorn makes the worker's loop next
     return create_app(config, with_worker=with_worker)

@@ -27,7 +27,7 @@ import msgspec
 from hiagent_host import logs
 from hiagent_host.cli_output import Progress, add_json_option, render_record
 from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
-from hiagent_host.config import Config, load_config, read_api_keys
+from hiagent_host.config import Config, config_secrets, load_config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import run_worker
 from hiagent_host.packages import PackageManager
@@ -116,7 +116,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         as_json = msgspec.structs.replace(config.logging, json=True)
         config = msgspec.structs.replace(config, logging=as_json)
-    logs.configure(config.logging, keys=keys)
+    logs.configure(config.logging, keys=keys | config_secrets(config))
     anyio.run(_worker_node, config, backend="asyncio")
     return EXIT_OK
 

@@ -18,6 +18,7 @@ import msgspec
 import platformdirs
 from packaging.utils import canonicalize_name
 
+from hiagent_host.config_redis import RedisUrlError, check_redis_url, redact
 from hiagent_host.errors import ConfigError
 
 ENV_PREFIX: Final = "HIAGENT_"
@@ -26,6 +27,8 @@ DEFAULT_FILE: Final = "runtime.toml"
 APP_NAME: Final = "hiagent-host"
 # A jail's private /tmp (and /dev/shm) below 1 MiB would break ordinary temp files.
 MIN_SANDBOX_TMP_BYTES: Final = 1024 * 1024
+# The plugin-side config (JSON) every plugin process gets; `[plugin_storage]` fills `storage`.
+PLUGIN_CONFIG_ENV: Final = "HIAGENT_PLUGIN_CONFIG"
 # Busy polling longer than this (10 ms) would only burn CPU: such calls are not quick.
 MAX_BUSY_POLL_US: Final = 10_000
 # No duration is longer than a year: larger values overflow timers and mean "never" anyway.
@@ -197,6 +200,51 @@ class StoreConfig(S3Connection, frozen=True, forbid_unknown_fields=True, kw_only
         )
 
 
+# `[plugin_storage] backend` values that mean an S3-compatible object store (the original
+# runtime's two client libraries; both are served by boto3 in the SDK).
+OBJECT_STORE_BACKENDS: Final = frozenset({"minio", "boto3"})
+# SigV4 presigned URLs live at most seven days.
+MAX_PRESIGN_EXPIRY_S: Final = 7 * 24 * 3600
+
+
+class LocalPathStorage(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    base_dir: Path | None = None
+
+
+class S3Storage(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    ak: str = ""
+    sk: str = ""
+    endpoint: str = ""
+    region: str = ""
+    bucket: str = ""
+    public_endpoint: str = ""
+    path_style: bool = False
+    signature_version: Literal["s3v4", "v4", "s3", "v2"] = "s3v4"
+    ssl_verify: bool = True
+    prefix: str = ""
+    presign_expiry_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_PRESIGN_EXPIRY_S)] = 3600
+    connect_timeout_s: Seconds = 5.0
+    read_timeout_s: Seconds = 30.0
+
+    def __repr__(self) -> str:  # ak/sk are credentials
+        return (
+            f"S3Storage(endpoint={self.endpoint!r}, bucket={self.bucket!r}, "
+            f"prefix={self.prefix!r}, ak=<redacted>, sk=<redacted>)"
+        )
+
+
+class PluginStorageConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where plugins' `save()` puts files: the original runtime's `storage` shape."""
+
+    backend: Literal["local_path", "minio", "boto3"] = "local_path"
+    local_path: LocalPathStorage = msgspec.field(default_factory=LocalPathStorage)
+    s3: S3Storage = msgspec.field(default_factory=S3Storage)
+
+    @property
+    def object_store(self) -> bool:
+        return self.backend in OBJECT_STORE_BACKENDS
+
+
 class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     api_keys: list[str] = msgspec.field(default_factory=list)
     api_keys_file: Path | None = None
@@ -236,6 +284,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    plugin_storage: PluginStorageConfig = msgspec.field(default_factory=PluginStorageConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
@@ -256,13 +305,8 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 
 def redact_url(url: str) -> str:
-    """`redis://:secret@host` → `redis://:***@host`, for logs and reprs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """`redis://:secret@host` → `redis://:***@host` (query passwords too), for logs and reprs."""
+    return redact(url)
 
 
 _SECTIONS: Final[dict[str, type[_Section]]] = {
@@ -295,6 +339,13 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             name = f"{ENV_PREFIX}{section}_{key}".upper()
             if name in environ:
                 data.setdefault(section, {})[key] = _parse_env_value(field_type, environ[name])
+            if isinstance(field_type, type) and issubclass(field_type, _Section):
+                # A sub-table's keys one by one, e.g. HIAGENT_PLUGIN_STORAGE_S3_SK.
+                for sub in msgspec.structs.fields(field_type):
+                    sub_name = f"{name}_{sub.name}".upper()
+                    if sub_name in environ:
+                        table = data.setdefault(section, {}).setdefault(key, {})
+                        table[sub.name] = _parse_env_value(sub.type, environ[sub_name])
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
@@ -324,12 +375,22 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             else None
         ),
     )
+    storage = config.plugin_storage
+    if storage.local_path.base_dir is not None:
+        local = LocalPathStorage(base_dir=resolve(storage.local_path.base_dir))
+        storage = msgspec.structs.replace(storage, local_path=local)
     mcp = msgspec.structs.replace(
         config.mcp,
         config_file=resolve(config.mcp.config_file) if config.mcp.config_file else None,
     )
     return msgspec.structs.replace(
-        config, paths=paths, packages=pkgs, auth=auth, store=store, mcp=mcp
+        config,
+        paths=paths,
+        packages=pkgs,
+        auth=auth,
+        mcp=mcp,
+        store=store,
+        plugin_storage=storage,
     )
 
 
@@ -342,8 +403,41 @@ def _check(config: Config) -> None:
         problems.append('store.bucket: must be set when store.backend = "s3"')
     if config.store.secret_access_key and config.store.secret_access_key_file:
         problems.append("store.secret_access_key_file: set it or secret_access_key, not both")
+    try:
+        check_redis_url(config.queue.redis_url)
+    except RedisUrlError as exc:
+        problems.append(f"queue.redis_url: {exc}")
+    problems += _plugin_storage_problems(config)
     if problems:
         raise ConfigError(f"{config.source}: " + "; ".join(problems), data={"problems": problems})
+
+
+def _plugin_storage_problems(config: Config) -> list[str]:
+    storage, problems = config.plugin_storage, []
+    if storage.object_store and not storage.s3.bucket:
+        problems.append(f"plugin_storage.s3.bucket: required when backend is {storage.backend}")
+    for key in ("endpoint", "public_endpoint"):
+        value = getattr(storage.s3, key)
+        if value and not value.startswith(("http://", "https://")):
+            problems.append(f"plugin_storage.s3.{key}: must be an http:// or https:// URL")
+    envs = {"pool.env": config.pool.env} | {
+        f"pool.packages.{name}.env": policy.env for name, policy in config.pool.packages.items()
+    }
+    for where, env in envs.items():
+        if PLUGIN_CONFIG_ENV not in env:
+            continue
+        try:
+            value = json.loads(env[PLUGIN_CONFIG_ENV])
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            problems.append(f"{where}.{PLUGIN_CONFIG_ENV}: must be a JSON object")
+        elif "storage" in value:
+            problems.append(
+                f"{where}.{PLUGIN_CONFIG_ENV}: plugin storage is set in [plugin_storage], "
+                "not in the environment"
+            )
+    return problems
 
 
 def _problems(data: dict[str, Any]) -> list[str]:
@@ -436,6 +530,13 @@ def load_config(
     config = _resolve_paths(config, base)
     _check(config)
     return config
+
+
+def config_secrets(config: Config) -> frozenset[str]:
+    """The configured secrets the server's logs mask besides the API keys (the plugin
+    storage's and the packages store's secret keys)."""
+    found = (config.plugin_storage.s3.sk, config.store.secret_access_key)
+    return frozenset(s for s in found if s)
 
 
 def read_api_keys(config: Config) -> frozenset[str]:

@@ -41,7 +41,6 @@ PROTOCOL_ERROR: Final = "ProtocolError"
 SHUTTING_DOWN: Final = "ShuttingDown"
 
 QUEUE_UNAVAILABLE: Final = "QueueUnavailable"
-STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
 STORED_WHEEL_CORRUPT: Final = "StoredWheelCorrupt"
 CLUSTER_MISCONFIGURED: Final = "ClusterMisconfigured"
 JOB_NOT_FOUND: Final = "JobNotFound"
@@ -50,6 +49,9 @@ INVALID_JOB_STATE: Final = "InvalidJobState"
 # Codes the plugin SDK raises inside a plugin process; the host forwards them as they come.
 INVALID_STORAGE_FILENAME: Final = "InvalidStorageFilename"
 STORAGE_BACKEND_UNSUPPORTED: Final = "StorageBackendUnsupported"
+INVALID_STORAGE_CONFIG: Final = "InvalidStorageConfig"
+STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
+STORAGE_REFUSED: Final = "StorageRefused"
 INVALID_PLUGIN_ENVIRONMENT: Final = "InvalidPluginEnvironment"
 MISSING_DEPENDENCY: Final = "MissingDependency"
 

@@ -32,7 +32,7 @@ from hiagent_host.app import (
     create_app,
     open_services,
 )
-from hiagent_host.config import CONFIG_ENV, Config, read_api_keys
+from hiagent_host.config import CONFIG_ENV, Config, config_secrets, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.rpc.busypoll import loop_factory
 
@@ -88,7 +88,7 @@ def serve(
     """Serve until SIGTERM/SIGINT; the exit status (0 after a clean shutdown, 1 if it cannot
     start). `extra_routes` (benchmarks) needs a single worker."""
     keys = read_api_keys(config)
-    logs.configure(config.logging, keys=keys)
+    logs.configure(config.logging, keys=keys | config_secrets(config))
     warn_if_exposed(config, keys)
     hc = hypercorn_config(config)
     if config.server.workers > 1 and not extra_routes:

@@ -8,6 +8,7 @@ import pytest
 
 from hiagent_host.packages.bundled import build_sdk_wheel, build_shim_wheel
 from tests.support.plugins import build_fixture, fixture_names
+from tests.support.s3 import s3_server  # noqa: F401  (the S3 server fixture, for every test)
 from tests.support.wheelhouse import ensure_wheelhouse
 
 # `s3_server`: moto's standalone S3 server (tests/support/s3.py).

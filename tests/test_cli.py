@@ -23,7 +23,7 @@ from hiagent_host.cli import (
     source_to_uri,
 )
 from tests.packages.support import rewrite_wheel, subprocess_env, write_runtime_toml
-from tests.support.s3 import S3Server
+from tests.support.s3 import PackagesS3
 
 CLI_TIMEOUT_S = 120
 
@@ -217,14 +217,14 @@ def test_install_progress_rewrites_one_status_line_on_a_terminal(
 
 
 def test_list_works_against_the_store_and_says_what_this_node_has(
-    tmp_path: Path, wheelhouse: Path, built_wheels: dict[str, Path], s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, built_wheels: dict[str, Path], packages_s3: PackagesS3
 ) -> None:
     """Two data directories on one S3 store: an install through one is listed by the other."""
     configs = []
     for node in ("a", "b"):
         path = write_runtime_toml(tmp_path / f"{node}.toml", tmp_path / node, wheelhouse)
         settings = "\n".join(
-            f"{k} = {json.dumps(v)}" for k, v in s3_server.store_settings().items()
+            f"{k} = {json.dumps(v)}" for k, v in packages_s3.store_settings().items()
         )
         path.write_text(path.read_text() + f"[store]\n{settings}\n")
         configs.append(path)
@@ -239,4 +239,28 @@ def test_list_works_against_the_store_and_says_what_this_node_has(
     table = cli(b, "list").stdout
     assert "BUILD" in table
     assert on_a[0]["build"] in table
-    assert s3_server.secret_key not in table
+    assert packages_s3.secret_key not in table
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+cluster://127.0.0.1:7000", "Redis Cluster is not supported"),
+        ("redis+sentinel://127.0.0.1:26379", "no master name"),
+    ],
+)
+def test_every_command_refuses_an_unusable_redis_url_the_same_way(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text(f'[queue]\nbackend = "redis"\nredis_url = "{url}"\n')
+    wheel = tmp_path / "a-1.0-py3-none-any.whl"
+    answers = set()
+    for args in (("serve",), ("worker",), ("list",), ("install", "--async", str(wheel))):
+        done = cli(config, *args)
+        assert done.returncode == EXIT_USAGE, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert f"ConfigInvalid: {config}: queue.redis_url: " in done.stderr
+        assert reason in done.stderr
+        answers.add(done.stderr.partition("ConfigInvalid")[2].splitlines()[0])
+    assert len(answers) == 1, answers

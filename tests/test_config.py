@@ -15,6 +15,8 @@ from hiagent_host.config import (
     MAX_DURATION_S,
     Config,
     PackagePolicy,
+    S3Storage,
+    config_secrets,
     load_config,
     read_api_keys,
     redact_url,
@@ -37,7 +39,18 @@ def test_the_repository_runtime_toml_is_the_documented_default_configuration() -
     assert config.venvs_dir == REPO / "venvs"
     assert config.state_dir == REPO / ".state"
     # every value the file sets agrees with the built-in default, except the state dir name
-    for section in ("server", "packages", "pool", "queue", "auth", "logging", "store"):
+    sections = (
+        "server",
+        "packages",
+        "pool",
+        "queue",
+        "plugin_storage",
+        "auth",
+        "logging",
+        "mcp",
+        "store",
+    )
+    for section in sections:
         assert getattr(config, section) == getattr(defaults, section), section
 
 
@@ -236,6 +249,117 @@ def test_api_keys_come_from_the_list_and_the_file(tmp_path: Path) -> None:
     assert read_api_keys(load_config(path, environ={})) == {"k-inline", "k-file"}
 
 
+# ---- [plugin_storage] ------------------------------------------------------------------
+
+ORIGINAL_STORAGE = """
+[plugin_storage]
+backend = "minio"
+[plugin_storage.local_path]
+base_dir = "files"
+[plugin_storage.s3]
+ak = "AKIAEXAMPLE"
+sk = "s3-very-secret"
+endpoint = "http://minio.internal:9000"
+region = "cn-north-1"
+bucket = "outputs"
+public_endpoint = "https://files.example.com/outputs"
+path_style = true
+signature_version = "s3v4"
+ssl_verify = false
+"""
+
+
+def test_plugin_storage_takes_the_original_storage_shape(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ORIGINAL_STORAGE), environ={})
+    storage = config.plugin_storage
+    assert storage.backend == "minio"
+    assert storage.object_store
+    assert storage.local_path.base_dir == tmp_path / "files"
+    assert (storage.s3.bucket, storage.s3.path_style, storage.s3.ssl_verify) == (
+        "outputs",
+        True,
+        False,
+    )
+    assert storage.s3.presign_expiry_s == 3600
+    assert "s3-very-secret" not in repr(config)
+    assert "AKIAEXAMPLE" not in repr(config)
+
+
+def test_an_unknown_plugin_storage_key_fails_naming_it(tmp_path: Path) -> None:
+    text = ORIGINAL_STORAGE.replace("ssl_verify = false", "ssl_verify = false\nsecure = true")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert "secure" in info.value.message
+    assert "$.plugin_storage.s3" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[plugin_storage]\nbackend = "ftp"\n', "$.plugin_storage.backend"),
+        ('[plugin_storage]\nbackend = "boto3"\n', "plugin_storage.s3.bucket"),
+        ("[plugin_storage.s3]\npresign_expiry_s = 0\n", "$.plugin_storage.s3.presign_expiry_s"),
+        ('[plugin_storage.s3]\nendpoint = "minio:9000"\n', "plugin_storage.s3.endpoint"),
+        (
+            "[pool.env]\nHIAGENT_PLUGIN_CONFIG = '{\"storage\": {}}'\n",
+            "pool.env.HIAGENT_PLUGIN_CONFIG",
+        ),
+        ("[pool.env]\nHIAGENT_PLUGIN_CONFIG = 'nope'\n", "pool.env.HIAGENT_PLUGIN_CONFIG"),
+    ],
+)
+def test_bad_plugin_storage_settings_are_config_errors_naming_the_key(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert info.value.code == CONFIG_INVALID
+    assert named in info.value.message
+
+
+def test_the_storage_secret_key_is_among_the_secrets_the_logs_mask(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ORIGINAL_STORAGE), environ={})
+    assert config_secrets(config) == {"s3-very-secret"}
+    assert config_secrets(load_config(use_lookup=False, environ={})) == frozenset()
+
+
+def test_one_key_of_a_sub_table_can_come_from_the_environment(tmp_path: Path) -> None:
+    environ = {
+        "HIAGENT_PLUGIN_STORAGE_S3_SK": "from-env",
+        "HIAGENT_PLUGIN_STORAGE_S3_PATH_STYLE": "false",
+    }
+    config = load_config(write(tmp_path, ORIGINAL_STORAGE), environ=environ)
+    assert config.plugin_storage.s3.sk == "from-env"
+    assert config.plugin_storage.s3.path_style is False
+    assert config.plugin_storage.s3.bucket == "outputs"  # the file's other keys stay
+
+
+# ---- [queue] redis_url topologies -----------------------------------------------------------
+
+
+def test_a_sentinel_redis_url_is_accepted(tmp_path: Path) -> None:
+    url = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/1"
+    config = load_config(write(tmp_path, f'[queue]\nredis_url = "{url}"\n'), environ={})
+    assert config.queue.redis_url == url
+    assert "pw" not in repr(config.queue)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://10.0.0.1:7000",
+        "redis+sentinel://10.0.0.1:26379",
+        "redis+sentinel://10.0.0.1:notaport/m",
+        "http://10.0.0.1:6379",
+        "redis://10.0.0.1:6379/zero",
+    ],
+)
+def test_a_redis_url_the_queue_cannot_use_is_a_config_error(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(use_lookup=False, environ={"HIAGENT_QUEUE_REDIS_URL": url})
+    assert info.value.code == CONFIG_INVALID
+    assert "queue.redis_url" in info.value.message
+
+
 def _documented_ranges() -> dict[str, str]:
     text = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     section = text.split("### Ranges of numeric keys", 1)[1]
@@ -248,6 +372,7 @@ def _numeric_fields() -> dict[str, msgspec.Meta]:
     found: dict[str, msgspec.Meta] = {}
     tables = [(name, t) for name, t in _SECTIONS.items()]
     tables.append(('pool.packages."<name>"', PackagePolicy))
+    tables.append(("plugin_storage.s3", S3Storage))
     for prefix, struct in tables:
         for field in msgspec.structs.fields(struct):
             union = typing.get_origin(field.type) in (typing.Union, types.UnionType)

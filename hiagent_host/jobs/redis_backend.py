@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, WatchError
 from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import CANCELLED, INTERNAL_ERROR, HostError
 from hiagent_host.jobs import codec, keys
-from hiagent_host.jobs.connection import Commands, connect
+from hiagent_host.jobs.connection import Commands, close, connect
 from hiagent_host.jobs.model import (
     CANCEL_WAIT_POLL_S,
     CANCEL_WAIT_S,
@@ -210,7 +210,7 @@ class RedisBackend:
         return f"RedisBackend(redis_url={redact_url(self._queue.redis_url)!r})"
 
     async def __aenter__(self) -> Self:
-        self._stack.push_async_callback(self._redis.aclose)
+        self._stack.push_async_callback(close, self._redis)
         if self._with_worker:
             tg = await self._stack.enter_async_context(anyio.create_task_group())
             self._stack.callback(tg.cancel_scope.cancel)

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import CANCELLED, INTERNAL_ERROR
 from hiagent_host.jobs import codec, keys
-from hiagent_host.jobs.connection import Commands, connect
+from hiagent_host.jobs.connection import Commands, close, connect
 from hiagent_host.jobs.model import Installer, JobSpec, JobStatus, Outcome, Step
 from hiagent_host.jobs.running import SETTLE_S, run_install
 from hiagent_host.packages import PackageManager
@@ -237,7 +237,7 @@ async def _stop(worker: Worker, redis: ArqRedis, queue_name: str, me: str) -> No
             await redis.zrem(keys.workers(queue_name), me)
         except (RedisError, OSError):
             pass  # the heartbeat ages out on its own
-    await redis.aclose()
+    await close(redis)
 
 
 async def run_worker(config: Config, *, installer: Installer | None = None) -> None:

@@ -122,7 +122,7 @@ def base_key(builder: VenvBuilder, bundled: BundledWheels, sources: Sources) -> 
         "python": os.path.realpath(builder.python),
         "installer": str(builder.installer),
         "shim": str(bundled.shim),  # their directory is keyed by the sources' hash
-        "sdk": str(bundled.sdk),
+        "sdk": bundled.sdk_requirement,
         "sources": sources.args(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -304,7 +304,7 @@ def _build(
     building = root / f"{BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         builder.create(building, prompt=BASE_PROMPT.decode())
-        builder.install(building, [bundled.shim, bundled.sdk], sources)
+        builder.install(building, [bundled.shim, bundled.sdk_requirement], sources)
         _warm_bytecode(builder, building)
         skeleton, dirs, files = _listing(building)
         manifest = Manifest(

@@ -25,7 +25,7 @@ from hiagent_host.config import Config
 from hiagent_host.packages import sandbox
 from hiagent_host.packages.base import Linked, clone, locked_base, prepare_base, wanted
 from hiagent_host.packages.bundle import extract_bundle, strip_bundle
-from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels
+from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels, sdk_extras
 from hiagent_host.packages.bytecode import compile_bytecode, seed_bytecode
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.fetch import FetchedWheel
@@ -117,7 +117,7 @@ def _build(
     contents, cfg = request.contents, config.packages
     build_dir = layout.build_dir(request.dir_name, build)
     report(CREATING_VENV)
-    bundled = ensure_bundled_wheels(layout.wheelhouse_dir, cfg.sdk_path)
+    bundled = ensure_bundled_wheels(layout.wheelhouse_dir, cfg.sdk_path, sdk_extras(config))
     builder = VenvBuilder(cfg, cancel=cancel, cwd=scratch)
     plugin_wheel, sources = _plugin_source(config, request, scratch)
     probe_data = scratch / "data"
@@ -147,7 +147,7 @@ def _build(
     probe_venv = build_dir.parent.resolve() / build_dir.name  # (for the jail, as above)
     started = start_probe(probe_venv, env=env, cwd=probe_data, jail=probe_jail) if linked else None
     try:
-        builder.install(build_dir, [bundled.shim, bundled.sdk, plugin_wheel], sources)
+        builder.install(build_dir, [bundled.shim, bundled.sdk_requirement, plugin_wheel], sources)
         if donor is not None:
             seed_bytecode(donor, build_dir)
         _check(cancel)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 import hiagent_shim
+from hiagent_host.config import Config
 from hiagent_host.packages.errors import InstallFailed
 from hiagent_host.packages.wheelbuild import (
     WheelBuildError,
@@ -26,6 +27,8 @@ from hiagent_host.storage import FileLock
 
 SHIM_DIST: Final = "hiagent-shim"
 SDK_DIST: Final = "hiagent-plugin-sdk"
+# The SDK extra carrying the S3 client: venvs get it only while plugin storage needs it.
+S3_EXTRA: Final = "s3"
 # Building both wheels takes well under a second; a lock held longer belongs to a stuck peer.
 WHEELHOUSE_LOCK_TIMEOUT_S: Final = 60.0
 _KEY_CHARS: Final = 16
@@ -37,6 +40,18 @@ class BundledWheels:
 
     shim: Path
     sdk: Path
+    sdk_extras: tuple[str, ...] = ()  # e.g. ("s3",) when plugin storage is an object store
+
+    @property
+    def sdk_requirement(self) -> str:
+        """The SDK wheel as the installer is given it, with its extras (`…whl[s3]`)."""
+        extras = f"[{','.join(self.sdk_extras)}]" if self.sdk_extras else ""
+        return f"{self.sdk}{extras}"
+
+
+def sdk_extras(config: Config) -> tuple[str, ...]:
+    """The SDK extras new venvs get: `s3` while `[plugin_storage]` is an object store."""
+    return (S3_EXTRA,) if config.plugin_storage.object_store else ()
 
 
 def default_sdk_path() -> Path:
@@ -84,7 +99,9 @@ def sources_key(sdk_path: Path | None = None) -> str:
     return h.hexdigest()[:_KEY_CHARS]
 
 
-def ensure_bundled_wheels(wheelhouse: Path, sdk_path: Path | None = None) -> BundledWheels:
+def ensure_bundled_wheels(
+    wheelhouse: Path, sdk_path: Path | None = None, sdk_extras: tuple[str, ...] = ()
+) -> BundledWheels:
     """The shim and SDK wheels for the current sources, building them on first use."""
     try:
         key = sources_key(sdk_path)
@@ -107,7 +124,8 @@ def ensure_bundled_wheels(wheelhouse: Path, sdk_path: Path | None = None) -> Bun
             ) from exc
         finally:
             lock.release()
-    return BundledWheels(shim=_one(target, SHIM_DIST), sdk=_one(target, SDK_DIST))
+    shim, sdk = _one(target, SHIM_DIST), _one(target, SDK_DIST)
+    return BundledWheels(shim=shim, sdk=sdk, sdk_extras=sdk_extras)
 
 
 def _build_into(target: Path, sdk_path: Path | None) -> None:

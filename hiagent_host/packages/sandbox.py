@@ -101,11 +101,14 @@ class Jail:
         venv: Path,
         data_dir: Path,
         network: bool,
+        writable: Sequence[Path] = (),
         keep_caps: Sequence[str] = (),
     ) -> list[str]:
         """bwrap's argv running `argv` (its interpreter in `venv`) in the package's jail.
 
-        `venv` and `data_dir` must be resolved paths: they appear inside at the same paths.
+        `venv`, `data_dir` and `writable` (further directories the package may write, such as
+        its plugin-storage directory) must be resolved paths: they appear inside at the same
+        paths.
         """
         mounts = system_mounts()  # (inside path, bwrap arguments)
         # mounted host directories, to find what must be hidden
@@ -125,7 +128,8 @@ class Jail:
                 cover = ["--tmpfs", where] if hidden.is_dir() else ["--ro-bind", "/dev/null", where]
                 mounts.append((where, cover))
         mounts.append((str(venv), ["--ro-bind", str(venv), str(venv)]))
-        mounts.append((str(data_dir), ["--bind", str(data_dir), str(data_dir)]))
+        for own in (data_dir, *writable):
+            mounts.append((str(own), ["--bind", str(own), str(own)]))
         # Parents before children: a later mount would hide what was mounted below it.
         mounts.sort(key=lambda m: len(Path(m[0]).parts))
         out = [self.program, *BASE_FLAGS]

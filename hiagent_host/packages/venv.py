@@ -136,8 +136,9 @@ class VenvBuilder:
             argv = [self.python, "-m", "venv", "--prompt", prompt, str(dest)]
         self._run(argv, "creating the virtualenv")
 
-    def install(self, venv: Path, requirements: Sequence[Path], sources: Sources) -> None:
-        """Install `requirements` (wheel files) and their dependencies in one resolver call."""
+    def install(self, venv: Path, requirements: Sequence[Path | str], sources: Sources) -> None:
+        """Install `requirements` (wheel files, optionally with `[extras]`) and their
+        dependencies in one resolver call."""
         python = venv_python(venv)
         if self.uv:
             argv = [self.uv, "pip", "install", "--python", str(python), "--no-progress"]

@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -128,7 +128,7 @@ class LaunchSpec:
     """Everything needed to start one child (built by the pool with `launcher`)."""
 
     argv: list[str]
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # may hold plugin storage credentials
     cwd: Path
     log_path: Path
     jailed: bool = False  # argv starts bwrap, which runs the plugin process in a sandbox

@@ -29,17 +29,18 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import anyio.abc
 
-from hiagent_host.config import PackagePolicy, PoolConfig
+from hiagent_host.config import PLUGIN_CONFIG_ENV, PackagePolicy, PluginStorageConfig, PoolConfig
 from hiagent_host.packages import sandbox
 from hiagent_host.packages.probe import BOOT_MODULE
 from hiagent_host.packages.sandbox import Jail
+from hiagent_host.pool.plugin_config import plugin_config
 
 # PATH after the venv's own bin: the usual system directories, never the host's PATH.
 SAFE_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
@@ -82,10 +83,12 @@ def command(
     host_is_root: bool,
     jail: Jail | None = None,
     data_dir: Path | None = None,
+    writable: Sequence[Path] = (),
 ) -> list[str]:
     """The child's argv: the wrapper, which runs the shim, in `jail` if any.
 
-    With a jail, `python` is `<venv>/bin/python` of a resolved venv and `data_dir` is given.
+    With a jail, `python` is `<venv>/bin/python` of a resolved venv and `data_dir` is given;
+    `writable` are further resolved directories the jail binds writable.
     """
     spec: dict[str, Any] = {"limits": limits(policy)}
     private_uid = policy.processes is not None and host_is_root
@@ -102,6 +105,7 @@ def command(
         inner,
         venv=python.parent.parent,
         data_dir=data_dir,
+        writable=writable,
         network=policy.network,
         keep_caps=UID_SWITCH_CAPS if private_uid else (),
     )
@@ -115,16 +119,21 @@ def environment(
     version: str,
     venv_bin: Path,
     data_dir: Path,
+    storage: PluginStorageConfig | None = None,
     host_env: Mapping[str, str] | None = None,
     jailed: bool = False,
 ) -> dict[str, str]:
-    """The child's whole environment: allow-listed host variables plus what config adds."""
+    """The child's whole environment: allow-listed host variables plus what config adds
+    (`HIAGENT_PLUGIN_CONFIG` carries `[plugin_storage]`, credentials included)."""
     source = os.environ if host_env is None else host_env
     env = {key: source[key] for key in pool.env_allow if key in source}
     env["PATH"] = f"{venv_bin}:{SAFE_PATH}"
     env["HOME"] = str(data_dir)
     env |= pool.env
     env |= policy.env
+    if storage is not None:
+        operator = env.get(PLUGIN_CONFIG_ENV)
+        env[PLUGIN_CONFIG_ENV] = plugin_config(storage, name, data_dir, operator)
     env["HIAGENT_PACKAGE_NAME"] = name
     env["HIAGENT_PACKAGE_VERSION"] = version
     env["HIAGENT_PLUGIN_DATA_DIR"] = str(data_dir)

@@ -72,6 +72,7 @@ from hiagent_host.pool.errors import (
     ShuttingDown,
     ToolTimeout,
 )
+from hiagent_host.pool.plugin_config import has_s3_client, shared_storage_dir
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
 from hiagent_host.pool.secrets import ScrubbedItems, call_secrets, scrub
 from hiagent_host.redact import NO_SECRETS, Secrets
@@ -623,6 +624,13 @@ class Pool:
         return child
 
     def _spec(self, record: PackageRecord) -> LaunchSpec:
+        if self.config.plugin_storage.object_store and not has_s3_client(record.dependencies):
+            log.warning(
+                "%s %s was installed while plugin storage was local: its venv has no S3 "
+                "client, so its saves fail with MissingDependency; reinstall it (--force)",
+                record.name,
+                record.version,
+            )
         policy = self._pool.policy(record.name)
         python = self.packages.venv_python(record)
         data_dir = self.packages.data_dir(record)
@@ -637,10 +645,21 @@ class Pool:
             version=record.version,
             venv_bin=python.parent,
             data_dir=data_dir,
+            storage=self.config.plugin_storage,
             jailed=jail is not None,
         )
+        writable: tuple[Path, ...] = ()
+        shared = shared_storage_dir(self.config.plugin_storage, record.name)
+        if jail is not None and shared is not None:  # the SDK's local saves go there
+            shared.mkdir(parents=True, exist_ok=True)
+            writable = (shared.resolve(),)
         argv = launcher.command(
-            python, policy, host_is_root=self._host_is_root, jail=jail, data_dir=data_dir
+            python,
+            policy,
+            host_is_root=self._host_is_root,
+            jail=jail,
+            data_dir=data_dir,
+            writable=writable,
         )
         return LaunchSpec(
             argv=argv,

@@ -20,6 +20,9 @@ INVALID_TOOL_INPUT: Final = "InvalidToolInput"
 INVALID_CONFIG: Final = "InvalidConfig"
 INVALID_STORAGE_FILENAME: Final = "InvalidStorageFilename"
 STORAGE_BACKEND_UNSUPPORTED: Final = "StorageBackendUnsupported"
+INVALID_STORAGE_CONFIG: Final = "InvalidStorageConfig"
+STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
+STORAGE_REFUSED: Final = "StorageRefused"
 INVALID_PLUGIN_ENVIRONMENT: Final = "InvalidPluginEnvironment"
 MISSING_DEPENDENCY: Final = "MissingDependency"
 
@@ -97,12 +100,43 @@ def invalid_storage_filename(filename: str, reason: str) -> HttpException:
     )
 
 
-def storage_backend_unsupported(backend: str) -> HttpException:
+def storage_backend_unsupported(backend: str, known: Iterable[str]) -> HttpException:
+    names = list(known)
     return HttpException(
         STORAGE_BACKEND_UNSUPPORTED,
-        f"storage backend {backend!r} is not supported by this SDK; use 'local_path'",
-        {"backend": backend},
+        f"storage backend {backend!r} is not supported by this SDK; use one of {', '.join(names)}",
+        {"backend": backend, "supported": names},
         http_code=500,
+    )
+
+
+def invalid_storage_config(reason: str) -> HttpException:
+    return HttpException(
+        INVALID_STORAGE_CONFIG, f"plugin storage is misconfigured: {reason}", None, http_code=500
+    )
+
+
+def storage_unavailable(filename: str, where: Mapping[str, str], reason: str) -> HttpException:
+    """The object store could not be reached (refused, timed out, closed the connection)."""
+    return HttpException(
+        STORAGE_UNAVAILABLE,
+        f"cannot store {filename!r}: the object store at {where['endpoint']} "
+        f"(bucket {where['bucket']!r}) is unavailable: {reason}",
+        {"filename": filename, **where},
+        http_code=503,
+    )
+
+
+def storage_refused(
+    filename: str, where: Mapping[str, str], code: str, reason: str
+) -> HttpException:
+    """The object store answered with an error (bad credentials, no such bucket, …)."""
+    return HttpException(
+        STORAGE_REFUSED,
+        f"cannot store {filename!r}: the object store at {where['endpoint']} "
+        f"(bucket {where['bucket']!r}) refused it: {code}: {reason}",
+        {"filename": filename, **where, "store_error": code},
+        http_code=502,
     )
 
 

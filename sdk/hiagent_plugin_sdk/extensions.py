@@ -8,8 +8,9 @@ The host sets, for every plugin process:
 - ``HIAGENT_PACKAGE_NAME`` / ``HIAGENT_PACKAGE_VERSION``.
 
 `load()` reads them once (no file is needed). With none of them set it still works: data then
-goes to a per-user directory under the system temp dir. Unknown keys in the JSON are ignored
-so that a newer host can talk to an older SDK.
+goes to a per-user directory under the system temp dir. `storage` is the original runtime's
+shape (see `storage.py`) and any key in it this SDK does not know is an error; other
+top-level keys are ignored, so that a newer host can still run a venv built with an older SDK.
 """
 
 from __future__ import annotations
@@ -18,69 +19,40 @@ import functools
 import json
 import os
 import tempfile
-import uuid
-from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Final
+from pathlib import Path
+from typing import Any, Final
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hiagent_plugin_sdk import errors
+from hiagent_plugin_sdk.storage import (
+    LOCAL_PATH_BACKEND,
+    LocalPathSettings,
+    LocalPathStorage,
+    ObjectStorage,
+    S3Settings,
+    StorageClient,
+    StorageConfig,
+)
+
+__all__ = [
+    "LOCAL_PATH_BACKEND",
+    "LocalPathSettings",
+    "LocalPathStorage",
+    "ObjectStorage",
+    "PluginConfig",
+    "S3Settings",
+    "SSRFProxy",
+    "StorageClient",
+    "StorageConfig",
+    "load",
+]
 
 ENV_DATA_DIR: Final = "HIAGENT_PLUGIN_DATA_DIR"
 ENV_CONFIG: Final = "HIAGENT_PLUGIN_CONFIG"
 ENV_PACKAGE_NAME: Final = "HIAGENT_PACKAGE_NAME"
 ENV_PACKAGE_VERSION: Final = "HIAGENT_PACKAGE_VERSION"
-LOCAL_PATH_BACKEND: Final = "local_path"
 STORAGE_SUBDIR: Final = "storage"
-_CHUNK_BYTES: Final = 1 << 20
-
-
-class LocalPathStorage:
-    """Stores each file under `<root>/<random id>/<filename>` and returns its `file://` URI."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def save(
-        self,
-        filename: str,
-        data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes],
-        length: int = -1,
-        size: int = -1,
-    ) -> str:
-        """Write `data` (bytes, a binary file object or byte chunks; at most `length` bytes
-        when `length >= 0`) and return the new file's `file://` URI. `size` is accepted for
-        compatibility with object-store backends (their part size) and unused here."""
-        del size
-        directory = self.root / uuid.uuid4().hex
-        target = _inside(directory, filename)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-        try:
-            with partial.open("wb") as out:
-                for chunk in _chunks(data, length):
-                    out.write(chunk)
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
-        return target.as_uri()
-
-
-class StorageConfig(BaseModel):
-    """Where `save()` puts files. Only the `local_path` backend exists in this SDK."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    backend: str = LOCAL_PATH_BACKEND
-    path: str | None = Field(default=None, validation_alias=AliasChoices("path", "base_dir"))
-
-    def get_client(self) -> LocalPathStorage:
-        if self.backend != LOCAL_PATH_BACKEND:
-            raise errors.storage_backend_unsupported(self.backend)
-        if self.path is None:
-            raise errors.invalid_plugin_environment(ENV_CONFIG, "storage.path is not set")
-        return LocalPathStorage(Path(self.path))
 
 
 class SSRFProxy(BaseModel):
@@ -133,9 +105,11 @@ def load() -> PluginConfig:
             f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in errors.error_items(exc)
         )
         raise errors.invalid_plugin_environment(ENV_CONFIG, problems) from exc
-    if config.storage.path is None:
-        storage = config.storage.model_copy(update={"path": str(data_dir / STORAGE_SUBDIR)})
-        config = config.model_copy(update={"storage": storage})
+    if config.storage.local_path.base_dir is None:
+        local = LocalPathSettings(base_dir=str(data_dir / STORAGE_SUBDIR))
+        config = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"local_path": local})}
+        )
     return config
 
 
@@ -156,43 +130,3 @@ def _fallback_data_dir(package_name: str) -> Path:
     """Per-user (and per-package) directory under the temp dir, for runs outside the host."""
     owner = str(os.getuid()) if hasattr(os, "getuid") else "user"
     return Path(tempfile.gettempdir()) / f"hiagent-plugin-data-{owner}" / (package_name or "_")
-
-
-def _inside(directory: Path, filename: str) -> Path:
-    """`directory/filename`, refusing names that are empty, absolute or resolve outside it."""
-    if not filename or "\x00" in filename or "\\" in filename:
-        raise errors.invalid_storage_filename(filename, "not a plain relative file name")
-    if PurePosixPath(filename).is_absolute():
-        raise errors.invalid_storage_filename(filename, "absolute paths are not allowed")
-    base = directory.resolve()
-    target = (base / filename).resolve()
-    if target == base or not target.is_relative_to(base):
-        raise errors.invalid_storage_filename(filename, "it resolves outside the storage dir")
-    return target
-
-
-def _chunks(
-    data: bytes | bytearray | memoryview | BinaryIO | Iterable[bytes], length: int
-) -> Iterator[bytes]:
-    remaining = length if length >= 0 else None
-    if isinstance(data, bytes | bytearray | memoryview):
-        blob = bytes(data)
-        yield blob if remaining is None else blob[:remaining]
-        return
-    reader = getattr(data, "read", None)
-    if reader is not None:
-        while remaining is None or remaining > 0:
-            chunk = reader(_CHUNK_BYTES if remaining is None else min(_CHUNK_BYTES, remaining))
-            if not chunk:
-                return
-            if remaining is not None:
-                remaining -= len(chunk)
-            yield chunk
-        return
-    for chunk in data:
-        if remaining is not None:
-            chunk = chunk[:remaining]
-            remaining -= len(chunk)
-        yield chunk
-        if remaining == 0:
-            return

@@ -18,14 +18,14 @@ from hiagent_host.packages import PackageManager, PackageRecord
 from tests.cluster.support import timed_plugin
 from tests.jobs.helpers import RedisServer, free_port
 from tests.support.configs import offline_config
-from tests.support.s3 import S3Server
+from tests.support.s3 import PackagesS3
 
 pytestmark = pytest.mark.redis
 
 NAME = "hiagent-plugin-raced"
 
 
-def _config(root: Path, wheelhouse: Path, redis: RedisServer, s3: S3Server) -> Config:
+def _config(root: Path, wheelhouse: Path, redis: RedisServer, s3: PackagesS3) -> Config:
     base = offline_config(root, wheelhouse)
     queue = msgspec.structs.replace(base.queue, backend="redis", redis_url=redis.url)
     store = msgspec.convert(s3.store_settings(), StoreConfig)
@@ -33,7 +33,7 @@ def _config(root: Path, wheelhouse: Path, redis: RedisServer, s3: S3Server) -> C
 
 
 def _nodes(
-    tmp_path: Path, wheelhouse: Path, redis: RedisServer, s3: S3Server, count: int
+    tmp_path: Path, wheelhouse: Path, redis: RedisServer, s3: PackagesS3, count: int
 ) -> list[PackageManager]:
     nodes = []
     for i in range(count):
@@ -58,9 +58,9 @@ def _race(nodes: list[PackageManager], wheel: Path, *, force: bool) -> list[obje
 
 
 def test_concurrent_installs_of_one_version_build_once_and_the_rest_are_already_installed(
-    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, packages_s3: PackagesS3
 ) -> None:
-    nodes = _nodes(tmp_path, wheelhouse, redis_server, s3_server, 3)
+    nodes = _nodes(tmp_path, wheelhouse, redis_server, packages_s3, 3)
     for node in nodes:
         node.list()  # each node's view loaded before the race
     wheel = timed_plugin(tmp_path, NAME, "1.0", "one")
@@ -74,9 +74,9 @@ def test_concurrent_installs_of_one_version_build_once_and_the_rest_are_already_
 
 
 def test_concurrent_forced_installs_of_the_same_wheel_share_the_winners_build(
-    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, redis_server: RedisServer, packages_s3: PackagesS3
 ) -> None:
-    nodes = _nodes(tmp_path, wheelhouse, redis_server, s3_server, 2)
+    nodes = _nodes(tmp_path, wheelhouse, redis_server, packages_s3, 2)
     for node in nodes:
         node.list()
     wheel = timed_plugin(tmp_path, NAME, "1.0", "one")

@@ -18,7 +18,7 @@ from hiagent_host.errors import CLUSTER_MISCONFIGURED, PACKAGE_NOT_FOUND, STORAG
 from tests.api.support import LiveServer, free_port, write_config
 from tests.cluster.support import Nodes, call, post, redis_queue, timed_plugin, wait_until
 from tests.jobs.helpers import RedisServer, WorkerProcess
-from tests.support.s3 import S3Server
+from tests.support.s3 import PackagesS3
 
 pytestmark = pytest.mark.redis
 
@@ -35,13 +35,13 @@ class Cluster:
     a: LiveServer
     b: LiveServer
     workers: list[WorkerProcess]
-    s3: S3Server
+    s3: PackagesS3
     root: Path
     client: httpx.Client
 
 
 def _node_config(
-    root: Path, name: str, wheelhouse: Path, redis: RedisServer, s3: S3Server, queue: str,
+    root: Path, name: str, wheelhouse: Path, redis: RedisServer, s3: PackagesS3, queue: str,
     port: int, **store: Any,
 ) -> Path:  # fmt: skip
     return write_config(
@@ -60,10 +60,10 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory,
     wheelhouse: Path,
     redis_server: RedisServer,
-    _moto_server: S3Server,
+    _packages_moto: PackagesS3,
 ) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
-    s3 = _moto_server
+    s3 = _packages_moto
     s3.start()
     s3.bucket = f"hiagent-{secrets.token_hex(6)}"
     s3.client().create_bucket(Bucket=s3.bucket)
@@ -285,11 +285,11 @@ def test_nodes_with_unshared_local_directories_say_so_loudly(
 
 
 def test_without_redis_a_delete_reaches_the_other_node_within_the_poll_interval(
-    tmp_path: Path, nodes: Nodes, s3_server: S3Server
+    tmp_path: Path, nodes: Nodes, packages_s3: PackagesS3
 ) -> None:
     name = "hiagent-plugin-polled"
     wheel = timed_plugin(tmp_path, name, "1.0", "only")
-    store = s3_server.store_settings(poll_interval_s=0.5)
+    store = packages_s3.store_settings(poll_interval_s=0.5)
     a, b = (nodes.start(node, store=store) for node in ("a", "b"))
     with httpx.Client() as client:
         body = {"uri": wheel.as_uri(), "filename": wheel.name, "force": False}
@@ -318,16 +318,16 @@ def _materialised(client: httpx.Client, server: LiveServer) -> set[str]:
 
 
 def test_materialise_at_start_builds_what_is_installed_and_what_arrives(
-    tmp_path: Path, nodes: Nodes, redis_server: RedisServer, s3_server: S3Server
+    tmp_path: Path, nodes: Nodes, redis_server: RedisServer, packages_s3: PackagesS3
 ) -> None:
     queue = redis_queue(redis_server.url)
     early = timed_plugin(tmp_path, "hiagent-plugin-early", "1.0", "early")
     late = timed_plugin(tmp_path, "hiagent-plugin-late", "1.0", "late")
-    a = nodes.start("a", queue=queue, store=s3_server.store_settings())
+    a = nodes.start("a", queue=queue, store=packages_s3.store_settings())
     with httpx.Client() as client:
         body = {"uri": early.as_uri(), "filename": early.name, "force": False}
         _ok(post(client, a.url, "InstallPackage", body))
-        store = s3_server.store_settings(materialise_at_start=True)
+        store = packages_s3.store_settings(materialise_at_start=True)
         b = nodes.start("b", queue=queue, store=store)
         wait_until(
             lambda: "hiagent-plugin-early" in _materialised(client, b),
@@ -343,7 +343,7 @@ def test_materialise_at_start_builds_what_is_installed_and_what_arrives(
 
 
 def test_prewarm_on_install_on_another_node_materialises_then_starts_the_process(
-    tmp_path: Path, nodes: Nodes, redis_server: RedisServer, s3_server: S3Server
+    tmp_path: Path, nodes: Nodes, redis_server: RedisServer, packages_s3: PackagesS3
 ) -> None:
     queue = redis_queue(redis_server.url)
     name = "hiagent-plugin-prewarmed"
@@ -352,7 +352,7 @@ def test_prewarm_on_install_on_another_node_materialises_then_starts_the_process
         nodes.start(
             node,
             queue=queue,
-            store=s3_server.store_settings(),
+            store=packages_s3.store_settings(),
             pool={"prewarm_on_install": node == "b"},
         )
         for node in ("a", "b")

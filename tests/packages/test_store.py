@@ -21,23 +21,23 @@ from hiagent_host.errors import (
 from hiagent_host.packages import PackageManager, PackageRecord
 from tests.packages.support import build_plugin
 from tests.support.configs import offline_config
-from tests.support.s3 import S3Server
+from tests.support.s3 import PackagesS3
 
 NAME = "hiagent-plugin-stored"
 
 
-def _config(root: Path, wheelhouse: Path, s3: S3Server) -> Config:
+def _config(root: Path, wheelhouse: Path, s3: PackagesS3) -> Config:
     base = offline_config(root, wheelhouse)
     store = msgspec.convert(s3.store_settings(), StoreConfig)
     return msgspec.structs.replace(base, store=store)
 
 
-def _node(root: Path, wheelhouse: Path, s3: S3Server) -> PackageManager:
+def _node(root: Path, wheelhouse: Path, s3: PackagesS3) -> PackageManager:
     return PackageManager(_config(root, wheelhouse, s3))
 
 
 def _installed_on_a(
-    tmp_path: Path, wheelhouse: Path, s3: S3Server
+    tmp_path: Path, wheelhouse: Path, s3: PackagesS3
 ) -> tuple[PackageManager, PackageManager, PackageRecord]:
     """Nodes a and b on one store, the test package installed through a."""
     wheel = build_plugin(tmp_path, NAME, "1.0")
@@ -60,15 +60,16 @@ def _run_build_tool(pm: PackageManager, record: PackageRecord) -> str:
 
 
 def test_an_install_on_one_node_is_served_by_another_after_materialising(
-    tmp_path: Path, wheelhouse: Path, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, packages_s3: PackagesS3
 ) -> None:
     wheel = build_plugin(tmp_path, NAME, "1.0", build="first")
-    a = _node(tmp_path / "a", wheelhouse, s3_server)
-    b = _node(tmp_path / "b", wheelhouse, s3_server)
+    a = _node(tmp_path / "a", wheelhouse, packages_s3)
+    b = _node(tmp_path / "b", wheelhouse, packages_s3)
     installed = a.install(wheel.as_uri(), wheel.name, force=False)
 
     keys = [
-        o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket)["Contents"]
+        o["Key"]
+        for o in packages_s3.client().list_objects_v2(Bucket=packages_s3.bucket)["Contents"]
     ]
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     assert sorted(keys) == [
@@ -90,12 +91,12 @@ def test_an_install_on_one_node_is_served_by_another_after_materialising(
 
 
 def test_a_reinstall_elsewhere_replaces_the_view_and_drops_the_old_build_here(
-    tmp_path: Path, wheelhouse: Path, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, packages_s3: PackagesS3
 ) -> None:
     first = build_plugin(tmp_path, NAME, "1.0", build="first")
     second = build_plugin(tmp_path, NAME, "1.0", build="second")
-    a = _node(tmp_path / "a", wheelhouse, s3_server)
-    b = _node(tmp_path / "b", wheelhouse, s3_server)
+    a = _node(tmp_path / "a", wheelhouse, packages_s3)
+    b = _node(tmp_path / "b", wheelhouse, packages_s3)
     old = a.install(first.as_uri(), first.name, force=False)
     b.materialise(b.get(NAME, "1.0"))
     events = []
@@ -118,13 +119,13 @@ def test_a_reinstall_elsewhere_replaces_the_view_and_drops_the_old_build_here(
 
 
 def test_a_delete_elsewhere_is_a_404_here_and_removes_what_was_materialised(
-    tmp_path: Path, wheelhouse: Path, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, packages_s3: PackagesS3
 ) -> None:
-    a, b, record = _installed_on_a(tmp_path, wheelhouse, s3_server)
+    a, b, record = _installed_on_a(tmp_path, wheelhouse, packages_s3)
     b.materialise(b.get(NAME, "1.0"))
 
     assert a.delete(NAME, "1.0") is True
-    assert s3_server.client().list_objects_v2(Bucket=s3_server.bucket).get("Contents", []) == []
+    assert packages_s3.client().list_objects_v2(Bucket=packages_s3.bucket).get("Contents", []) == []
     b.sync()
     with pytest.raises(HostError) as info:
         b.get(NAME, "1.0")
@@ -135,29 +136,29 @@ def test_a_delete_elsewhere_is_a_404_here_and_removes_what_was_materialised(
 
 
 def test_an_unreachable_store_fails_the_install_with_503_and_leaves_nothing(
-    tmp_path: Path, wheelhouse: Path, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, packages_s3: PackagesS3
 ) -> None:
     wheel = build_plugin(tmp_path, NAME, "1.0")
-    a = _node(tmp_path / "a", wheelhouse, s3_server)
+    a = _node(tmp_path / "a", wheelhouse, packages_s3)
     a.list()  # loaded while the store answers
-    s3_server.stop()
+    packages_s3.stop()
     try:
         with pytest.raises(HostError) as info:
             a.install(wheel.as_uri(), wheel.name, force=False)
     finally:
-        s3_server.start()
+        packages_s3.start()
     assert (info.value.code, info.value.http_status) == (STORAGE_UNAVAILABLE, 503)
     assert a.list_local() == []
-    assert s3_server.client().list_objects_v2(Bucket=s3_server.bucket).get("Contents", []) == []
+    assert packages_s3.client().list_objects_v2(Bucket=packages_s3.bucket).get("Contents", []) == []
     assert list((tmp_path / "a" / "venvs").glob("hiagent_plugin_stored/.1.0-*")) == []
 
 
 def test_a_stored_wheel_that_does_not_match_its_sha256_is_refused_and_reported(
-    tmp_path: Path, wheelhouse: Path, s3_server: S3Server
+    tmp_path: Path, wheelhouse: Path, packages_s3: PackagesS3
 ) -> None:
-    _, b, record = _installed_on_a(tmp_path, wheelhouse, s3_server)
+    _, b, record = _installed_on_a(tmp_path, wheelhouse, packages_s3)
     key = f"hiagent/wheels/{record.wheel_sha256}/{record.filename}"
-    s3_server.client().put_object(Bucket=s3_server.bucket, Key=key, Body=b"tampered")
+    packages_s3.client().put_object(Bucket=packages_s3.bucket, Key=key, Body=b"tampered")
 
     with pytest.raises(HostError) as info:
         b.materialise(b.get(NAME, "1.0"))

@@ -15,7 +15,7 @@ from hiagent_host.pool import Pool
 from hiagent_host.storage import FileLock
 from tests.cluster.support import PLUGIN, timed_plugin
 from tests.support.configs import offline_config
-from tests.support.s3 import S3Server
+from tests.support.s3 import PackagesS3
 
 pytestmark = pytest.mark.anyio
 
@@ -25,19 +25,19 @@ CALLS = 8
 CALLS_WAIT_S = 120
 
 
-def _node(root: Path, wheelhouse: Path, s3: S3Server) -> PackageManager:
+def _node(root: Path, wheelhouse: Path, s3: PackagesS3) -> PackageManager:
     config = offline_config(root, wheelhouse)
     store = msgspec.convert(s3.store_settings(), StoreConfig)
     return PackageManager(msgspec.structs.replace(config, store=store))
 
 
 async def test_concurrent_first_calls_materialise_once_and_lease_the_build(
-    tmp_path: Path, wheelhouse: Path, s3_server: S3Server, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, wheelhouse: Path, packages_s3: PackagesS3, caplog: pytest.LogCaptureFixture
 ) -> None:
     wheel = timed_plugin(tmp_path, NAME, "1.0", "pooled")
-    a = _node(tmp_path / "a", wheelhouse, s3_server)
+    a = _node(tmp_path / "a", wheelhouse, packages_s3)
     installed = a.install(wheel.as_uri(), wheel.name, force=False)
-    b = _node(tmp_path / "b", wheelhouse, s3_server)
+    b = _node(tmp_path / "b", wheelhouse, packages_s3)
     lease = FileLock(b.layout.lease_path(installed.dir_name, installed.build))
     answers: list[str] = []
     caplog.set_level(logging.INFO, logger="hiagent_host.packages")

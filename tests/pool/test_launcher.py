@@ -172,8 +172,13 @@ async def test_a_child_runs_in_its_own_session_in_its_data_dir_with_only_its_env
         jailed = {"TMPDIR", "PWD"} if pool.sandbox.active else set()  # PWD: bwrap's --chdir
         assert set(env) == {  # /proc shows the environment the process started with
             "TZ", "PATH", "HOME", "FROM_POOL", "OWN", "HIAGENT_PACKAGE_NAME",
-            "HIAGENT_PACKAGE_VERSION", "HIAGENT_PLUGIN_DATA_DIR", *jailed,
+            "HIAGENT_PACKAGE_VERSION", "HIAGENT_PLUGIN_DATA_DIR", "HIAGENT_PLUGIN_CONFIG", *jailed,
         }  # fmt: skip
+        storage = json.loads(env["HIAGENT_PLUGIN_CONFIG"])["storage"]
+        assert storage == {
+            "backend": "local_path",
+            "local_path": {"base_dir": str(data_dir / "storage")},
+        }
         assert env["TZ"] == "UTC"
         assert env["HOME"] == env["HIAGENT_PLUGIN_DATA_DIR"] == str(data_dir)
         assert env["PATH"].split(":")[0].endswith("/bin")

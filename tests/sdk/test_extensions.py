@@ -89,10 +89,11 @@ def test_storage_path_from_the_plugin_config_is_used(
 def test_unsupported_storage_backend_is_a_clear_error(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HIAGENT_PLUGIN_CONFIG", '{"storage": {"backend": "minio"}}')
+    monkeypatch.setenv("HIAGENT_PLUGIN_CONFIG", '{"storage": {"backend": "ftp"}}')
     with pytest.raises(HttpException) as caught:
         load().storage.get_client()
     assert caught.value.code == "StorageBackendUnsupported"
+    assert caught.value.data == {"backend": "ftp", "supported": ["local_path", "boto3", "minio"]}
 
 
 def test_malformed_plugin_config_is_invalid_plugin_environment(
@@ -104,7 +105,7 @@ def test_malformed_plugin_config_is_invalid_plugin_environment(
     assert caught.value.code == "InvalidPluginEnvironment"
 
 
-def test_unknown_plugin_config_keys_are_ignored(
+def test_unknown_top_level_plugin_config_keys_are_ignored_for_newer_hosts(
     plugin_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HIAGENT_PLUGIN_CONFIG", '{"future_feature": {"on": true}}')

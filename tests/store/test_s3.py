@@ -11,20 +11,20 @@ import pytest
 from hiagent_host.config import StoreConfig
 from hiagent_host.errors import STORAGE_UNAVAILABLE, HostError
 from hiagent_host.store import S3Store
-from tests.support.s3 import S3Server
+from tests.support.s3 import PackagesS3
 
 
-def _store(server: S3Server, **extra: object) -> S3Store:
+def _store(server: PackagesS3, **extra: object) -> S3Store:
     return S3Store(msgspec.convert(server.store_settings(**extra), StoreConfig))
 
 
 def test_a_wheel_goes_in_by_sha256_and_comes_back_byte_for_byte(
-    s3_server: S3Server, tmp_path: Path
+    packages_s3: PackagesS3, tmp_path: Path
 ) -> None:
     wheel = tmp_path / "demo-1.0-py3-none-any.whl"
     wheel.write_bytes(b"not really a zip, but bytes are bytes" * 1000)
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    store = _store(s3_server)
+    store = _store(packages_s3)
     store.put_wheel(sha, wheel.name, wheel)
     store.put_wheel(sha, wheel.name, wheel)  # already there: nothing happens
     got = store.get_wheel(sha, wheel.name, tmp_path / "out" / wheel.name)
@@ -36,10 +36,10 @@ def test_a_wheel_goes_in_by_sha256_and_comes_back_byte_for_byte(
 
 
 def test_records_are_written_read_listed_and_deleted_under_the_prefix(
-    s3_server: S3Server,
+    packages_s3: PackagesS3,
 ) -> None:
-    store = _store(s3_server, prefix="team-a/")
-    other = _store(s3_server, prefix="team-b/")
+    store = _store(packages_s3, prefix="team-a/")
+    other = _store(packages_s3, prefix="team-b/")
     store.put_record("demo", "1.0", b'{"a": 1}')
     store.put_record("demo", "2.0", b'{"a": 2}')
     assert store.get_record("demo", "1.0") == b'{"a": 1}'
@@ -51,36 +51,36 @@ def test_records_are_written_read_listed_and_deleted_under_the_prefix(
 
 
 def test_an_unreachable_store_is_storage_unavailable_without_the_secret(
-    s3_server: S3Server, caplog: pytest.LogCaptureFixture
+    packages_s3: PackagesS3, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = _store(s3_server)
-    s3_server.stop()
+    store = _store(packages_s3)
+    packages_s3.stop()
     try:
         with pytest.raises(HostError) as info:
             store.get_record("demo", "1.0")
     finally:
-        s3_server.start()
+        packages_s3.start()
     assert info.value.code == STORAGE_UNAVAILABLE
     assert info.value.http_status == 503
     assert info.value.data["retry_after_s"] > 0
-    assert s3_server.secret_key not in caplog.text + repr(store) + str(info.value.data)
+    assert packages_s3.secret_key not in caplog.text + repr(store) + str(info.value.data)
     assert store.get_record("demo", "1.0") is None  # back: it simply works again
 
 
-def test_a_missing_bucket_is_storage_unavailable(s3_server: S3Server) -> None:
-    store = _store(s3_server, bucket="no-such-bucket-here")
+def test_a_missing_bucket_is_storage_unavailable(packages_s3: PackagesS3) -> None:
+    store = _store(packages_s3, bucket="no-such-bucket-here")
     with pytest.raises(HostError) as info:
         store.check()
     assert info.value.code == STORAGE_UNAVAILABLE
 
 
 def test_the_secret_can_come_from_a_file_and_never_shows_in_repr(
-    s3_server: S3Server, tmp_path: Path
+    packages_s3: PackagesS3, tmp_path: Path
 ) -> None:
     secret_file = tmp_path / "secret"
-    secret_file.write_text(s3_server.secret_key + "\n")
-    settings = s3_server.store_settings(secret_access_key="", secret_access_key_file=secret_file)
+    secret_file.write_text(packages_s3.secret_key + "\n")
+    settings = packages_s3.store_settings(secret_access_key="", secret_access_key_file=secret_file)
     config = msgspec.convert(settings, StoreConfig, dec_hook=lambda t, o: Path(o))
     store = S3Store(config)
     store.check()
-    assert s3_server.secret_key not in repr(config) + repr(store)
+    assert packages_s3.secret_key not in repr(config) + repr(store)

@@ -1,15 +1,17 @@
-"""A real S3-compatible server for the tests: moto's standalone server on 127.0.0.1.
+"""S3-compatible servers for tests: moto's standalone server on 127.0.0.1.
 
-One `ThreadedMotoServer` per test session; each test gets a bucket of its own from the
-`s3_server` fixture. moto keeps its objects in this process, so `stop()` then `start()`
-(on the same port) models a store that went away and came back without losing anything.
+moto keeps its state per process, so the fixture resets it when it starts: every test sees
+an empty store. `require_auth()` makes the server check request signatures, so unknown
+credentials are refused as a real store refuses them.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,9 +22,99 @@ from moto.server import ThreadedMotoServer
 
 from tests.api.support import free_port
 
-ACCESS_KEY: Final = "hiagent-test-access"
-SECRET_KEY: Final = "hiagent-test-secret-do-not-log"
+# Credentials the server accepts while it does not check signatures.
+ACCESS_KEY: Final = "testing-ak"
+SECRET_KEY: Final = "testing-sk"
 REGION: Final = "us-east-1"
+# moto's control API answers at once: a request to it that takes longer is a failure.
+CONTROL_TIMEOUT_S: Final = 10.0
+
+
+class S3Server:
+    """moto's S3 server, running in this process's threads."""
+
+    def __init__(self) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.running = False
+
+    def start(self) -> None:
+        self._server.start()
+        self.running = True
+        self._control("reset", b"")
+
+    def stop(self) -> None:
+        if self.running:
+            self._server.stop()
+            self.running = False
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def client(self) -> Any:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def make_public(self, bucket: str) -> None:
+        """Let anyone read the bucket's objects (what a `public_endpoint` serves)."""
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/*",
+                }
+            ],
+        }
+        self.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+    def require_auth(self) -> None:
+        """From now on every request must be signed with a key the server knows."""
+        self._control("reset-auth", b"0")
+
+    def open_auth(self) -> None:
+        """Stop checking signatures again (the default)."""
+        self._control("reset-auth", b"inf")
+
+    def _control(self, what: str, body: bytes) -> None:
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/{what}", data=body, headers={"Content-Type": "text/plain"}
+        )
+        with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT_S) as response:
+            response.read()
+
+
+@pytest.fixture
+def s3_server() -> Iterator[S3Server]:
+    """A started, empty S3 server on 127.0.0.1; stopped (signatures unchecked) afterwards."""
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.running:
+            server.open_auth()
+        server.stop()
+
+
+# ---- the packages store's server (issue 13) ---------------------------------------------
+# One `ThreadedMotoServer` per session on a fixed port; each test gets a bucket of its own
+# from `packages_s3`. moto keeps its objects in this process, so `stop()` then `start()` (on
+# the same port) models a store that went away and came back without losing anything.
+# (`s3_server` above resets moto's state when it starts: never used inside these tests.)
+
 # moto's server answers a connection within this after start() on a loaded machine.
 START_TIMEOUT_S: Final = 30.0
 POLL_S: Final = 0.02
@@ -37,13 +129,13 @@ def _accepting(port: int) -> bool:
 
 
 @dataclass
-class S3Server:
+class PackagesS3:
     """The session's moto server; `bucket` belongs to the current test."""
 
     port: int
     bucket: str = ""
-    access_key: str = ACCESS_KEY
-    secret_key: str = SECRET_KEY
+    access_key: str = "hiagent-test-access"
+    secret_key: str = "hiagent-test-secret-do-not-log"
     region: str = REGION
     _server: ThreadedMotoServer | None = field(default=None, repr=False)
 
@@ -96,8 +188,8 @@ class S3Server:
 
 
 @pytest.fixture(scope="session")
-def _moto_server() -> Iterator[S3Server]:
-    server = S3Server(port=free_port())
+def _packages_moto() -> Iterator[PackagesS3]:
+    server = PackagesS3(port=free_port())
     server.start()
     try:
         yield server
@@ -106,9 +198,9 @@ def _moto_server() -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def s3_server(_moto_server: S3Server) -> S3Server:
-    """The S3 server, running, with a fresh empty bucket for this test."""
-    _moto_server.start()
-    _moto_server.bucket = f"hiagent-{secrets.token_hex(6)}"
-    _moto_server.client().create_bucket(Bucket=_moto_server.bucket)
-    return _moto_server
+def packages_s3(_packages_moto: PackagesS3) -> PackagesS3:
+    """The packages store's S3 server, running, with a fresh empty bucket for this test."""
+    _packages_moto.start()
+    _packages_moto.bucket = f"hiagent-{secrets.token_hex(6)}"
+    _packages_moto.client().create_bucket(Bucket=_packages_moto.bucket)
+    return _packages_moto

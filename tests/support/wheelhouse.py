@@ -20,6 +20,7 @@ REQUIREMENTS: Final = (
     "PyYAML>=6",
     "pytz",
     "six",
+    "boto3",  # the SDK's s3 extra, in venvs built while plugin storage is an object store
 )
 # The fetch talks to a package index: bounded, but generous for a slow first run.
 FETCH_TIMEOUT_S: Final = 600
