@@ -3,11 +3,12 @@
 Stack, outermost first: Starlette's error guard → request context (request id, timing,
 metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router
 (/v1 and the rest from api/routes.py, and /mcp, the MCP endpoint, unless `mcp.enabled` is off).
-`open_services` recovers the package store, opens the pool and the job backend, builds the base
-venv in the background, and closes them in reverse (the pool stops every child through its
-ladder). `serve` opens them itself, before Hypercorn serves, so a failed start is an error and
-not a server without services; otherwise (tests) the app's lifespan does. The lifespan also
-runs the MCP endpoint's session manager, inside the services either way.
+`open_services` recovers the package store, opens the pool, the cluster node (changes made
+by other nodes, see docs/scale-out.md) and the job backend, builds the base venv in the
+background, and closes them in reverse (the pool stops every child through its ladder).
+`serve` opens them itself, before Hypercorn serves, so a failed start is an error and not a
+server without services; otherwise (tests) the app's lifespan does. The lifespan also runs the
+MCP endpoint's session manager, inside the services either way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hiagent_host.api.middleware import RequestContextMiddleware
 from hiagent_host.api.routes import OPERATIONS, public_paths, starlette_routes
 from hiagent_host.api.services import Services
 from hiagent_host.api.shutdown import Shutdown, ShutdownMiddleware
+from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import make_backend
@@ -97,10 +99,14 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Recover the package store, open the pool and the job backend; close them in reverse."""
     metrics = metrics or Metrics()
-    packages = PackageManager(config)
+    node_id = new_node_id()
+    packages = PackageManager(
+        config, coordinator=coordinator_for(config, node_id), load_on_demand=False
+    )
     await anyio.to_thread.run_sync(packages.recover)
     async with (
         Pool(config, packages) as pool,
+        ClusterNode(config, packages, node_id=node_id, role="api") as cluster,
         make_backend(config, packages, with_worker=with_worker) as jobs,
         anyio.create_task_group() as background,
     ):
@@ -114,6 +120,7 @@ async def open_services(
                 pool=pool,
                 jobs=jobs,
                 metrics=metrics,
+                cluster=cluster,
                 redact=logs.Redactor(read_api_keys(config)),
             )
             log.info("stopping plugin processes")

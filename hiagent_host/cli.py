@@ -28,6 +28,7 @@ from hiagent_host import cli_jobs, cli_new, cli_run, cli_serve
 from hiagent_host.cli_exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from hiagent_host.cli_jobs import source_to_uri
 from hiagent_host.cli_output import Progress, render_record, size
+from hiagent_host.cluster import coordinator_for, new_node_id
 from hiagent_host.config import load_config
 from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
 from hiagent_host.packages import PackageManager, PackageRecord
@@ -88,7 +89,8 @@ def _install(args: argparse.Namespace, pm: PackageManager) -> Any:
 
 
 def _list(args: argparse.Namespace, pm: PackageManager) -> Any:
-    return [_listed(r) for r in pm.list()]
+    """The installed versions (the store's, with one), and whether this node has each."""
+    return [_listed(r) | {"materialised": pm.is_materialised(r)} for r in pm.list()]
 
 
 def _show(args: argparse.Namespace, pm: PackageManager) -> Any:
@@ -122,16 +124,18 @@ def _listed(record: PackageRecord) -> dict[str, Any]:
         "installed_at": record.installed_at,
         "venv_path": record.venv_path,
         "disk_size_bytes": record.disk_size_bytes,
+        "build": record.build,
     }
 
 
 def _render_list(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no packages installed"
-    table = [["NAME", "VERSION", "PLUGINS", "INSTALLED", "SIZE", "VENV"]]
+    table = [["NAME", "VERSION", "PLUGINS", "INSTALLED", "SIZE", "BUILD", "HERE", "VENV"]]
     table += [
         [r["name"], r["version"], ", ".join(r["plugins"]), r["installed_at"],
-         size(r["disk_size_bytes"]), r["venv_path"]]
+         size(r["disk_size_bytes"]), r["build"], "yes" if r["materialised"] else "no",
+         r["venv_path"]]
         for r in rows
     ]  # fmt: skip
     widths = [max(_width(row[i]) for row in table) for i in range(len(table[0]))]
@@ -184,7 +188,8 @@ def _package_command(command: Command) -> Callable[[argparse.Namespace], int]:
             return cli_jobs.cmd_install_async(args)
         as_json = bool(getattr(args, "json", False))
         try:
-            pm = PackageManager(load_config(getattr(args, "config", None)))
+            config = load_config(getattr(args, "config", None))
+            pm = PackageManager(config, coordinator=coordinator_for(config, new_node_id()))
             result = command.run(args, pm)
         except HostError as exc:
             return _fail(exc, as_json)

@@ -27,6 +27,7 @@ import msgspec
 from hiagent_host import logs
 from hiagent_host.cli_exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from hiagent_host.cli_output import Progress, add_json_option, render_record
+from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, config_secrets, load_config, read_api_keys
 from hiagent_host.errors import HostError
 from hiagent_host.jobs import run_worker
@@ -119,8 +120,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         as_json = msgspec.structs.replace(config.logging, json=True)
         config = msgspec.structs.replace(config, logging=as_json)
     logs.configure(config.logging, keys=keys | config_secrets(config))
-    anyio.run(run_worker, config, backend="asyncio")
+    anyio.run(_worker_node, config, backend="asyncio")
     return EXIT_OK
+
+
+async def _worker_node(config: Config) -> None:
+    """The queue worker as a node of the cluster: its installs take the cluster lock and are
+    announced, and it drops what it built of versions replaced or deleted elsewhere."""
+    node_id = new_node_id()
+    manager = PackageManager(config, coordinator=coordinator_for(config, node_id))
+    await anyio.to_thread.run_sync(manager.recover)  # what a killed install left behind
+    async with ClusterNode(config, manager, node_id=node_id, role="worker"):
+        await run_worker(config, installer=manager)
 
 
 # ---- install --async ------------------------------------------------------------------

@@ -33,6 +33,8 @@ PS_COLUMNS: Final = (
     ("RSS", "rss_bytes"),
     ("SANDBOX", "sandbox"),
     ("LAST EXIT", "last_exit_reason"),
+    ("BUILD", "build"),
+    ("NODE", "node"),
 )
 
 

@@ -152,6 +152,55 @@ class QueueConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         return f"QueueConfig(backend={self.backend!r}, redis_url={redact_url(self.redis_url)!r})"
 
 
+class S3Connection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How to reach an S3-compatible object store (MinIO, AWS S3, Ceph RGW, …).
+
+    Credentials: `access_key_id`/`secret_access_key`, or `secret_access_key_file`, or (both
+    empty) boto3's own chain (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, profiles, roles).
+    """
+
+    endpoint_url: str = ""  # empty: AWS S3 of `region`
+    bucket: str = ""
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    secret_access_key_file: Path | None = None
+    path_style: bool = False  # bucket in the path (MinIO, most self-hosted stores)
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    connect_timeout_s: Seconds = 5.0
+    read_timeout_s: Seconds = 30.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+
+    def __repr__(self) -> str:  # never the secret
+        return f"{type(self).__name__}({self.connection_fields()})"
+
+    def connection_fields(self) -> str:
+        """The connection settings for a repr: where, never the credentials."""
+        return (
+            f"endpoint_url={redact_url(self.endpoint_url)!r}, bucket={self.bucket!r}, "
+            f"region={self.region!r}, access_key_id={'<set>' if self.access_key_id else ''!r}, "
+            f"secret_access_key={'<redacted>' if self.secret_access_key else ''!r}"
+        )
+
+
+class StoreConfig(S3Connection, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where installed packages live: this machine's directories, or an object store."""
+
+    backend: Literal["local", "s3"] = "local"
+    prefix: str = "hiagent/"  # every key of the packages store starts with this
+    # Materialise every installed package's venv when the node starts (else on first use).
+    materialise_at_start: bool = False
+    # Without Redis, each node compares its view with the store (or shared records) this often.
+    poll_interval_s: Annotated[float, msgspec.Meta(ge=0.5, le=3600)] = 5.0
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreConfig(backend={self.backend!r}, prefix={self.prefix!r}, "
+            f"{self.connection_fields()})"
+        )
+
+
 # `[plugin_storage] backend` values that mean an S3-compatible object store (the original
 # runtime's two client libraries; both are served by boto3 in the SDK).
 OBJECT_STORE_BACKENDS: Final = frozenset({"minio", "boto3"})
@@ -238,6 +287,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     plugin_storage: PluginStorageConfig = msgspec.field(default_factory=PluginStorageConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     mcp: McpConfig = msgspec.field(default_factory=McpConfig)
     source: str = "<defaults>"
@@ -317,6 +367,15 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         config.auth,
         api_keys_file=resolve(config.auth.api_keys_file) if config.auth.api_keys_file else None,
     )
+    store = msgspec.structs.replace(
+        config.store,
+        ca_bundle=resolve(config.store.ca_bundle) if config.store.ca_bundle else None,
+        secret_access_key_file=(
+            resolve(config.store.secret_access_key_file)
+            if config.store.secret_access_key_file
+            else None
+        ),
+    )
     storage = config.plugin_storage
     if storage.local_path.base_dir is not None:
         local = LocalPathStorage(base_dir=resolve(storage.local_path.base_dir))
@@ -326,7 +385,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         config_file=resolve(config.mcp.config_file) if config.mcp.config_file else None,
     )
     return msgspec.structs.replace(
-        config, paths=paths, packages=pkgs, auth=auth, mcp=mcp, plugin_storage=storage
+        config,
+        paths=paths,
+        packages=pkgs,
+        auth=auth,
+        mcp=mcp,
+        store=store,
+        plugin_storage=storage,
     )
 
 
@@ -335,6 +400,10 @@ def _check(config: Config) -> None:
     problems = []
     if config.pool.call_timeout_s > config.pool.max_call_timeout_s:
         problems.append("pool.call_timeout_s: must not exceed pool.max_call_timeout_s")
+    if config.store.backend == "s3" and not config.store.bucket:
+        problems.append('store.bucket: must be set when store.backend = "s3"')
+    if config.store.secret_access_key and config.store.secret_access_key_file:
+        problems.append("store.secret_access_key_file: set it or secret_access_key, not both")
     try:
         check_redis_url(config.queue.redis_url)
     except RedisUrlError as exc:
@@ -466,8 +535,9 @@ def load_config(
 
 def config_secrets(config: Config) -> frozenset[str]:
     """The configured secrets the server's logs mask besides the API keys (the plugin
-    storage's secret key)."""
-    return frozenset(s for s in (config.plugin_storage.s3.sk,) if s)
+    storage's and the packages store's secret keys)."""
+    found = (config.plugin_storage.s3.sk, config.store.secret_access_key)
+    return frozenset(s for s in found if s)
 
 
 def read_api_keys(config: Config) -> frozenset[str]:

@@ -41,6 +41,8 @@ PROTOCOL_ERROR: Final = "ProtocolError"
 SHUTTING_DOWN: Final = "ShuttingDown"
 
 QUEUE_UNAVAILABLE: Final = "QueueUnavailable"
+STORED_WHEEL_CORRUPT: Final = "StoredWheelCorrupt"
+CLUSTER_MISCONFIGURED: Final = "ClusterMisconfigured"
 JOB_NOT_FOUND: Final = "JobNotFound"
 INVALID_JOB_STATE: Final = "InvalidJobState"
 

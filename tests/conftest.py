@@ -8,7 +8,9 @@ import pytest
 
 from hiagent_host.packages.bundled import build_sdk_wheel, build_shim_wheel
 from tests.support.plugins import build_fixture, fixture_names
-from tests.support.s3 import s3_server  # noqa: F401  (the S3 server fixture, for every test)
+
+# The S3 server fixtures, for every test: plugin storage's, and the packages store's.
+from tests.support.s3 import _packages_moto, packages_s3, s3_server  # noqa: F401
 from tests.support.wheelhouse import ensure_wheelhouse
 
 

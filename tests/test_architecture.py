@@ -22,17 +22,21 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "logs": {"config"} | BOTTOM,
     "storage": {"config"} | BOTTOM,
+    "store": {"config", "storage"} | BOTTOM,
     "rpc": {"config", "storage"} | BOTTOM,
-    "packages": {"config", "storage"} | BOTTOM,
+    "packages": {"config", "storage", "store"} | BOTTOM,
     "pool": {"rpc", "packages", "storage", "config"} | BOTTOM,
     "jobs": {"pool", "packages", "storage", "config"} | BOTTOM,
-    "api": {"jobs", "pool", "packages", "storage", "config"} | BOTTOM,
+    "cluster": {"jobs", "packages", "store", "storage", "config"} | BOTTOM,
+    "api": {"cluster", "jobs", "pool", "packages", "store", "storage", "config"} | BOTTOM,
 }
 TOP = {"cli", "app", "serve", "__main__", "__init__"}
 FRAMEWORK_OWNERS = {
     "starlette": {"api", "app"},
     "hypercorn": {"serve"},
     "arq": {"jobs"},
+    "boto3": {"store"},
+    "botocore": {"store"},
     "mcp": {"api"},
     "mcp_types": {"api"},
     "uvloop": {"serve"},

@@ -17,6 +17,7 @@ import pytest
 from hiagent_host.cli import REGISTRARS, build_parser, source_to_uri
 from hiagent_host.cli_exit import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
 from tests.packages.support import rewrite_wheel, subprocess_env, write_runtime_toml
+from tests.support.s3 import PackagesS3
 
 CLI_TIMEOUT_S = 120
 
@@ -207,6 +208,32 @@ def test_install_progress_rewrites_one_status_line_on_a_terminal(
     for phase in ("downloading", "validating", "creating venv", "installing dependencies"):
         assert phase in text
     assert "(100%)" in text  # the download's bytes
+
+
+def test_list_works_against_the_store_and_says_what_this_node_has(
+    tmp_path: Path, wheelhouse: Path, built_wheels: dict[str, Path], packages_s3: PackagesS3
+) -> None:
+    """Two data directories on one S3 store: an install through one is listed by the other."""
+    configs = []
+    for node in ("a", "b"):
+        path = write_runtime_toml(tmp_path / f"{node}.toml", tmp_path / node, wheelhouse)
+        settings = "\n".join(
+            f"{k} = {json.dumps(v)}" for k, v in packages_s3.store_settings().items()
+        )
+        path.write_text(path.read_text() + f"[store]\n{settings}\n")
+        configs.append(path)
+    a, b = configs
+    assert cli(a, "install", str(built_wheels["pkg_nodeps"])).returncode == 0
+    on_a = json.loads(cli(a, "list", "--json").stdout)
+    on_b = json.loads(cli(b, "list", "--json").stdout)
+    assert [(r["name"], r["materialised"]) for r in on_a] == [("pkg-nodeps", True)]
+    assert [(r["name"], r["build"], r["materialised"]) for r in on_b] == [
+        ("pkg-nodeps", on_a[0]["build"], False)
+    ]
+    table = cli(b, "list").stdout
+    assert "BUILD" in table
+    assert on_a[0]["build"] in table
+    assert packages_s3.secret_key not in table
 
 
 @pytest.mark.parametrize(

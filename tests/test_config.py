@@ -39,7 +39,17 @@ def test_the_repository_runtime_toml_is_the_documented_default_configuration() -
     assert config.venvs_dir == REPO / "venvs"
     assert config.state_dir == REPO / ".state"
     # every value the file sets agrees with the built-in default, except the state dir name
-    sections = ("server", "packages", "pool", "queue", "plugin_storage", "auth", "logging", "mcp")
+    sections = (
+        "server",
+        "packages",
+        "pool",
+        "queue",
+        "plugin_storage",
+        "auth",
+        "logging",
+        "mcp",
+        "store",
+    )
     for section in sections:
         assert getattr(config, section) == getattr(defaults, section), section
 
@@ -389,3 +399,34 @@ def test_every_numeric_key_has_a_range_and_the_range_is_documented() -> None:
         else:
             assert meta.gt == 0, key
             assert words.startswith("> 0"), key
+
+
+def test_the_s3_store_needs_a_bucket_and_one_source_of_secret(tmp_path: Path) -> None:
+    text = '[store]\nbackend = "s3"\nsecret_access_key = "x"\nsecret_access_key_file = "s"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    problems = info.value.data["problems"]
+    assert [p.split(":")[0] for p in problems] == ["store.bucket", "store.secret_access_key_file"]
+
+
+def test_store_settings_come_from_the_environment_and_the_secret_never_shows(
+    tmp_path: Path,
+) -> None:
+    environ = {
+        "HIAGENT_STORE_BACKEND": "s3",
+        "HIAGENT_STORE_BUCKET": "packages",
+        "HIAGENT_STORE_SECRET_ACCESS_KEY": "very-secret-value",
+        "HIAGENT_STORE_CONNECT_TIMEOUT_S": "1.5",
+    }
+    config = load_config(write(tmp_path, '[store]\nca_bundle = "ca.pem"\n'), environ=environ)
+    assert (config.store.backend, config.store.bucket) == ("s3", "packages")
+    assert config.store.connect_timeout_s == 1.5
+    assert config.store.ca_bundle == tmp_path / "ca.pem"
+    assert "very-secret-value" not in repr(config) + repr(config.store)
+
+
+def test_store_ranges_are_checked(tmp_path: Path) -> None:
+    for text in ("poll_interval_s = 0.1", "max_attempts = 0", "read_timeout_s = 0"):
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, f"[store]\n{text}\n"), environ={})
+        assert "$.store" in info.value.message

@@ -360,6 +360,10 @@ class Health(msgspec.Struct):
         dict[str, Any], M(description="The install queue: backend, ok, reason, depth, workers.")
     ]
     sandbox: Annotated[dict[str, Any], M(description="The plugin sandbox: mode, active, reason.")]
+    cluster: Annotated[
+        dict[str, Any],
+        M(description="This node: store, materialised builds, other nodes, problems."),
+    ]
 
 
 class Pong(msgspec.Struct):

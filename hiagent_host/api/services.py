@@ -1,4 +1,5 @@
-"""What the routes work with: the package manager, the pool, the job backend, and metrics.
+"""What the routes work with: the package manager, the pool, the job backend, this node of
+the cluster, and metrics.
 
 `app.py` builds one `Services` in the lifespan and hangs it on `app.state.services`.
 """
@@ -14,6 +15,7 @@ from hiagent_host.api.metrics import Metrics
 from hiagent_host.config import Config
 
 if TYPE_CHECKING:
+    from hiagent_host.cluster import ClusterNode
     from hiagent_host.jobs import JobBackend
     from hiagent_host.packages import PackageManager
     from hiagent_host.pool import Pool
@@ -26,6 +28,7 @@ class Services:
     pool: Pool
     jobs: JobBackend
     metrics: Metrics
+    cluster: ClusterNode
     # Masks API keys and bearer tokens in text the host hands out that a plugin wrote (its
     # log, already masked of its calls' secrets as it was written): app.py's log redactor.
     redact: Callable[[str], str]

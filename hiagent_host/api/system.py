@@ -16,7 +16,12 @@ from hiagent_host.api import models, responses
 from hiagent_host.api.endpoints import endpoint, services
 from hiagent_host.api.metrics import CONTENT_TYPE
 from hiagent_host.api.services import Services
-from hiagent_host.errors import QUEUE_UNAVAILABLE, HostError
+from hiagent_host.errors import (
+    CLUSTER_MISCONFIGURED,
+    QUEUE_UNAVAILABLE,
+    STORAGE_UNAVAILABLE,
+    HostError,
+)
 
 PONG: Final = b'{"message":"pong"}'
 # /v1/health must answer even when the queue backend hangs: its probe gets this long on top of
@@ -33,21 +38,34 @@ async def health(request: Request) -> Response:
     """`ok` (200) while serving; `degraded` (503, the health object in `error.data`) otherwise."""
     s = services(request)
     queue = await _queue_health(s)
+    cluster = await s.cluster.report()
     stats = s.pool.stats()
+    failure = _failure(queue, cluster)
     body = {
-        "status": "ok" if queue.get("ok", True) else "degraded",
+        "status": "ok" if failure is None else "degraded",
         "version": hiagent_host.__version__,
         "uptime_s": round(time.monotonic() - s.started_at, 3),
         "pool": msgspec.to_builtins(stats),
         "queue": queue,
         "sandbox": s.pool.sandbox.to_dict(),
+        "cluster": cluster,
     }
-    if body["status"] == "ok":
+    if failure is None:
         return responses.ok(body)
-    reason = queue.get("reason") or "the install queue is unavailable"
-    return responses.error(
-        HostError(f"degraded: {reason}", code=QUEUE_UNAVAILABLE, http_status=503, data=body)
-    )
+    code, reason = failure
+    return responses.error(HostError(f"degraded: {reason}", code=code, http_status=503, data=body))
+
+
+def _failure(queue: dict[str, Any], cluster: dict[str, Any]) -> tuple[str, str] | None:
+    """What makes this node degraded (the first of: queue, cluster, store), if anything."""
+    if not queue.get("ok", True):
+        return QUEUE_UNAVAILABLE, queue.get("reason") or "the install queue is unavailable"
+    if cluster["problems"]:
+        return CLUSTER_MISCONFIGURED, "; ".join(cluster["problems"])
+    store = cluster["store"]
+    if not store.get("ok", True):
+        return STORAGE_UNAVAILABLE, store.get("reason") or "the packages store is unavailable"
+    return None
 
 
 async def _queue_health(s: Services) -> dict[str, Any]:
@@ -75,7 +93,8 @@ async def _queue_health(s: Services) -> dict[str, Any]:
 @endpoint(models.Empty)
 async def list_processes(request: Request, s: Services, body: models.Empty) -> Any:
     """Every live plugin process (the pool's snapshot)."""
-    return s.pool.snapshot()
+    node = s.cluster.node_id  # the pool's processes are this node's
+    return [msgspec.structs.replace(p, node=node) for p in s.pool.snapshot()]
 
 
 async def metrics(request: Request) -> Response:

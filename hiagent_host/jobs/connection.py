@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
+import redis as redis_sync
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -27,6 +28,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
+from redis.sentinel import Sentinel as SyncSentinel
 
 from hiagent_host.config import QueueConfig
 from hiagent_host.config_redis import SENTINEL_SCHEMES, parse_sentinel_url, scheme
@@ -73,12 +76,7 @@ def redis_client(queue: QueueConfig, *, role: Literal["api", "worker"], redis_cl
     target = parse_sentinel_url(queue.redis_url)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         target.sentinels,
-        sentinel_kwargs={
-            "username": target.sentinel_username,
-            "password": target.sentinel_password,
-            "socket_connect_timeout": queue.connect_timeout_s,
-            "socket_timeout": queue.connect_timeout_s,
-        },
+        sentinel_kwargs=_sentinel_kwargs(queue, target),
         username=target.username,
         password=target.password,
         db=target.db,
@@ -105,3 +103,42 @@ async def close(redis: Redis) -> None:
     if isinstance(pool, SentinelConnectionPool):
         for sentinel in pool.sentinel_manager.sentinels:
             await sentinel.aclose()
+
+
+def connect_sync(queue: QueueConfig) -> redis_sync.Redis:
+    """A blocking client for `queue.redis_url` (a single server or Sentinel, like
+    `redis_client`) with the API side's fail-fast bounds, for code that runs in worker
+    threads: the cluster's install lock and change announcements."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": queue.connect_timeout_s,
+        "socket_timeout": queue.connect_timeout_s,
+        "retry": SyncRetry(NoBackoff(), API_RETRIES),
+        "retry_on_error": RETRY_ON,
+    }
+    if scheme(queue.redis_url) not in SENTINEL_SCHEMES:
+        single: redis_sync.Redis = redis_sync.Redis.from_url(queue.redis_url, **options)
+        return single
+    target = parse_sentinel_url(queue.redis_url)
+    sentinel = SyncSentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        target.sentinels,
+        sentinel_kwargs=_sentinel_kwargs(queue, target),
+        username=target.username,
+        password=target.password,
+        db=target.db,
+        ssl=target.ssl,
+        **options,
+    )
+    managed: redis_sync.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master, redis_class=redis_sync.Redis
+    )
+    return managed
+
+
+def _sentinel_kwargs(queue: QueueConfig, target: Any) -> dict[str, Any]:
+    """How to ask the Sentinels (their own credentials, the API side's timeouts)."""
+    return {
+        "username": target.sentinel_username,
+        "password": target.sentinel_password,
+        "socket_connect_timeout": queue.connect_timeout_s,
+        "socket_timeout": queue.connect_timeout_s,
+    }

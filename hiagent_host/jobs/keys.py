@@ -29,6 +29,11 @@ JOB: Final = "hiagent:job:"
 DEDUP: Final = "hiagent:dedup:"
 # A sorted set per queue: worker id → its last heartbeat (ms).
 WORKERS: Final = "hiagent:workers:"
+# The cluster (hiagent_host.cluster), per queue name: a pub/sub channel of package changes,
+# a hash of the nodes (node id → JSON, with its heartbeat), one install lock per package.
+PACKAGE_CHANGES: Final = "hiagent:packages:"
+NODES: Final = "hiagent:nodes:"
+PACKAGE_LOCK: Final = "hiagent:lock:"
 
 
 def job(job_id: str) -> str:
@@ -41,6 +46,18 @@ def dedup(queue_name: str, digest: str) -> str:
 
 def workers(queue_name: str) -> str:
     return WORKERS + queue_name
+
+
+def package_changes(queue_name: str) -> str:
+    return PACKAGE_CHANGES + queue_name
+
+
+def nodes(queue_name: str) -> str:
+    return NODES + queue_name
+
+
+def package_lock(queue_name: str, dir_name: str) -> str:
+    return f"{PACKAGE_LOCK}{queue_name}:{dir_name}"
 
 
 def arq_job(job_id: str) -> str:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
 from hiagent_host.config import Config
 from hiagent_host.packages import sandbox
 from hiagent_host.packages.base import Linked, clone, locked_base, prepare_base, wanted
@@ -66,14 +68,29 @@ def build_and_commit(
     donor: Path | None,
     report: Progress,
     cancel: threading.Event,
+    template: PackageRecord | None = None,
 ) -> PackageRecord:
-    """Make a new build of the version current (the package's lock is held)."""
-    build = new_build_name(request.version_dir)
+    """Make a new build of the version current (the package's lock is held).
+
+    With `template` (a record another node installed, from the packages store) the build
+    takes the template's build name, and the record written is the template with this
+    node's own venv path, size, interpreter and resolved dependencies.
+    """
+    build = template.build if template else new_build_name(request.version_dir)
     build_dir = layout.build_dir(request.dir_name, build)
     layout.ensure_roots()
     with scratch_dir(layout.tmp_dir) as scratch:
         try:
             record = _build(config, layout, request, build, scratch, donor, report, cancel)
+            if template is not None:
+                record = msgspec.structs.replace(
+                    template,
+                    venv_path=record.venv_path,
+                    disk_size_bytes=record.disk_size_bytes,
+                    python_version=record.python_version,
+                    dependencies=record.dependencies,
+                    installer=record.installer,
+                )
             write_record(layout.record_path(request.dir_name, request.version_dir), record)
         except BaseException:
             remove_tree(build_dir)

@@ -6,6 +6,7 @@
     state/cache/wheels/<sha256>/<filename>       fetched wheels, content-addressed
     state/wheelhouse/<key>/                      the shim and SDK wheels, keyed by source hash
     state/locks/<dir>.lock                       one cross-process lock per package
+    state/leases/<dir>/<build>.lease             held (shared) by every process running the build
     state/tmp/<pid>-*/                           one install's scratch space (probe data, bundles)
     state/data/<dir>/<version>/                  the plugin processes' writable data
     state/logs/<dir>/<version>.log               the plugin processes' stderr
@@ -72,6 +73,10 @@ class Layout:
         return self.state_dir / "locks"
 
     @property
+    def leases_dir(self) -> Path:
+        return self.state_dir / "leases"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.state_dir / "tmp"
 
@@ -110,6 +115,9 @@ class Layout:
 
     def lock_path(self, dir_name: str) -> Path:
         return safe_join(self.locks_dir, f"{dir_name}.lock")
+
+    def lease_path(self, dir_name: str, build: str) -> Path:
+        return safe_join(self.leases_dir, dir_name, f"{build}.lease")
 
     def data_dir(self, dir_name: str, version_dir: str) -> Path:
         return safe_join(self.data_root, dir_name, version_dir)

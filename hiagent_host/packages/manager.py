@@ -2,9 +2,13 @@
 
 An install is a pipeline: fetch → validate → (package lock) build a venv beside the current
 one → probe it → commit its record → point the version's link at it → tell the listeners →
-remove the old build. Until the record is written nothing a reader sees has changed; after
-it, the new build is current. Everything is synchronous; the API and the job runners call
-it from worker threads, and a per-package file lock serialises writers across processes.
+remove the old build (unless a process still runs from it: `leases.py`). Until the record is
+written nothing a reader sees has changed; after it, the new build is current. Everything is
+synchronous; the API and the job runners call it from worker threads, and a per-package file
+lock (plus the coordinator's cluster-wide lock) serialises writers across processes.
+
+With an S3 packages store (`[store] backend = "s3"`) the store's record is the commit and
+`remote.py` keeps this node's view of it and materialises venvs on first use.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from packaging.version import Version
 
 from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import INTERNAL_ERROR, HostError
-from hiagent_host.packages import cache, names
+from hiagent_host.packages import cache, changes, names
 from hiagent_host.packages.base import clean_base
 from hiagent_host.packages.build import (
     DOWNLOADING,
@@ -32,6 +36,7 @@ from hiagent_host.packages.build import (
     build_and_commit,
     warm_base,
 )
+from hiagent_host.packages.coordinator import Coordinator, LocalCoordinator
 from hiagent_host.packages.errors import (
     AlreadyInstalled,
     Cancelled,
@@ -47,6 +52,7 @@ from hiagent_host.packages.fetch import (
     store_upload,
 )
 from hiagent_host.packages.layout import RECORD_FILE, Layout, package_dirs
+from hiagent_host.packages.leases import remove_build, take_lease
 from hiagent_host.packages.records import (
     EventKind,
     PackageEvent,
@@ -55,6 +61,7 @@ from hiagent_host.packages.records import (
     read_record,
 )
 from hiagent_host.packages.recovery import clean_scratch, remove_tree, tidy_package
+from hiagent_host.packages.remote import Key, RemoteView
 from hiagent_host.packages.wheel import WheelContents, WheelSummary, inspect_wheel
 from hiagent_host.storage import FileLock
 
@@ -75,11 +82,28 @@ def _no_progress(phase: str) -> None:
 class PackageManager:
     """Installed plugin packages of one configuration (see docs/operations.md)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        coordinator: Coordinator | None = None,
+        load_on_demand: bool = True,
+    ) -> None:
+        """`load_on_demand=False` (servers): the store's records are loaded by `sync`, and a
+        read before that succeeded is StorageUnavailable instead of a store request."""
         self.config = config
         self.layout = Layout(config)
+        self.coordinator: Coordinator = coordinator or LocalCoordinator()
         self._listeners: list[Listener] = []
         self._records: dict[Path, tuple[tuple[int, int, int], PackageRecord]] = {}
+        self.remote = (
+            RemoteView(config, self.layout, load_on_demand=load_on_demand)
+            if config.store.backend == "s3"
+            else None
+        )
+        # What this node last saw of each version (local backend), to notice others' changes.
+        self._seen: dict[Key, PackageRecord] = {}
+        self._seen_lock = threading.Lock()
 
     # ---- listeners ---------------------------------------------------------------------
 
@@ -109,8 +133,11 @@ class PackageManager:
         """The installed version of `name` (any PEP 503 spelling) equal to `version`."""
         dir_name = names.dir_name(name)
         wanted = names.parse_version(version)
-        version_dir = self._find(dir_name, wanted)
-        record = None if version_dir is None else self._read(dir_name, version_dir)
+        if self.remote is not None:
+            record = self.remote.find(dir_name, wanted)
+        else:
+            version_dir = self._find(dir_name, wanted)
+            record = None if version_dir is None else self._read(dir_name, version_dir)
         if record is None:
             raise PackageNotFound(
                 f"package {name} {version} is not installed",
@@ -118,8 +145,36 @@ class PackageManager:
             )
         return record
 
+    def lookup(self, name: str, version: str) -> PackageRecord:
+        """`get`, and with a packages store, on a miss ask the store itself (blocking I/O:
+        call it from a worker thread)."""
+        try:
+            return self.get(name, version)
+        except PackageNotFound:
+            if self.remote is None:
+                raise
+        dir_name = names.dir_name(name)
+        version_dir = names.version_dir(names.parse_version(version))
+        if self.remote.missed_recently((dir_name, version_dir)):
+            raise PackageNotFound(
+                f"package {name} {version} is not installed",
+                data={"name": name, "version": version},
+            )
+        self.refresh(dir_name, version_dir)
+        try:
+            return self.get(name, version)
+        except PackageNotFound:
+            self.remote.note_miss((dir_name, version_dir))
+            raise
+
     def list(self) -> list[PackageRecord]:
-        """Every installed package version, by name and version."""
+        """Every installed package version, by name and version (the store's, with one)."""
+        if self.remote is not None:
+            return self.remote.records()
+        return self.list_local()
+
+    def list_local(self) -> builtins.list[PackageRecord]:
+        """Every version this node's directories hold a venv of."""
         records = []
         for dir_name in package_dirs(self.layout.extensions_dir):
             for entry in _entries(self.layout.extensions_dir / dir_name):
@@ -181,6 +236,7 @@ class PackageManager:
         if not force:
             self._refuse_installed(dir_name, file_version, file_name)
         report(DOWNLOADING)
+        before = self._peek(dir_name, file_version)
 
         def validating() -> None:
             _check(cancel)
@@ -188,25 +244,34 @@ class PackageManager:
 
         with (
             self._fetched(uri, filename, cancel, validating, on_bytes) as (wheel, contents),
+            self._stored(wheel, filename),
+            self.coordinator.lock(dir_name, cancel),
             self._locked(dir_name, cancel),
         ):
             tidy_package(self.layout, dir_name)
             old = self._current(dir_name, file_version)
             if old is not None and not force:
-                self._refuse_installed(dir_name, file_version, file_name)
+                self._refuse_installed(dir_name, file_version, file_name, old)
+            if old is not None and _won_by_another(old, before, wheel):
+                log.info("%s %s: the same wheel was installed meanwhile", old.name, old.version)
+                return old
             version_dir = old.version_dir if old else names.version_dir(file_version)
+            local_old = self._read_quietly(dir_name, version_dir)
             # the record keeps the uri without its password (it was only for the download)
             request = Request(contents, wheel, redact_url(uri), filename, dir_name, version_dir)
             record = build_and_commit(
                 self.config, self.layout, request,
                 donor=self._bytecode_donor(), report=report, cancel=cancel,
             )  # fmt: skip
+            if self.remote is not None:
+                self.remote.commit(record, local_old)  # undoes the local commit if it fails
+            self._announce(dir_name, version_dir, record)
             kind = EventKind.REPLACED if old else EventKind.INSTALLED
             self._emit(
                 PackageEvent(kind=kind, name=record.name, version=record.version, record=record)
             )
-            if old is not None and old.build != record.build:
-                remove_tree(self.layout.build_dir(dir_name, old.build))
+            if local_old is not None and local_old.build != record.build:
+                remove_build(self.layout, dir_name, local_old.build)
         log.info(
             "%s %s %s in %.2f s (%s)", kind, record.name, record.version,
             time.monotonic() - started, record.installer,
@@ -220,7 +285,7 @@ class PackageManager:
 
     def _bytecode_donor(self) -> Path | None:
         """The most recently installed venv: its compiled SDK spares the probe a compile."""
-        newest = max(self.list(), key=lambda r: r.installed_at, default=None)
+        newest = max(self.list_local(), key=lambda r: r.installed_at, default=None)
         return None if newest is None else self.venv_dir(newest)
 
     def store_upload(self, path: Path, filename: str) -> str:
@@ -241,14 +306,23 @@ class PackageManager:
         """Remove an installed version (record, venv, data); False if it was not installed."""
         dir_name = names.dir_name(name)
         wanted = names.parse_version(version)
-        if self._find(dir_name, wanted) is None:
+        if self.remote is None and self._find(dir_name, wanted) is None:
             return False
-        with self._locked(dir_name, None):
-            version_dir = self._find(dir_name, wanted)
-            if version_dir is None:
-                return False
-            record = self._read_quietly(dir_name, version_dir)
-            remove_tree(self.layout.record_dir(dir_name, version_dir))  # the commit
+        with self.coordinator.lock(dir_name, None), self._locked(dir_name, None):
+            if self.remote is not None:
+                gone = self.remote.delete(dir_name, wanted)  # the commit, in the store
+                local = self._find(dir_name, wanted)
+                version_dir = gone.version_dir if gone else local
+                record = gone or (self._read_quietly(dir_name, local) if local else None)
+                if version_dir is None:
+                    return False
+            else:
+                version_dir = self._find(dir_name, wanted)
+                if version_dir is None:
+                    return False
+                record = self._read_quietly(dir_name, version_dir)
+            remove_tree(self.layout.record_dir(dir_name, version_dir))  # the commit (local)
+            self._announce(dir_name, version_dir, None)
             self._emit(
                 PackageEvent(
                     kind=EventKind.DELETED,
@@ -289,7 +363,65 @@ class PackageManager:
             log.info("recovery removed %s", path)
         return removed
 
+    # ---- what other nodes changed (changes.py) -----------------------------------------
+
+    def sync(self) -> None:
+        """Compare this node's view with the truth and apply every difference."""
+        changes.sync(self)
+
+    def refresh(self, dir_name: str, version_dir: str) -> None:
+        """Another node says this version changed: read it again, apply the difference."""
+        changes.refresh(self, dir_name, version_dir)
+
+    def release_build(self, dir_name: str, version_dir: str, build: str) -> None:
+        """This process's last child of `build` stopped: remove it unless it is current."""
+        changes.release_build(self, dir_name, version_dir, build)
+
+    def materialise(self, record: PackageRecord, cancel: threading.Event | None = None) -> None:
+        """Build this node's venv of a stored record from its stored wheel."""
+        changes.materialise(self, record, cancel)
+
+    def lease(self, record: PackageRecord) -> FileLock | None:
+        """A shared lease on the record's build, for as long as processes run from it; None
+        if the build is being removed (the record was stale)."""
+        return take_lease(self.layout, record.dir_name, record.build)
+
+    def is_materialised(self, record: PackageRecord) -> bool:
+        """Whether this node has the record's venv (always, without a packages store)."""
+        return self.remote is None or self.remote.is_materialised(record)
+
     # ---- helpers -----------------------------------------------------------------------
+
+    def _announce(self, dir_name: str, version_dir: str, record: PackageRecord | None) -> None:
+        """The change is committed: remember it, and tell the other nodes."""
+        key = (dir_name, version_dir)
+        if self.remote is not None:
+            self.remote.update(key, record)
+            if record is not None:
+                self.remote.mark_materialised(record)
+        else:
+            with self._seen_lock:
+                self._seen.pop(key, None)
+                if record is not None:
+                    self._seen[key] = record
+        try:
+            self.coordinator.announce(dir_name, version_dir)
+        except HostError as exc:  # the others catch up at their next resync
+            log.warning("could not announce the change of %s %s: %s", *key, exc.message)
+
+    def _peek(self, dir_name: str, version: Version) -> PackageRecord | None:
+        """What this node believes is installed, without asking anyone."""
+        if self.remote is not None:
+            return self.remote.find(dir_name, version)
+        return self._current(dir_name, version)
+
+    @contextlib.contextmanager
+    def _stored(self, wheel: FetchedWheel, filename: str) -> Iterator[None]:
+        """With a packages store, the wheel is in it first: no record may name a wheel the
+        store lacks (an unreachable store fails the install here, before any build)."""
+        if self.remote is not None:
+            self.remote.store.put_wheel(wheel.sha256, filename, wheel.path)
+        yield
 
     @contextlib.contextmanager
     def _fetched(
@@ -349,6 +481,8 @@ class PackageManager:
         return None
 
     def _current(self, dir_name: str, version: Version) -> PackageRecord | None:
+        if self.remote is not None:
+            return self.remote.current(dir_name, version)
         version_dir = self._find(dir_name, version)
         return None if version_dir is None else self._read(dir_name, version_dir)
 
@@ -380,8 +514,10 @@ class PackageManager:
         except HostError:
             return None
 
-    def _refuse_installed(self, dir_name: str, version: Version, name: str) -> None:
-        if self._find(dir_name, version) is not None:
+    def _refuse_installed(
+        self, dir_name: str, version: Version, name: str, found: PackageRecord | None = None
+    ) -> None:
+        if found is not None or self._peek(dir_name, version) is not None:
             raise AlreadyInstalled(
                 f"{name} {version} is already installed (force replaces it)",
                 data={"name": name, "version": str(version)},
@@ -406,6 +542,14 @@ class PackageManager:
             yield
         finally:
             lock.release()
+
+
+def _won_by_another(old: PackageRecord, before: PackageRecord | None, wheel: FetchedWheel) -> bool:
+    """A forced install found that, while it waited for the lock, another node installed
+    this very wheel: that install's result is its result."""
+    if old.wheel_sha256 != wheel.sha256:
+        return False
+    return before is None or before.build != old.build
 
 
 def _check(cancel: threading.Event) -> None:

@@ -85,9 +85,24 @@ def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def encode_record(record: PackageRecord) -> bytes:
+    return msgspec.json.format(_encoder.encode(record), indent=2) + b"\n"
+
+
+def decode_record(data: bytes, where: str) -> PackageRecord:
+    """A record from its bytes; RecordUnreadable (naming `where`) if they are unusable."""
+    try:
+        record = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RecordUnreadable(f"{where}: {exc}") from exc
+    if record.schema_version != SCHEMA_VERSION:
+        raise RecordUnreadable(f"{where}: schema version {record.schema_version}")
+    return record
+
+
 def write_record(path: Path, record: PackageRecord) -> None:
     """Atomically replace `path` with `record`."""
-    atomic_write_bytes(path, msgspec.json.format(_encoder.encode(record), indent=2) + b"\n")
+    atomic_write_bytes(path, encode_record(record))
 
 
 class RecordUnreadable(Exception):
@@ -102,10 +117,4 @@ def read_record(path: Path) -> PackageRecord | None:
         return None
     except OSError as exc:
         raise RecordUnreadable(f"{path}: {exc}") from exc
-    try:
-        record = _decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise RecordUnreadable(f"{path}: {exc}") from exc
-    if record.schema_version != SCHEMA_VERSION:
-        raise RecordUnreadable(f"{path}: schema version {record.schema_version}")
-    return record
+    return decode_record(data, str(path))

@@ -2,7 +2,8 @@
 
 An install commits by writing its record, a delete by renaming the record aside; everything
 else is derived. So, with the package's lock held, `tidy_package` removes what no record
-names (builds of interrupted or replaced installs, links of deleted versions, things renamed
+names (builds of interrupted or replaced installs that no process runs from any more (see
+`leases.py`), links of deleted versions, things renamed
 aside), removes records whose venv is gone, and re-points each version's link at the build
 its record names. A record it cannot read makes it leave that version alone.
 """
@@ -27,6 +28,7 @@ from hiagent_host.packages.layout import (
 )
 from hiagent_host.packages.names import is_version_dir
 from hiagent_host.packages.records import RecordUnreadable, read_record
+from hiagent_host.storage import FileLock
 from hiagent_host.storage.atomic import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,11 @@ def tidy_package(layout: Layout, dir_name: str) -> list[Path]:
         elif entry.is_symlink() and is_version_dir(name):
             keep = name in current or name in unreadable
         elif (version := build_version(name)) is not None and entry.is_dir():
-            keep = current.get(version) == name or version in unreadable
+            keep = (
+                current.get(version) == name
+                or version in unreadable
+                or in_use(layout, dir_name, name)
+            )
         else:
             continue  # not ours
         if not keep and remove_tree(entry):
@@ -120,6 +126,18 @@ def tidy_package(layout: Layout, dir_name: str) -> list[Path]:
         with contextlib.suppress(OSError):
             directory.rmdir()  # only if empty
     return removed
+
+
+def in_use(layout: Layout, dir_name: str, build: str) -> bool:
+    """Whether some process holds a lease on the build (see `leases.py`)."""
+    path = layout.lease_path(dir_name, build)
+    if not path.exists():
+        return False
+    probe = FileLock(path)
+    if not probe.acquire(timeout_s=0):
+        return True
+    probe.release()
+    return False
 
 
 def _entries(directory: Path) -> list[Path]:

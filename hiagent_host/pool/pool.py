@@ -7,9 +7,12 @@ child is busy the call waits up to `acquire_timeout_s` for a slot, then fails wi
 `PoolExhausted`. Children idle for `idle_timeout_s` stop. A package that crash-loops is
 refused by the restart policy. A replaced or deleted package's children drain (in-flight
 calls get `drain_timeout_s`) and stop; a replacement made by another process is noticed on
-the next call, from the record file's identity. Deadlines: `call_timeout_s` by default, the
-caller may ask for less, never more than `max_call_timeout_s`; the deadline counts from when
-the call is sent to the child (acquiring and starting it are bounded on their own).
+the next call, from the record file's identity (or at once, when the package manager hears
+of it and tells its listeners). Builds are materialised (with a packages store) and leased
+while their children run: `builds.py`.
+Deadlines: `call_timeout_s` by default, the caller may ask for less, never more than
+`max_call_timeout_s`; the deadline counts from when the call is sent to the child (acquiring
+and starting it are bounded on their own).
 
 With `prewarm_on_install`, a package version installed or replaced while the pool runs gets
 its child started right away (if there is room: prewarming never evicts), so that its first
@@ -35,6 +38,7 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
+import anyio.to_thread
 import msgspec
 from msgspec import Meta
 from packaging.utils import canonicalize_name
@@ -43,8 +47,16 @@ from packaging.version import Version
 from hiagent_host import redact
 from hiagent_host.config import Config
 from hiagent_host.errors import HostError, InvalidInput
-from hiagent_host.packages import EventKind, PackageEvent, PackageManager, PackageRecord, sandbox
+from hiagent_host.packages import (
+    EventKind,
+    PackageEvent,
+    PackageManager,
+    PackageNotFound,
+    PackageRecord,
+    sandbox,
+)
 from hiagent_host.pool import launcher, procfs
+from hiagent_host.pool.builds import Builds
 from hiagent_host.pool.child import (
     UNEXPECTED,
     Child,
@@ -98,6 +110,8 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     last_exit_reason: Annotated[str | None, Meta(description="How its predecessor ended.")]
     replica: Annotated[int, Meta(description="Which replica of the package version.")]
     sandbox: Annotated[str, Meta(description='"bubblewrap", "bubblewrap, no network", or "none".')]
+    build: Annotated[str, Meta(description="The venv build directory it runs from.")]
+    node: Annotated[str, Meta(description="The node (server process) it belongs to.")] = ""
 
 
 class PoolStats(msgspec.Struct, frozen=True):
@@ -140,9 +154,10 @@ class Pool:
         self._live: set[Child] = set()  # every child not yet dead (counts for the cap)
         self._serving: dict[SlotKey, list[Child]] = {}  # children that take new calls
         self._slots: dict[tuple[SlotKey, int], _Slot] = {}
-        self._records: dict[tuple[str, str], tuple[PackageRecord, Path, tuple[int, int, int]]] = {}
+        self._records: dict[tuple[str, str], tuple[PackageRecord, Path, Identity | None]] = {}
         # Replicas per package name; the config is frozen, so this is looked up once per name.
         self._replica_counts: dict[str, int] = {}
+        self._venvs = Builds(packages)  # materialised once, leased while children run
         self._changed: anyio.Event | None = None  # made only while someone waits
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -174,7 +189,13 @@ class Pool:
         await self._tg.__aenter__()
         self._tg.start_soon(self._reap_idle)
         if self._pool.prewarm_on_install:
-            known = await anyio.to_thread.run_sync(self._builds)
+            try:
+                known: (
+                    dict[tuple[str, str, str], PackageRecord] | None
+                ) = await anyio.to_thread.run_sync(self._builds)
+            except HostError as exc:  # e.g. a packages store not read yet: the first scan
+                log.warning("prewarm: %s; the first successful scan is the baseline", exc.message)
+                known = None
             self._tg.start_soon(self._watch_installs, known)
         self.packages.add_listener(self._on_package_event)
         return self
@@ -236,7 +257,7 @@ class Pool:
         """
         timeout = self._deadline(timeout_s)
         params = {"plugin": plugin, "tool": tool, "input": input, "cfg": cfg, "stream": True}
-        record = self._record(name, version)
+        record = await self._resolve(name, version)
         hidden = call_secrets(record, plugin, cfg) | secrets
         child = await self._acquire(record)
         child.remember(hidden)
@@ -279,7 +300,7 @@ class Pool:
     ) -> Any:
         """One request; the secrets of its cfg are masked in its errors, in the log lines
         written meanwhile, and in the child's stderr."""
-        record = self._record(name, version)
+        record = await self._resolve(name, version)
         hidden = secrets | (call_secrets(record, plugin, params.get("cfg")) if plugin else secrets)
         with redact.scope(hidden):
             child = await self._acquire(record)
@@ -405,15 +426,34 @@ class Pool:
             return None
         if self._policy.blocked_for(key, time.monotonic()) is not None:
             return None
+        if not self.packages.is_materialised(record):  # a packages store: build it here first
+            self._spawn_task(self._materialise_and_prewarm, record)
+            return None
         log.info("prewarming %s %s", record.name, record.version)
-        return self._start(key, record)
+        try:
+            return self._start(key, record)
+        except HostError as exc:  # e.g. the build went meanwhile: the first call starts one
+            log.warning("prewarming %s %s: %s", record.name, record.version, exc.message)
+            return None
+
+    async def _materialise_and_prewarm(self, record: PackageRecord) -> None:
+        try:
+            await self._venvs.materialise(record)
+        except HostError as exc:  # its first call tries again
+            log.warning("materialising %s %s: %s", record.name, record.version, exc.message)
+            return
+        if self.packages.is_materialised(record):
+            self.prewarm(record)
 
     def _builds(self) -> dict[tuple[str, str, str], PackageRecord]:
         """Every installed build, by (dir, version dir, build); blocking (a worker thread)."""
         return {(r.dir_name, r.version_dir, r.build): r for r in self.packages.list()}
 
-    async def _watch_installs(self, known: dict[tuple[str, str, str], PackageRecord]) -> None:
-        """Prewarm every build that appears after the start (installs by other processes)."""
+    async def _watch_installs(
+        self, known: dict[tuple[str, str, str], PackageRecord] | None
+    ) -> None:
+        """Prewarm every build that appears after the start (installs by other processes);
+        `known` None: what the first successful scan finds was there at the start."""
         while True:
             await anyio.sleep(PREWARM_SCAN_S)
             try:
@@ -422,34 +462,40 @@ class Pool:
                 log.warning("prewarm scan: %s", exc.message)
                 continue
             for build, record in builds.items():
-                if build not in known:
+                if known is not None and build not in known:
                     self.prewarm(record)
             known = builds
 
     # ---- acquiring a child -------------------------------------------------------------
 
+    async def _resolve(self, name: str, version: str) -> PackageRecord:
+        """The current record, its venv materialised on this node (never a suspension on
+        the warm path: both checks are in memory)."""
+        try:
+            record = self._record(name, version)
+        except PackageNotFound:
+            if self.packages.remote is None:
+                raise
+            record = await anyio.to_thread.run_sync(self.packages.lookup, name, version)
+        await self._venvs.materialise(record)
+        return record
+
     def _record(self, name: str, version: str) -> PackageRecord:
         """The current record, re-read only when its file changed (another process may
-        have replaced the package)."""
+        have replaced the package); with a packages store, the view is in memory and every
+        change of it reaches `_on_event`, which clears this cache."""
         cached = self._records.get((name, version))
         if cached is not None:
             record, path, identity = cached
-            try:
-                st = path.stat()
-            except OSError:
-                pass
-            else:
-                if (st.st_ino, st.st_mtime_ns, st.st_size) == identity:
-                    return record
+            if self.packages.remote is not None or _identity(path) == identity:
+                return record
         record = self.packages.get(name, version)
         path = self.packages.layout.record_path(record.dir_name, record.version_dir)
-        try:
-            st = path.stat()
-        except OSError:
-            return record
-        if len(self._records) >= RECORD_CACHE_SIZE:
-            self._records.clear()
-        self._records[(name, version)] = (record, path, (st.st_ino, st.st_mtime_ns, st.st_size))
+        identity = None if self.packages.remote is not None else _identity(path)
+        if identity is not None or self.packages.remote is not None:
+            if len(self._records) >= RECORD_CACHE_SIZE:
+                self._records.clear()
+            self._records[(name, version)] = (record, path, identity)
         return record
 
     async def _acquire(self, record: PackageRecord) -> Child:
@@ -555,6 +601,11 @@ class Pool:
 
     def _start(self, key: SlotKey, record: PackageRecord) -> Child:
         """Register a new child and start its supervisor (it becomes ready later)."""
+        try:
+            self._venvs.lease(record)
+        except PluginUnavailable:
+            self._records.clear()  # the record was stale: the next call reads it again
+            raise
         taken = {c.replica for c in self._serving.get(key, [])}
         replica = next(i for i in range(len(taken) + 1) if i not in taken)
         slot = self._slots.setdefault((key, replica), _Slot())
@@ -625,6 +676,8 @@ class Pool:
         finally:
             self._live.discard(child)
             self._unserve(child)
+            spawn = self._tg.start_soon if self._tg is not None else None
+            self._venvs.release(child.record, (c.record for c in self._live), spawn)
             status = child.exit
             if status is not None:
                 slot = self._slots.get((child.key, child.replica))
@@ -712,6 +765,7 @@ class Pool:
                 last_exit_reason=c.last_exit_reason,
                 replica=c.replica,
                 sandbox=self._sandbox_of(c),
+                build=c.record.build,
             )
             for c in self._live
         ]
@@ -738,6 +792,18 @@ class Pool:
             busy_poll_hits=self._busy.hits if self._busy is not None else 0,
             busy_poll_misses=self._busy.misses if self._busy is not None else 0,
         )
+
+
+Identity = tuple[int, int, int]
+
+
+def _identity(path: Path) -> Identity | None:
+    """A record file's identity (records are replaced whole: a new one is a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _worn_or_stale(child: Child, record: PackageRecord, current: tuple[str, str, str]) -> bool:

@@ -13,10 +13,12 @@ LOCK_POLL_S = 0.05
 
 
 class FileLock:
-    """An exclusive `flock` on a lock file; released on close or when the process dies."""
+    """A `flock` on a lock file (exclusive, or `shared` with other shared holders);
+    released on close or when the process dies."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = path
+        self._mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         self._fd: int | None = None
 
     def acquire(self, timeout_s: float | None = None) -> bool:
@@ -26,7 +28,7 @@ class FileLock:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                fcntl.flock(fd, self._mode | (0 if deadline is None else fcntl.LOCK_NB))
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
                     os.close(fd)

@@ -29,6 +29,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hiagent_host.errors import HostError
 from hiagent_host.packages import PackageEvent, PackageManager
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,11 @@ class ToolListChanges:
     async def _watch(self) -> None:
         while True:
             await anyio.sleep(self._watch_interval_s)
-            fingerprint = await anyio.to_thread.run_sync(self._read_fingerprint)
+            try:
+                fingerprint = await anyio.to_thread.run_sync(self._read_fingerprint)
+            except HostError as exc:  # e.g. the packages store not read yet: look again later
+                log.debug("MCP records watch: %s", exc.message)
+                continue
             with self._fingerprint_lock:
                 moved = fingerprint != self._fingerprint
                 self._fingerprint = fingerprint
