@@ -675,7 +675,7 @@ def _new_request(recent: Any, secret: str) -> None:
 
 def redaction_report() -> None:
     """µs per request with a registry (or window) already full of distinct secrets."""
-    from hiagent_host.pool.logs import RECENT_SECRET_VALUES
+    from hiagent_host.pool.stderr import RECENT_SECRET_VALUES
     from hiagent_host.redact import Secrets, SecretWindow
 
     print(f"{'':44} {'secrets':>8} {'µs/request':>11}")

@@ -39,7 +39,7 @@ sys.path[:] = [*(p for p in sys.path if Path(p or ".").resolve() != REPO / "benc
 
 
 from hiagent_host.packages import PackageManager  # noqa: E402
-from hiagent_host.packages.bundled import ensure_bundled_wheels  # noqa: E402
+from hiagent_host.packages.shim_wheels import ensure_bundled_wheels  # noqa: E402
 from hiagent_host.packages.wheelbuild import build_wheel  # noqa: E402
 from tests.support.configs import offline_config  # noqa: E402
 from tests.support.wheelhouse import ensure_wheelhouse  # noqa: E402

@@ -130,7 +130,7 @@ async def open_services(
 
 async def _warm_base(packages: PackageManager, cancel: threading.Event) -> None:
     """Build the base venv in the background, so the first install need not (see
-    packages/base.py); a failure here is only logged: each install tries again."""
+    packages/base_venv.py); a failure here is only logged: each install tries again."""
     try:
         if await anyio.to_thread.run_sync(packages.warm_base, cancel):
             log.info("the base venv is ready")

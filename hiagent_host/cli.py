@@ -27,7 +27,7 @@ import msgspec
 from hiagent_host import cli_jobs, cli_new, cli_run, cli_serve
 from hiagent_host.cli_exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from hiagent_host.cli_jobs import source_to_uri
-from hiagent_host.cli_output import Progress, render_record, size
+from hiagent_host.cli_output import ProgressLine, render_record, size
 from hiagent_host.cluster import coordinator_for, new_node_id
 from hiagent_host.config import load_config
 from hiagent_host.errors import CONFIG_INVALID, PACKAGE_NOT_FOUND, HostError
@@ -74,7 +74,7 @@ def _install(args: argparse.Namespace, pm: PackageManager) -> Any:
     uri, filename = source_to_uri(args.source, args.filename)
     if getattr(args, "json", False):
         return _full(pm.install(uri, filename, force=args.force))
-    progress = Progress(sys.stderr)
+    progress = ProgressLine(sys.stderr)
     try:
         record = pm.install(
             uri,

@@ -26,7 +26,7 @@ import msgspec
 
 from hiagent_host import logs
 from hiagent_host.cli_exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from hiagent_host.cli_output import Progress, add_json_option, render_record
+from hiagent_host.cli_output import ProgressLine, add_json_option, render_record
 from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, config_secrets, load_config, read_api_keys
 from hiagent_host.errors import HostError
@@ -244,7 +244,7 @@ def cmd_install_async(args: argparse.Namespace) -> int:
         print(f"hiagent-host: cannot submit the install: {exc}", file=err)
         return EXIT_FAILED
     print(f"job {job_id}", file=err)
-    progress = Progress(err)
+    progress = ProgressLine(err)
     deadline = None if args.timeout_s is None else time.monotonic() + args.timeout_s
     try:
         while True:

@@ -50,7 +50,7 @@ def _bytes(done: int, total: int | None) -> str:
     return size(done)
 
 
-class Progress:
+class ProgressLine:
     """An install's progress on `stream`: in place on a terminal, line by line otherwise."""
 
     def __init__(self, stream: TextIO) -> None:

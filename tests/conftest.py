@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hiagent_host.packages.bundled import build_sdk_wheel, build_shim_wheel
+from hiagent_host.packages.shim_wheels import build_sdk_wheel, build_shim_wheel
 from tests.support.plugins import build_fixture, fixture_names
 
 # The S3 server fixtures, for every test: plugin storage's, and the packages store's.

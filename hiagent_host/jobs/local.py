@@ -27,6 +27,7 @@ import msgspec
 
 from hiagent_host.config import Config
 from hiagent_host.errors import CANCELLED
+from hiagent_host.jobs.install_run import run_install
 from hiagent_host.jobs.model import (
     CANCEL_WAIT_POLL_S,
     CANCEL_WAIT_S,
@@ -47,7 +48,6 @@ from hiagent_host.jobs.model import (
     new_job_id,
     queue_unavailable,
 )
-from hiagent_host.jobs.running import run_install
 from hiagent_host.storage import FileLock, atomic_write_bytes
 
 log = logging.getLogger(__name__)

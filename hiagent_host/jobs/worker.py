@@ -36,8 +36,8 @@ from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import CANCELLED, INTERNAL_ERROR
 from hiagent_host.jobs import codec, keys
 from hiagent_host.jobs.connection import Commands, close, connect
+from hiagent_host.jobs.install_run import SETTLE_S, run_install
 from hiagent_host.jobs.model import Installer, JobSpec, JobStatus, Outcome, Step
-from hiagent_host.jobs.running import SETTLE_S, run_install
 from hiagent_host.packages import PackageManager
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Build one new venv for a validated wheel beside the current one, probe it, commit it.
 
 The venv is created at its final real path `venvs/<dir>/.<version>-<build>/`, given the base
-venv's files (`base.py`), filled in one resolver call, seeded with compiled bytecode, and
+venv's files (`base_venv.py`), filled in one resolver call, seeded with compiled bytecode, and
 probed; the probe starts before the resolver call, so that its start-up overlaps it. Only
 then is its record written (the commit point) and the version's link pointed at it. Until
 the commit, any failure, cancellation or kill leaves the previous build current; the new one
@@ -23,16 +23,16 @@ import msgspec
 
 from hiagent_host.config import Config
 from hiagent_host.packages import sandbox
-from hiagent_host.packages.base import Linked, clone, locked_base, prepare_base, wanted
-from hiagent_host.packages.bundle import extract_bundle, strip_bundle
-from hiagent_host.packages.bundled import BundledWheels, ensure_bundled_wheels, sdk_extras
+from hiagent_host.packages.base_venv import Linked, clone, locked_base, prepare_base, wanted
 from hiagent_host.packages.bytecode import compile_bytecode, seed_bytecode
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.fetch import FetchedWheel
 from hiagent_host.packages.layout import Layout, new_build_name
+from hiagent_host.packages.offline_bundle import extract_bundle, strip_bundle
 from hiagent_host.packages.probe import ProbeJail, probe, probe_env, start_probe
 from hiagent_host.packages.records import PackageRecord, now_rfc3339, write_record
 from hiagent_host.packages.recovery import point_link, remove_tree, scratch_dir
+from hiagent_host.packages.shim_wheels import BundledWheels, ensure_bundled_wheels, sdk_extras
 from hiagent_host.packages.venv import Sources, VenvBuilder, disk_size, python_version
 from hiagent_host.packages.wheel import WheelContents
 
@@ -81,7 +81,7 @@ def build_and_commit(
     layout.ensure_roots()
     with scratch_dir(layout.tmp_dir) as scratch:
         try:
-            record = _build(config, layout, request, build, scratch, donor, report, cancel)
+            record = _build_venv(config, layout, request, build, scratch, donor, report, cancel)
             if template is not None:
                 record = msgspec.structs.replace(
                     template,
@@ -104,7 +104,7 @@ def build_and_commit(
     return record
 
 
-def _build(
+def _build_venv(
     config: Config,
     layout: Layout,
     request: Request,

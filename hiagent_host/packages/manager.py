@@ -27,7 +27,7 @@ from packaging.version import Version
 from hiagent_host.config import Config, redact_url
 from hiagent_host.errors import INTERNAL_ERROR, HostError
 from hiagent_host.packages import cache, changes, names
-from hiagent_host.packages.base import clean_base
+from hiagent_host.packages.base_venv import clean_base
 from hiagent_host.packages.build import (
     DOWNLOADING,
     VALIDATING,

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from hiagent_host.config import PoolConfig
 from hiagent_host.packages.errors import Cancelled, InstallFailed
-from hiagent_host.packages.runner import Completed, Outcome, Watched, run, start
+from hiagent_host.packages.runner import Completed, RunOutcome, Watched, run, start
 from hiagent_host.packages.sandbox import JAIL_TMP, Jail, setup_failure
 from hiagent_host.packages.venv import venv_python
 
@@ -132,11 +132,13 @@ def start_probe(
 
 
 def _interpret(done: Completed, expected_plugins: list[str], timeout_s: float) -> ProbeResult:
-    if done.outcome is Outcome.CANCELLED:
+    if done.outcome is RunOutcome.CANCELLED:
         raise Cancelled("install cancelled while probing the new venv")
-    if done.outcome is not Outcome.EXITED:
+    if done.outcome is not RunOutcome.EXITED:
         reason = (
-            f"took longer than {timeout_s} s" if done.outcome is Outcome.TIMEOUT else done.outcome
+            f"took longer than {timeout_s} s"
+            if done.outcome is RunOutcome.TIMEOUT
+            else done.outcome
         )
         raise _failed(f"the probe of the new venv {reason}", done)
     step = setup_failure(done.tail)

@@ -34,7 +34,7 @@ TAIL_BYTES: Final = 16 * 1024
 READ_BYTES: Final = 64 * 1024
 
 
-class Outcome(enum.StrEnum):
+class RunOutcome(enum.StrEnum):
     EXITED = "exited"
     IDLE_TIMEOUT = "idle timeout"
     TIMEOUT = "timeout"
@@ -46,14 +46,14 @@ class Outcome(enum.StrEnum):
 class Completed:
     """How a watched child ended, with its stdout (if captured) and its output tail."""
 
-    outcome: Outcome
+    outcome: RunOutcome
     returncode: int | None
     stdout: bytes
     tail: str
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.EXITED and self.returncode == 0
+        return self.outcome is RunOutcome.EXITED and self.returncode == 0
 
 
 def run(
@@ -140,7 +140,7 @@ class Watched:
             raise
         finally:
             watch.close()
-        if outcome is not Outcome.EXITED:
+        if outcome is not RunOutcome.EXITED:
             _kill_group(proc)
         try:
             returncode = proc.wait(timeout=REAP_TIMEOUT_S)
@@ -180,24 +180,24 @@ class _Watch:
         timeout_s: float,
         idle_timeout_s: float | None,
         cancel: threading.Event | None,
-    ) -> Outcome:
+    ) -> RunOutcome:
         last_output = time.monotonic()
         while self.selector.get_map():
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
-                return Outcome.CANCELLED
+                return RunOutcome.CANCELLED
             if now - start > timeout_s:
-                return Outcome.TIMEOUT
+                return RunOutcome.TIMEOUT
             if idle_timeout_s is not None and now - last_output > idle_timeout_s:
-                return Outcome.IDLE_TIMEOUT
+                return RunOutcome.IDLE_TIMEOUT
             exited = self.proc.poll() is not None
             if self._read_ready(0 if exited else CANCEL_POLL_S):
                 last_output = time.monotonic()
             elif exited:
                 break  # exited, and whatever it left behind holds the pipes open silently
             if len(self.stdout) > self.max_stdout:
-                return Outcome.OUTPUT_TOO_LARGE
-        return Outcome.EXITED
+                return RunOutcome.OUTPUT_TOO_LARGE
+        return RunOutcome.EXITED
 
     def _read_ready(self, timeout_s: float) -> bool:
         """Read what the pipes have within `timeout_s`; whether anything (or EOF) came."""

@@ -27,7 +27,7 @@ from uv import find_uv_bin
 
 from hiagent_host.config import PackagesConfig
 from hiagent_host.packages.errors import Cancelled, InstallFailed
-from hiagent_host.packages.runner import Completed, Outcome, run
+from hiagent_host.packages.runner import Completed, RunOutcome, run
 
 ENV_ALLOW: Final = (
     "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SSL_CERT_FILE",
@@ -184,13 +184,13 @@ class VenvBuilder:
         self._check(done, what)
 
     def _check(self, done: Completed, what: str) -> None:
-        if done.outcome is Outcome.CANCELLED:
+        if done.outcome is RunOutcome.CANCELLED:
             raise Cancelled(f"install cancelled while {what}")
         if done.ok:
             return
         reason = {
-            Outcome.TIMEOUT: f"took longer than {self.config.install_timeout_s} s",
-            Outcome.IDLE_TIMEOUT: f"printed nothing for {self.config.install_idle_timeout_s} s",
+            RunOutcome.TIMEOUT: f"took longer than {self.config.install_timeout_s} s",
+            RunOutcome.IDLE_TIMEOUT: f"printed nothing for {self.config.install_idle_timeout_s} s",
         }.get(done.outcome, f"exited with status {done.returncode}")
         raise InstallFailed(
             f"{self.installer} failed while {what}: {reason}",

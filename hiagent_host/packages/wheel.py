@@ -7,7 +7,7 @@ agrees with METADATA; it declares at least one `hiagent.plugins` entry point; an
 member RECORD lists with a hash has that hash and size (RECORD is parsed and checked with
 `installer`'s `records` module). Members RECORD does not list are allowed: a historic offline
 bundle carries a top-level `dependencies/` folder of wheels added after the wheel was built,
-which `bundle.py` turns into a find-links source. Member paths are checked here, before any
+which `offline_bundle.py` turns into a find-links source. Member paths are checked here, before any
 installer sees the wheel, since `installer` checks them only as it writes.
 """
 

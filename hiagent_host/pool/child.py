@@ -46,7 +46,7 @@ from hiagent_host.pool.errors import (
     ShuttingDown,
     ToolTimeout,
 )
-from hiagent_host.pool.logs import RotatingFile, StderrSink
+from hiagent_host.pool.stderr import RotatingFile, StderrSink
 from hiagent_host.redact import Secrets
 from hiagent_host.rpc import (
     SHUTDOWN,

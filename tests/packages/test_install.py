@@ -25,7 +25,7 @@ from hiagent_host.packages import (
     PackageManager,
     PackageRecord,
 )
-from hiagent_host.packages.base import BASE_DIR, MANIFEST
+from hiagent_host.packages.base_venv import BASE_DIR, MANIFEST
 from tests.packages.support import (
     Loopback,
     build_plugin,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hiagent_host.packages import names
-from hiagent_host.pool.logs import TAIL_LINES, RotatingFile, StderrSink
+from hiagent_host.pool.stderr import TAIL_LINES, RotatingFile, StderrSink
 from hiagent_host.redact import Secrets
 from tests.pool.support import PACKAGES, Store, call, open_pool
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from hiagent_host.packages import PackageManager
-from hiagent_host.packages.base import BASE_DIR, MANIFEST, Linked, Manifest, clone, find_base
+from hiagent_host.packages.base_venv import BASE_DIR, MANIFEST, Linked, Manifest, clone, find_base
 from hiagent_host.packages.bytecode import site_packages
 from hiagent_host.packages.records import PackageRecord
 from hiagent_host.packages.venv import VenvBuilder

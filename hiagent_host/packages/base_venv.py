@@ -44,12 +44,12 @@ from typing import Final
 
 import msgspec
 
-from hiagent_host.packages.bundled import BundledWheels
 from hiagent_host.packages.bytecode import site_packages
 from hiagent_host.packages.errors import Cancelled, InstallFailed
 from hiagent_host.packages.layout import TRASH_PREFIX, Layout
 from hiagent_host.packages.recovery import pid_alive, remove_tree
 from hiagent_host.packages.runner import run
+from hiagent_host.packages.shim_wheels import BundledWheels
 from hiagent_host.packages.venv import Dependency, Installer, Sources, VenvBuilder, venv_python
 from hiagent_host.storage import FileLock, atomic_write_bytes
 
@@ -171,7 +171,7 @@ def prepare_base(
             break
     try:
         if find_base(layout, key, max_age_s) is None:
-            _build(layout, builder, bundled, sources, key, max_age_s)
+            _build_base(layout, builder, bundled, sources, key, max_age_s)
     except OSError as exc:
         log.warning("cannot build the base venv (%s); installing without it", exc)
     finally:
@@ -310,7 +310,7 @@ def _startup_files(venv: Path) -> frozenset[str]:
     return frozenset(found)
 
 
-def _build(
+def _build_base(
     layout: Layout,
     builder: VenvBuilder,
     bundled: BundledWheels,

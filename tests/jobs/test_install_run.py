@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hiagent_host.jobs.install_run import run_install
 from hiagent_host.jobs.model import JobSpec, JobStatus, Step
-from hiagent_host.jobs.running import run_install
 from hiagent_host.packages import DOWNLOADING, PHASES, PackageManager
 from tests.jobs.helpers import write_config
 
