@@ -38,7 +38,7 @@ import anyio.abc
 from hiagent_host.config import PoolConfig
 from hiagent_host.errors import CANCELLED, HostError
 from hiagent_host.packages import PackageRecord, sandbox
-from hiagent_host.pool import launcher, procfs
+from hiagent_host.pool import launcher, pipes, procfs
 from hiagent_host.pool.errors import (
     PluginCrashed,
     PluginStartFailed,
@@ -175,7 +175,7 @@ class Child:
         self._start_error: HostError | None = None
         self._start_problem: str | None = None  # why the start failed, when it did
         self._handshake_error: HostError | None = None  # the child's answer to initialize
-        self._process: anyio.abc.Process | None = None
+        self._process: pipes.ChildProcess | None = None
         self._peer: RpcPeer | None = None
         self._handshake_scope: anyio.CancelScope | None = None
         tag = f"{record.name} {record.version}#{replica}"
@@ -351,7 +351,7 @@ class Child:
             self._jail_init = chain[0]
             self.pid = chain[1] if len(chain) > 1 else None
 
-    async def _watch_exit(self, process: anyio.abc.Process) -> None:
+    async def _watch_exit(self, process: pipes.ChildProcess) -> None:
         await process.wait()
         self._exited.set()
         self._wake.set()

@@ -28,18 +28,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
-
-import anyio
-import anyio.abc
 
 from hiagent_host.config import PLUGIN_CONFIG_ENV, PackagePolicy, PluginStorageConfig, PoolConfig
 from hiagent_host.packages import sandbox
 from hiagent_host.packages.probe import BOOT_MODULE
 from hiagent_host.packages.sandbox import Jail
+from hiagent_host.pool import pipes
 from hiagent_host.pool.plugin_config import plugin_config
 
 # PATH after the venv's own bin: the usual system directories, never the host's PATH.
@@ -142,17 +139,8 @@ def environment(
     return env
 
 
-async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path) -> anyio.abc.Process:
+async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path) -> pipes.ChildProcess:
     """Start the child in a new session with pipes on stdin, stdout and stderr (the files a
-    jail copies in are opened for it meanwhile)."""
+    jail copies in are opened for it meanwhile); its stdout is pushed (see pool/pipes.py)."""
     with sandbox.opened(argv) as (final, fds):
-        return await anyio.open_process(
-            final,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-            pass_fds=fds,
-        )
+        return await pipes.spawn(final, env=env, cwd=cwd, pass_fds=fds)

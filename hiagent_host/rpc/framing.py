@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -110,6 +111,15 @@ class FrameSplitter:
         last = bytes(self._buffer)
         self._buffer.clear()
         return [last]
+
+
+class PushedBytes(Protocol):
+    """A byte source that calls back as data arrives (an asyncio protocol's pipe), instead of
+    being read by a task: `attach` gives it the callbacks, `aclose` stops it."""
+
+    def attach(self, on_data: Callable[[bytes], None], on_eof: Callable[[], None]) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class FrameReader:

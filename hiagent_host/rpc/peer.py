@@ -1,6 +1,8 @@
 """`RpcPeer`: many concurrent calls over one child's stdin/stdout, each with its own deadline.
 
-One task reads frames and hands each answer to the call waiting for its id. Callers queue
+Frames from the child are handed to the call waiting for their id: as they arrive, when the
+child's stdout is pushed (`PushedBytes`, the pool's pipes: no task and no extra turn of the
+loop between the bytes and the waiting caller), or by a task reading a byte stream. Callers queue
 their frames in one outbox: the first finds nobody writing and writes, taking along whatever
 others queue meanwhile, so a frame is always written whole and a burst of calls leaves in a few
 writes (see `FrameWriter`). A call past its deadline sends `$/cancelRequest` and waits
@@ -36,7 +38,13 @@ from hiagent_host.rpc.errors import (
     ProtocolViolation,
     ResultTooLarge,
 )
-from hiagent_host.rpc.framing import FrameReader, FrameWriter, OversizeFrame
+from hiagent_host.rpc.framing import (
+    FrameReader,
+    FrameSplitter,
+    FrameWriter,
+    OversizeFrame,
+    PushedBytes,
+)
 from hiagent_host.rpc.messages import ErrorObject, Incoming, Notification, Request, StreamItem
 from hiagent_host.rpc.pending import (
     Deadlines,
@@ -106,7 +114,7 @@ class RpcPeer:
     def __init__(
         self,
         send_stream: ByteSendStream,
-        receive_stream: ByteReceiveStream,
+        receive_stream: ByteReceiveStream | PushedBytes,
         *,
         max_frame_bytes: int,
         stream_window: int,
@@ -114,7 +122,14 @@ class RpcPeer:
         busy_poll_us: int = 0,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
-        self._reader = FrameReader(receive_stream, max_frame_bytes)
+        self._reader: FrameReader | None = None
+        self._pushed: PushedBytes | None = None
+        if isinstance(receive_stream, ByteReceiveStream):
+            self._reader = FrameReader(receive_stream, max_frame_bytes)
+        else:
+            self._pushed = receive_stream
+            self._splitter = FrameSplitter(max_frame_bytes)
+            self._pushed_eof = anyio.Event()
         self._writer = FrameWriter(send_stream, max_frame_bytes)
         self._decoder = msgspec.json.Decoder(Incoming)
         self.max_frame_bytes = max_frame_bytes
@@ -134,10 +149,15 @@ class RpcPeer:
         self._close_error: HostError | None = None
         self.closed = anyio.Event()
         self._task_group: TaskGroup | None = None
+        if self._pushed is not None:
+            self._pushed.attach(self._on_data, self._on_eof)
 
     @classmethod
     def from_config(
-        cls, send_stream: ByteSendStream, receive_stream: ByteReceiveStream, pool: PoolConfig
+        cls,
+        send_stream: ByteSendStream,
+        receive_stream: ByteReceiveStream | PushedBytes,
+        pool: PoolConfig,
     ) -> RpcPeer:
         """A peer with the frame limit, stream window and cancel grace of `pool`."""
         return cls(
@@ -264,19 +284,39 @@ class RpcPeer:
         """Read and dispatch frames until EOF, then fail whatever is still pending.
 
         Returns at EOF; cancel it to stop reading. Either way the receive stream is closed.
+        With pushed bytes, frames are dispatched as they arrive and this only waits for EOF.
         """
         try:
-            while True:
-                try:
-                    frames = await self._reader.receive_many()
-                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    return
-                for frame in frames:
-                    self._dispatch(frame)
+            if self._reader is not None:
+                await self._read(self._reader)
+            else:
+                await self._pushed_eof.wait()
         finally:
             self.fail_all(PeerClosed("the plugin process closed its stdout"))
             with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SEND_S):
-                await self._reader.aclose()
+                if self._reader is not None:
+                    await self._reader.aclose()
+                elif self._pushed is not None:
+                    await self._pushed.aclose()
+
+    async def _read(self, reader: FrameReader) -> None:
+        while True:
+            try:
+                frames = await reader.receive_many()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            for frame in frames:
+                self._dispatch(frame)
+
+    def _on_data(self, data: bytes) -> None:
+        """Pushed bytes arrived (in the loop's callback): dispatch the frames they complete."""
+        for frame in self._splitter.feed(data):
+            self._dispatch(frame)
+
+    def _on_eof(self) -> None:
+        for frame in self._splitter.end():
+            self._dispatch(frame)
+        self._pushed_eof.set()
 
     def _dispatch(self, frame: bytes | OversizeFrame) -> None:
         if isinstance(frame, OversizeFrame):
