@@ -32,7 +32,12 @@ from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel as SyncSentinel
 
 from hiagent_host.config import QueueConfig
-from hiagent_host.config_redis import SENTINEL_SCHEMES, parse_sentinel_url, scheme
+from hiagent_host.config_redis import (
+    SENTINEL_SCHEMES,
+    SentinelTarget,
+    parse_sentinel_url,
+    scheme,
+)
 from hiagent_host.jobs import codec
 
 # API side: one immediate retry replaces a pooled connection that Redis closed.
@@ -75,16 +80,25 @@ def redis_client(queue: QueueConfig, *, role: Literal["api", "worker"], redis_cl
         return single
     target = parse_sentinel_url(queue.redis_url)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        target.sentinels,
-        sentinel_kwargs=_sentinel_kwargs(queue, target),
-        username=target.username,
-        password=target.password,
-        db=target.db,
-        ssl=target.ssl,
-        **options,
+        target.sentinels, **_sentinel_options(queue, target, options)
     )
     managed: R = sentinel.master_for(target.master, redis_class=redis_class)
     return managed
+
+
+def _sentinel_options(
+    queue: QueueConfig, target: SentinelTarget, options: dict[str, Any]
+) -> dict[str, Any]:
+    """What both Sentinel clients (async and blocking) are built with: the master's
+    credentials, db and TLS, the Sentinels' own settings, and the caller's socket options."""
+    return {
+        "sentinel_kwargs": _sentinel_kwargs(queue, target),
+        "username": target.username,
+        "password": target.password,
+        "db": target.db,
+        "ssl": target.ssl,
+        **options,
+    }
 
 
 def connect(queue: QueueConfig, *, role: Literal["api", "worker"]) -> ArqRedis:
@@ -120,13 +134,7 @@ def connect_sync(queue: QueueConfig) -> redis_sync.Redis:
         return single
     target = parse_sentinel_url(queue.redis_url)
     sentinel = SyncSentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        target.sentinels,
-        sentinel_kwargs=_sentinel_kwargs(queue, target),
-        username=target.username,
-        password=target.password,
-        db=target.db,
-        ssl=target.ssl,
-        **options,
+        target.sentinels, **_sentinel_options(queue, target, options)
     )
     managed: redis_sync.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         target.master, redis_class=redis_sync.Redis
