@@ -1,8 +1,9 @@
 """The ASGI app: routes, the middleware stack, and the services behind them.
 
-Stack, outermost first: Starlette's error guard → request context (request id, timing,
-metrics, access log, last-resort 500) → bearer auth (only with keys configured) → router
-(/v1 and the rest from api/routes.py, and /mcp, the MCP endpoint, unless `mcp.enabled` is off).
+Stack, outermost first: Starlette's error guard → one middleware for everything around a
+request (api/middleware.py: request id, timing, API keys, keep-alive after an early answer, the
+end of a graceful shutdown, last-resort 500, metrics, access log) → router (/v1 and the rest
+from api/routes.py, and /mcp, the MCP endpoint, unless `mcp.enabled` is off).
 `open_services` recovers the package store, opens the pool, the cluster node (changes made
 by other nodes, see docs/scale-out.md) and the job backend, builds the base venv in the
 background, and closes them in reverse (the pool stops every child through its ladder).
@@ -26,14 +27,11 @@ from starlette.routing import BaseRoute, Route
 
 from hiagent_host import logs
 from hiagent_host.api import openapi
-from hiagent_host.api.auth import BearerAuthMiddleware
-from hiagent_host.api.keepalive import KeepAliveMiddleware
 from hiagent_host.api.mcp import McpEndpoint
 from hiagent_host.api.metrics import Metrics
-from hiagent_host.api.middleware import RequestContextMiddleware
+from hiagent_host.api.middleware import RequestMiddleware, Shutdown
 from hiagent_host.api.routes import OPERATIONS, public_paths, starlette_routes
 from hiagent_host.api.services import Services
-from hiagent_host.api.shutdown import Shutdown, ShutdownMiddleware
 from hiagent_host.cluster import ClusterNode, coordinator_for, new_node_id
 from hiagent_host.config import Config, read_api_keys
 from hiagent_host.errors import HostError
@@ -66,16 +64,15 @@ def create_app(
     metrics = services.metrics if services is not None else Metrics()
     shutdown = Shutdown()
     middleware = [
-        Middleware(KeepAliveMiddleware),  # outermost: sees every early answer
         Middleware(
-            RequestContextMiddleware, metrics=metrics, access_log_enabled=config.logging.access_log
-        ),
-        Middleware(ShutdownMiddleware, shutdown=shutdown),
-    ]
-    if keys:
-        middleware.append(
-            Middleware(BearerAuthMiddleware, keys=keys, exempt=public_paths(OPERATIONS))
+            RequestMiddleware,
+            metrics=metrics,
+            shutdown=shutdown,
+            access_log_enabled=config.logging.access_log,
+            keys=keys,
+            public=public_paths(OPERATIONS),
         )
+    ]
     mcp = McpEndpoint(config) if config.mcp.enabled else None
     routes: list[BaseRoute] = [*starlette_routes(OPERATIONS), *extra_routes]
     if mcp is not None:

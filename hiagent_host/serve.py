@@ -9,7 +9,7 @@ serves through Hypercorn's public `hypercorn.asyncio.serve`, the socket given as
 
 SIGTERM or SIGINT: stop accepting, let in-flight calls and streams finish for up to
 `server.graceful_shutdown_s` (then answer them 503 `ShuttingDown`, an SSE `error` event for a
-stream, which cancels their calls in the children; see `api/shutdown.py`), close the services
+stream, which cancels their calls in the children; see `api/middleware.py`), close the services
 (the pool's stop ladder for every child), and return 0. The supervisor
 passes the signal on to its workers and waits for them; a worker that dies on its own is
 started again, after `WORKER_RESTART_DELAY_S`; one that cannot start stops them all (exit 1).
@@ -34,7 +34,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
 from hiagent_host import logs
-from hiagent_host.api.shutdown import ANSWER_MARGIN_S, Shutdown
+from hiagent_host.api.middleware import ANSWER_MARGIN_S, Shutdown
 from hiagent_host.app import ExtraRoutes, begin_drain, create_app, open_services
 from hiagent_host.cli_exit import EXIT_FAILED
 from hiagent_host.config import Config, config_secrets, read_api_keys
@@ -63,7 +63,7 @@ def hypercorn_config(config: Config, fd: int) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [f"fd://{fd}"]
     hc.keep_alive_timeout = server.keep_alive_s
-    # then the requests still running are answered ShuttingDown (api/shutdown.py)
+    # then the requests still running are answered ShuttingDown (api/middleware.py)
     hc.graceful_timeout = server.graceful_shutdown_s + ANSWER_MARGIN_S
     hc.accesslog = None  # the app writes its own structured access log
     hc.errorlog = logging.getLogger("hypercorn.error")

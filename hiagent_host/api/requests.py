@@ -41,13 +41,13 @@ def invalid(message: str, field: str | None) -> InvalidInput:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or `PayloadTooLarge` as soon as it is known to be over `limit`."""
-    declared = request.headers.get("content-length")
+    declared = next((v for k, v in request.scope["headers"] if k == b"content-length"), None)
     if declared is not None:
         try:
             declared_bytes = int(declared)
         except ValueError:
             raise bad_request("invalid Content-Length header") from None
-        if declared_bytes > limit:  # the body is left unread: see api/keepalive.py
+        if declared_bytes > limit:  # the body is left unread: see api/middleware.py
             raise payload_too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -40,12 +40,22 @@ class ChildStdin(ByteSendStream):
         self._drained: anyio.Event | None = None  # set at `resume_writing`, None while flowing
 
     async def send(self, item: bytes) -> None:
+        if not self.write_now(item):
+            await self.drained()
+
+    def write_now(self, data: bytes) -> bool:
+        """Hand `data` to the pipe at once; False if it is now over its high-water mark
+        (`drained` waits for it)."""
         if self._closed:
             raise anyio.ClosedResourceError
         transport = self._transport()
         if self._lost or transport is None or transport.is_closing():
             raise anyio.BrokenResourceError from self._lost_error
-        transport.write(item)
+        transport.write(data)
+        return self._drained is None
+
+    async def drained(self) -> None:
+        """Wait while the pipe's buffer is over its high-water mark."""
         while self._drained is not None and not self._lost:
             await self._drained.wait()
         if self._lost:

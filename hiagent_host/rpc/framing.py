@@ -14,7 +14,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -122,6 +122,18 @@ class PushedBytes(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class WritesAtOnce(Protocol):
+    """A byte sink that takes a write at once (an asyncio transport's pipe), as well as being
+    a `ByteSendStream`: `write_now` hands the bytes over without waiting and says whether the
+    sink still flows (False: its buffer is over its high-water mark, and `drained` waits until
+    it is not)."""
+
+    def write_now(self, data: bytes) -> bool: ...
+
+    async def drained(self) -> None: ...
+
+
 class FrameReader:
     """Reads frames from `stream`; `receive` and `receive_many` raise `anyio.EndOfStream` at
     the end."""
@@ -180,6 +192,9 @@ class FrameWriter:
 
     def __init__(self, stream: ByteSendStream, max_frame_bytes: int) -> None:
         self._stream = stream
+        # A sink that takes a write at once needs no task switch, timer or cancel scope for
+        # a write while it flows (the usual case): `flush` writes to it directly.
+        self._at_once: WritesAtOnce | None = stream if isinstance(stream, WritesAtOnce) else None
         self.max_frame_bytes = max_frame_bytes
         self._encoder = msgspec.json.Encoder()
         self._outbox = bytearray()
@@ -209,10 +224,22 @@ class FrameWriter:
         longer than `stall_s`. Errors of the stream (it closed, it broke) are raised."""
         if self._writing or not self._outbox:
             return True
+        at_once = self._at_once
+        paused = False
+        if at_once is not None and not self._wrote_this_turn:
+            data = bytes(self._outbox)
+            self._outbox.clear()
+            paused = not at_once.write_now(data)
+            self._end_turn_later()
+            if not paused:
+                return True
         self._writing = True
         try:
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + stall_s) as scope:
-                if self._wrote_this_turn:  # the rest of this turn's frames join this write
+                if paused:
+                    assert at_once is not None
+                    await at_once.drained()
+                elif self._wrote_this_turn:  # the rest of this turn's frames join this write
                     await anyio.lowlevel.checkpoint()
                 while self._outbox:
                     data = bytes(self._outbox)  # the outbox is reused: frames queue on meanwhile

@@ -15,7 +15,7 @@ from typing import Final
 
 import h11
 
-from hiagent_host.api.keepalive import DRAIN_MAX_BYTES
+from hiagent_host.api.middleware import DRAIN_MAX_BYTES
 from tests.api.conftest import Installed
 from tests.api.support import LiveServer
 

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 import pytest
 
-from hiagent_host.api.shutdown import ANSWER_MARGIN_S
+from hiagent_host.api.middleware import ANSWER_MARGIN_S
 from hiagent_host.config import load_config
 from hiagent_host.serve import hypercorn_config, is_loopback, warn_if_exposed
 from tests.api.conftest import Installed
