@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, Final
 
 MASK: Final = "***"
@@ -202,14 +202,23 @@ def active() -> Secrets:
     return _active.get()
 
 
+def activate(secrets: Secrets) -> Token[Secrets] | None:
+    """Make `secrets` active (with those already active) until `restore(token)`; None (and
+    nothing done) when there are none."""
+    return _active.set(_active.get() | secrets) if secrets else None
+
+
+def restore(token: Token[Secrets] | None) -> None:
+    """Undo the `activate` that returned `token`."""
+    if token is not None:
+        _active.reset(token)
+
+
 @contextmanager
 def scope(secrets: Secrets) -> Iterator[None]:
     """Make `secrets` active (with those already active) for the code inside."""
-    if not secrets:
-        yield
-        return
-    token = _active.set(_active.get() | secrets)
+    token = activate(secrets)
     try:
         yield
     finally:
-        _active.reset(token)
+        restore(token)

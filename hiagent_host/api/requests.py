@@ -41,7 +41,11 @@ def invalid(message: str, field: str | None) -> InvalidInput:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or `PayloadTooLarge` as soon as it is known to be over `limit`."""
-    declared = next((v for k, v in request.scope["headers"] if k == b"content-length"), None)
+    declared = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            declared = value
+            break
     if declared is not None:
         try:
             declared_bytes = int(declared)

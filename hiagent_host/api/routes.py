@@ -16,7 +16,6 @@ from hiagent_host.api.endpoints import Endpoint
 from hiagent_host.packages.names import MAX_NAME_CHARS, MAX_VERSION_CHARS
 from hiagent_host.pool import ProcessInfo
 
-
 # The tag of the operations the router tries first (see `starlette_routes`).
 HOT_TAG: Final = "tools"
 

@@ -24,8 +24,7 @@ from hiagent_host.api.middleware import annotate
 from hiagent_host.api.services import Services
 from hiagent_host.api.sse import EventStream
 from hiagent_host.errors import INVALID_REQUEST, PACKAGE_NOT_FOUND, HostError
-from hiagent_host.pool.secrets import scrub
-from hiagent_host.redact import Secrets
+from hiagent_host.redact import NO_SECRETS, Secrets
 
 CFG_HEADER: Final = "cfg"
 STREAM_KEY: Final = "stream"
@@ -134,7 +133,7 @@ class ToolRun:
     def __init__(self, s: Services, call: ToolCall, *, extra_secrets: Iterable[str] = ()) -> None:
         self._s = s
         self.call = call
-        self.hidden = Secrets(extra_secrets)
+        self.hidden = Secrets(extra_secrets) if extra_secrets else NO_SECRETS
         self._label = _package_label(call.pkg)
         self._start = time.perf_counter()
 
@@ -143,11 +142,8 @@ class ToolRun:
         package = UNKNOWN_PACKAGE if result in UNKNOWN_OUTCOMES else self._label
         self._s.metrics.observe_tool_call(package, result, time.perf_counter() - self._start)
 
-    def scrub(self, exc: HostError) -> HostError:
-        return scrub(exc, self.hidden)
-
     async def result(self) -> Any:
-        """The tool's result; a failure is counted and raised with secrets scrubbed."""
+        """The tool's result; a failure (secrets masked by the pool) is counted and raised."""
         call = self.call
         try:
             result = await self._s.pool.run_tool(
@@ -160,9 +156,9 @@ class ToolRun:
                 timeout_s=call.timeout_s,
                 secrets=self.hidden,
             )
-        except HostError as exc:
+        except HostError as exc:  # the pool's error, secrets masked
             self.outcome(exc.code)
-            raise self.scrub(exc) from None
+            raise
         self.outcome("ok")
         return result
 

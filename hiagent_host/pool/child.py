@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import anyio
 import anyio.abc
@@ -46,8 +46,9 @@ from hiagent_host.pool.errors import (
     ShuttingDown,
     ToolTimeout,
 )
+from hiagent_host.pool.secrets import scrub
 from hiagent_host.pool.stderr import RotatingFile, StderrSink
-from hiagent_host.redact import Secrets
+from hiagent_host.redact import NO_SECRETS, Secrets
 from hiagent_host.rpc import (
     SHUTDOWN,
     DeadlineExceeded,
@@ -494,40 +495,51 @@ class Child:
         if secrets:
             self._sink.secrets.add(secrets)
 
-    async def call(self, method: str, params: Any, timeout_s: float) -> Any:
-        """One request on this child; child failures become the pool's errors."""
+    async def call(
+        self, method: str, params: Any, timeout_s: float, hidden: Secrets = NO_SECRETS
+    ) -> Any:
+        """One request on this child; a failure is raised as the pool's error, `hidden`
+        masked (`fail`)."""
         peer = self._serving()
         self.calls_total += 1
         try:
             return await peer.call(method, params, timeout_s=timeout_s)
         except HostError as exc:
-            raise await self.translate(exc, timeout_s) from exc
+            await self.fail(exc, timeout_s, hidden)
 
     @asynccontextmanager
     async def stream(
-        self, method: str, params: Any, timeout_s: float
+        self, method: str, params: Any, timeout_s: float, hidden: Secrets = NO_SECRETS
     ) -> AsyncIterator[AsyncIterator[Any]]:
-        """A streaming request; errors before the first item raise here, on entry."""
+        """A streaming request; errors before the first item raise here, on entry. Failures
+        (on entry or between items) are the pool's errors, `hidden` masked (`fail`)."""
         peer = self._serving()
         self.calls_total += 1
         entered = False
         try:
             async with peer.stream(method, params, timeout_s=timeout_s) as call:
-                items = _Items(self, call, timeout_s)
+                items = _Items(self, call, timeout_s, hidden)
                 await items.prefetch()
                 entered = True
                 yield items
         except HostError as exc:
-            if entered:  # the consumer's own, or an item's (translated already)
+            if entered:  # the consumer's own, or an item's (made the pool's already)
                 raise
-            raise await self.translate(exc, timeout_s) from exc
+            await self.fail(exc, timeout_s, hidden)
 
     def _serving(self) -> RpcPeer:
         if self._peer is None or not self._ready:
             raise RuntimeError("a call on a child that is not ready")
         return self._peer
 
-    async def translate(self, exc: HostError, timeout_s: float) -> HostError:
+    async def fail(self, exc: HostError, timeout_s: float, hidden: Secrets) -> NoReturn:
+        """Raise what a failed call's caller gets, the one place it is made: the pool's error
+        for what the wire reported (`_translate`), with the call's secrets masked. The wire's
+        error stays its cause only when it holds no secret."""
+        error = scrub(await self._translate(exc, timeout_s), hidden)
+        raise error from (None if hidden or error is exc else exc)
+
+    async def _translate(self, exc: HostError, timeout_s: float) -> HostError:
         """The pool's error for a failed call (others pass through unchanged)."""
         if isinstance(exc, DeadlineExceeded):
             if not exc.cancel_acknowledged:
@@ -571,14 +583,15 @@ class Child:
 
 
 class _Items:
-    """A stream's items: the first one fetched on entry, failures translated."""
+    """A stream's items: the first one fetched on entry, failures the pool's errors."""
 
     _NOTHING: Final = object()
 
-    def __init__(self, child: Child, call: StreamCall, timeout_s: float) -> None:
+    def __init__(self, child: Child, call: StreamCall, timeout_s: float, hidden: Secrets) -> None:
         self._child = child
         self._call = call
         self._timeout_s = timeout_s
+        self._hidden = hidden
         self._first: Any = self._NOTHING
         self._done = False
 
@@ -607,7 +620,7 @@ class _Items:
         try:
             return await self._call.__anext__()
         except HostError as exc:
-            raise await self._child.translate(exc, self._timeout_s) from exc
+            await self._child.fail(exc, self._timeout_s, self._hidden)
 
 
 def fingerprint(record: PackageRecord) -> tuple[str, str, str]:

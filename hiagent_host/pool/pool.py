@@ -29,8 +29,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -75,7 +75,7 @@ from hiagent_host.pool.errors import (
 )
 from hiagent_host.pool.plugin_config import has_s3_client, shared_storage_dir
 from hiagent_host.pool.policy import RestartPolicy, choose_victim, retry_after_s
-from hiagent_host.pool.secrets import ScrubbedItems, call_secrets, scrub
+from hiagent_host.pool.secrets import call_secrets
 from hiagent_host.redact import NO_SECRETS, Secrets
 from hiagent_host.rpc import METADATA, RUN_TOOL, VALIDATE, BusyPoll, running_busy_poll
 
@@ -262,9 +262,11 @@ class Pool:
         child = await self._acquire(record)
         child.remember(hidden)
         try:
-            with self._failures(hidden):
-                async with child.stream(RUN_TOOL, params, timeout) as items:
-                    yield ScrubbedItems(items, hidden) if hidden else items
+            async with child.stream(RUN_TOOL, params, timeout, hidden) as items:
+                yield items
+        except ToolTimeout:
+            self._timeouts += 1
+            raise
         finally:
             self._release(child)
 
@@ -298,29 +300,23 @@ class Pool:
         plugin: str | None = None,
         secrets: Secrets = NO_SECRETS,
     ) -> Any:
-        """One request; the secrets of its cfg are masked in its errors, in the log lines
-        written meanwhile, and in the child's stderr."""
+        """One request; the secrets of its cfg are masked in its errors (by the child, which
+        makes them), in the log lines written meanwhile, and in the child's stderr."""
         record = await self._resolve(name, version)
-        hidden = secrets | (call_secrets(record, plugin, params.get("cfg")) if plugin else secrets)
-        with redact.scope(hidden):
+        hidden = secrets | call_secrets(record, plugin, params.get("cfg")) if plugin else secrets
+        token = redact.activate(hidden)
+        try:
             child = await self._acquire(record)
             child.remember(hidden)
             try:
-                with self._failures(hidden):
-                    return await child.call(method, params, timeout_s)
+                return await child.call(method, params, timeout_s, hidden)
+            except ToolTimeout:
+                self._timeouts += 1
+                raise
             finally:
                 self._release(child)
-
-    @contextmanager
-    def _failures(self, hidden: Secrets) -> Iterator[None]:
-        """A call's errors leave with its secrets masked; deadlines are counted."""
-        try:
-            yield
-        except ToolTimeout as exc:
-            self._timeouts += 1
-            raise scrub(exc, hidden) from exc.__cause__
-        except HostError as exc:
-            raise scrub(exc, hidden) from exc.__cause__
+        finally:
+            redact.restore(token)
 
     def _deadline(self, timeout_s: float | None) -> float:
         if timeout_s is None:

@@ -9,7 +9,7 @@ in the log lines written while it runs, and in the plugin process's stderr.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from hiagent_host.errors import HostError
@@ -41,23 +41,6 @@ def scrub(exc: HostError, secrets: Secrets) -> HostError:
     clean.args = (clean.message,)
     clean.data = secrets.redact_value(exc.data)
     return clean
-
-
-class ScrubbedItems:
-    """A stream's items, each failure raised with the call's secrets masked."""
-
-    def __init__(self, items: AsyncIterator[Any], secrets: Secrets) -> None:
-        self._items = items
-        self._secrets = secrets
-
-    def __aiter__(self) -> ScrubbedItems:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._items.__anext__()
-        except HostError as exc:
-            raise scrub(exc, self._secrets) from exc.__cause__
 
 
 def secret_values(schema: Mapping[str, Any] | None, cfg: Mapping[str, Any] | None) -> list[str]:

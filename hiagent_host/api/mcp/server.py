@@ -243,9 +243,9 @@ async def _streamed(ctx: Any, run: ToolRun) -> types.CallToolResult:
             async for item in stream:
                 items.append(item)
                 await ctx.session.report_progress(len(items), None, _text(item))
-    except HostError as exc:
+    except HostError as exc:  # the pool's error, secrets masked
         run.outcome(exc.code)
-        raise run.scrub(exc) from None
+        raise
     run.outcome("ok")
     text = "".join(items) if all(isinstance(i, str) for i in items) else _text(items)
     return types.CallToolResult(
