@@ -5,17 +5,25 @@ line's context (`hiagent_host.redact.active()`, set by the pool for each call), 
 keys and bearer tokens, after the message, its arguments and any traceback have been formatted
 (JSON lines: every string field, before encoding). The cost of a line depends on the call's
 own secrets, never on how many calls came before.
+
+A line costs little, as there is one per request (the access log): timestamps are formatted
+once a second, records carry no thread or process names (no format uses them), and the
+handler writes the lines of one turn of the event loop in one write at the end of that turn
+(`loop.call_soon`; a line logged off the loop's thread is written at once, after any still
+waiting). A process killed outright loses at most the lines of the turn it was in.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import re
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any, Final, TextIO
+
+import msgspec
 
 from hiagent_host.config import LoggingConfig
 from hiagent_host.redact import MASK, Secrets, active
@@ -38,7 +46,37 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         text = self._keys.redact(active().redact(text))
+        if "bearer" not in text.lower():  # the usual line: no regex pass
+            return text
         return _BEARER.sub(r"\1" + MASK, text)
+
+
+class _SecondStamps:
+    """A timestamp's text up to the second, made once per second (a line each request)."""
+
+    def __init__(self, pattern: str, convert: Any) -> None:
+        self._pattern = pattern
+        self._convert = convert
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime(self._pattern, self._convert(second))
+            self._second = second
+        return self._text
+
+
+class TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT` lines; `asctime` as logging's default (local time, `,mmm`)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._stamps = _SecondStamps("%Y-%m-%d %H:%M:%S", time.localtime)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return f"{self._stamps(record.created)},{int(record.msecs):03d}"
 
 
 class RedactingFormatter(logging.Formatter):
@@ -63,11 +101,11 @@ class JSONFormatter(logging.Formatter):
     def __init__(self, redact: Redactor) -> None:
         super().__init__()
         self._redact = redact
+        self._stamps = _SecondStamps("%Y-%m-%dT%H:%M:%S", time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._stamps(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -78,7 +116,53 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         masked = {k: self._redact(v) if isinstance(v, str) else v for k, v in out.items()}
-        return json.dumps(masked, ensure_ascii=False, default=str)
+        return _json.encode(masked).decode()
+
+
+def _as_text(value: Any) -> str:
+    return str(value)
+
+
+_json = msgspec.json.Encoder(enc_hook=_as_text)
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to its stream the lines of one turn of the event loop in one write, at the end
+    of that turn; a line logged off the loop's thread goes at once (after any waiting)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 (logging's contract: handleError reports it)
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop's thread
+            self.flush()
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._scheduled = False
+            if self._lines:
+                text = "\n".join(self._lines) + "\n"
+                self._lines.clear()
+                self.stream.write(text)
+            super().flush()
+        except (OSError, ValueError):  # the stream broke or was closed: nowhere to write
+            self._lines.clear()
+        finally:
+            self.release()
 
 
 def configure(
@@ -90,8 +174,10 @@ def configure(
     if config.json:
         formatter = JSONFormatter(redact)
     else:
-        formatter = RedactingFormatter(logging.Formatter(TEXT_FORMAT), redact)
-    handler = logging.StreamHandler(stream or sys.stderr)
+        formatter = RedactingFormatter(TextFormatter(), redact)
+    # Nothing the server's formats show; skipping them makes every record cheaper.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):  # the server owns its process's logging

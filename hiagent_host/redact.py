@@ -140,8 +140,13 @@ class Secrets:
         """`text` with every secret (and its renderings) replaced by `MASK`."""
         if not self._anchors or not text:
             return text
-        found = frozenset(value for anchor, value in self._anchors if anchor in text)
-        return _pattern(found).sub(MASK, text) if found else text
+        found: set[str] | None = None
+        for anchor, value in self._anchors:  # a loop, not a set built per line: most find none
+            if anchor in text:
+                if found is None:
+                    found = set()
+                found.add(value)
+        return text if found is None else _pattern(frozenset(found)).sub(MASK, text)
 
     def redact_value(self, value: Any, depth: int = 0) -> Any:
         """`value` (any JSON) with every secret masked inside its strings and keys."""

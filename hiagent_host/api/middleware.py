@@ -312,9 +312,9 @@ def _log_access(scope: Scope, status: int, elapsed: float, rid: str) -> None:
     if annotated:
         fields.update(annotated)
     record = access_log.makeRecord(
-        access_log.name, logging.INFO, __file__, 0, _AccessLine(fields), (), None,
-        extra={"access": fields},
-    )  # fmt: skip
+        access_log.name, logging.INFO, __file__, 0, _AccessLine(fields), (), None
+    )
+    record.access = fields  # what `extra={"access": …}` does, without its checks of every key
     access_log.handle(record)
 
 
@@ -334,4 +334,6 @@ class _AccessLine:
 
 def _printable(value: object) -> str:
     """Caller-supplied text on one line: control characters cannot forge log lines."""
-    return value.translate(_CONTROL) if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value if value.isprintable() else value.translate(_CONTROL)
+    return str(value)
