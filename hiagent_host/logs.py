@@ -6,11 +6,15 @@ keys and bearer tokens, after the message, its arguments and any traceback have 
 (JSON lines: every string field, before encoding). The cost of a line depends on the call's
 own secrets, never on how many calls came before.
 
-A line costs little, as there is one per request (the access log): timestamps are formatted
-once a second, records carry no thread or process names (no format uses them), and the
-handler writes the lines of one turn of the event loop in one write at the end of that turn
-(`loop.call_soon`; a line logged off the loop's thread is written at once, after any still
-waiting). A process killed outright loses at most the lines of the turn it was in.
+A line costs little, as there is one per request (the access log): `access` formats the line
+straight from the request's fields, without a `LogRecord` or the logging machinery, once
+`configure` has set the server's handler up (before, or in an app embedded elsewhere, it is a
+record on the `hiagent_host.access` logger). Timestamps are formatted once a second, records
+carry no thread or process names (no format uses them), and the handler writes the lines
+logged on the event loop's thread in one write, `BATCH_S` after the first of them
+(`loop.call_later`; a line logged off the loop's thread is written at once, after any still
+waiting; logging's shutdown at exit writes what is left). A process killed outright loses at
+most the lines of its last `BATCH_S`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ from hiagent_host.config import LoggingConfig
 from hiagent_host.redact import MASK, Secrets, active
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+ACCESS_LOGGER: Final = "hiagent_host.access"
+# Lines logged on the event loop's thread leave together, at most this long after the first.
+BATCH_S: Final = 0.005
+# Fields that lead the text access-log line; the rest follow as key=value.
+_HEAD: Final = frozenset({"method", "path", "status", "duration_s"})
+# Control characters in caller-supplied text become "?" in the text access log.
+_CONTROL: Final = dict.fromkeys([*range(32), 127], "?")
 LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -126,9 +137,81 @@ def _as_text(value: Any) -> str:
 _json = msgspec.json.Encoder(enc_hook=_as_text)
 
 
+class AccessLine:
+    """The text of an access-log line (`POST /v1/X 200 0.0012s key=value …`), made on demand."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        f = self.fields
+        parts = [f"{f['method']} {_printable(f['path'])} {f['status']} {f['duration_s']:.4f}s"]
+        parts += [f"{k}={_printable(v)}" for k, v in f.items() if k not in _HEAD]
+        return " ".join(parts)
+
+
+def _printable(value: object) -> str:
+    """Caller-supplied text on one line: control characters cannot forge log lines."""
+    if isinstance(value, str):
+        return value if value.isprintable() else value.translate(_CONTROL)
+    return str(value)
+
+
+class _AccessWriter:
+    """Access-log lines as the configured formatter would make them, to the handler."""
+
+    def __init__(self, handler: LineHandler, redact: Redactor, as_json: bool) -> None:
+        self.handler = handler
+        self._redact = redact
+        self._json = as_json
+        self._stamps = _SecondStamps(
+            "%Y-%m-%dT%H:%M:%S" if as_json else "%Y-%m-%d %H:%M:%S",
+            time.gmtime if as_json else time.localtime,
+        )
+
+    def write(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        millis = int((now - int(now)) * 1000)
+        if self._json:
+            out: dict[str, Any] = {
+                "ts": f"{self._stamps(now)}.{millis:03d}Z",
+                "level": "info",
+                "logger": ACCESS_LOGGER,
+                "message": str(AccessLine(fields)),
+                **fields,
+            }
+            masked = {k: self._redact(v) if isinstance(v, str) else v for k, v in out.items()}
+            line = _json.encode(masked).decode()
+        else:
+            text = f"{self._stamps(now)},{millis:03d} INFO    {ACCESS_LOGGER}: {AccessLine(fields)}"
+            line = self._redact(text)
+        self.handler.write_line(line)
+
+
+_root = logging.getLogger()
+_access_log = logging.getLogger(ACCESS_LOGGER)
+_access_writer: _AccessWriter | None = None
+
+
+def access(fields: dict[str, Any]) -> None:
+    """Log one request (`method`, `path`, `status`, `duration_s`, then any other fields)."""
+    writer = _access_writer
+    if writer is not None and writer.handler in _root.handlers:  # still the server's handler
+        writer.write(fields)
+    elif _access_log.isEnabledFor(logging.INFO):
+        record = _access_log.makeRecord(
+            ACCESS_LOGGER, logging.INFO, __file__, 0, AccessLine(fields), (), None
+        )
+        record.access = fields  # what `extra={"access": …}` does, without its key checks
+        _access_log.handle(record)
+
+
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to its stream the lines of one turn of the event loop in one write, at the end
-    of that turn; a line logged off the loop's thread goes at once (after any waiting)."""
+    """Writes to its stream the lines logged on the event loop's thread in one write, `BATCH_S`
+    after the first of them; a line logged off the loop's thread goes at once (after any
+    waiting)."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
@@ -137,30 +220,35 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._lines.append(self.format(record))
+            line = self.format(record)
         except Exception:  # noqa: BLE001 (logging's contract: handleError reports it)
             self.handleError(record)
+            return
+        self.write_line(line)
+
+    def write_line(self, line: str) -> None:
+        """Write `line` (formatted already) with the batch, or at once off the loop."""
+        self._lines.append(line)
+        if self._scheduled:  # a flush is due: it takes the line along
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop's thread
             self.flush()
             return
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self.flush)
+        self._scheduled = True
+        loop.call_later(BATCH_S, self.flush)
 
     def flush(self) -> None:
         self.acquire()
         try:
             self._scheduled = False
-            if self._lines:
-                text = "\n".join(self._lines) + "\n"
-                self._lines.clear()
-                self.stream.write(text)
+            lines, self._lines = self._lines, []  # a line added meanwhile: still in `lines`
+            if lines:
+                self.stream.write("\n".join(lines) + "\n")
             super().flush()
         except (OSError, ValueError):  # the stream broke or was closed: nowhere to write
-            self._lines.clear()
+            pass
         finally:
             self.release()
 
@@ -184,7 +272,9 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(LEVELS[config.level])
-    access = logging.getLogger("hiagent_host.access")
-    access.disabled = not config.access_log
+    global _access_writer
+    _access_log.disabled = not config.access_log
+    writes_access = config.access_log and LEVELS[config.level] <= logging.INFO
+    _access_writer = _AccessWriter(handler, redact, config.json) if writes_access else None
     logging.captureWarnings(True)
     return handler

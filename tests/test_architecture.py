@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "pool": {"rpc", "packages", "storage", "config"} | BOTTOM,
     "jobs": {"pool", "packages", "storage", "config"} | BOTTOM,
     "cluster": {"jobs", "packages", "store", "storage", "config"} | BOTTOM,
-    "api": {"cluster", "jobs", "pool", "packages", "store", "storage", "config"} | BOTTOM,
+    "api": {"cluster", "jobs", "pool", "packages", "store", "storage", "logs", "config"} | BOTTOM,
 }
 TOP = {"cli", "app", "serve", "__main__", "__init__"}
 FRAMEWORK_OWNERS = {

@@ -38,12 +38,12 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hiagent_host import logs
 from hiagent_host.api import responses
 from hiagent_host.api.metrics import UNMATCHED, Metrics
 from hiagent_host.api.sse import encode_error
 from hiagent_host.errors import SHUTTING_DOWN, UNAUTHORIZED, HostError
 
-access_log = logging.getLogger("hiagent_host.access")
 log = logging.getLogger("hiagent_host.api")
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
@@ -51,10 +51,6 @@ PROCESS_TIME_HEADER: Final = b"x-process-time"
 # Where handlers leave fields for the access log (package, plugin, tool of a tool call).
 ACCESS_FIELDS: Final = "hiagent.access"
 REQUEST_ID: Final = "hiagent.request_id"
-# Fields that lead the text access-log line; the rest follow as key=value.
-_HEAD: Final = frozenset({"method", "path", "status", "duration_s"})
-# Control characters in caller-supplied text become "?" in the text access log.
-_CONTROL: Final = dict.fromkeys([*range(32), 127], "?")
 # The status logged for a request whose client left before it was answered (nginx's choice).
 CLIENT_GONE: Final = 499
 # A caller's request id is echoed only if it is a plain token of reasonable length.
@@ -293,11 +289,6 @@ class _Exchange:
 
 
 def _log_access(scope: Scope, status: int, elapsed: float, rid: str) -> None:
-    """One access-log record, handed to the handlers directly (`makeRecord` and `handle`, the
-    documented way to log a record made by hand): no caller lookup, and its text is built only
-    if a formatter asks for it."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return
     fields: dict[str, Any] = {
         "method": scope["method"],
         "path": scope["path"],
@@ -311,29 +302,4 @@ def _log_access(scope: Scope, status: int, elapsed: float, rid: str) -> None:
     annotated = scope.get(ACCESS_FIELDS)
     if annotated:
         fields.update(annotated)
-    record = access_log.makeRecord(
-        access_log.name, logging.INFO, __file__, 0, _AccessLine(fields), (), None
-    )
-    record.access = fields  # what `extra={"access": …}` does, without its checks of every key
-    access_log.handle(record)
-
-
-class _AccessLine:
-    """The text of an access-log line (`POST /v1/X 200 0.0012s key=value …`), made on demand."""
-
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
-
-    def __str__(self) -> str:
-        f = self.fields
-        extra = " ".join([f"{k}={_printable(v)}" for k, v in f.items() if k not in _HEAD])
-        return f"{f['method']} {_printable(f['path'])} {f['status']} {f['duration_s']:.4f}s {extra}"
-
-
-def _printable(value: object) -> str:
-    """Caller-supplied text on one line: control characters cannot forge log lines."""
-    if isinstance(value, str):
-        return value if value.isprintable() else value.translate(_CONTROL)
-    return str(value)
+    logs.access(fields)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
 import logging
+import re
+from typing import Any
 
+import anyio
 import httpx
 import pytest
+
+from hiagent_host import logs
+from hiagent_host.config import LoggingConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -49,3 +58,63 @@ async def test_the_access_log_line_cannot_be_split_by_caller_text(
     assert "\r" not in line
     assert "pkg=evil?FORGED 200 line" in line
     assert record.access["pkg"] == "evil\nFORGED 200 line"  # type: ignore[attr-defined]
+
+
+def test_the_server_writes_access_lines_as_its_formatter_would() -> None:
+    """`configure` makes access lines straight from the fields (no LogRecord): the same line
+    a record would give, masked, control characters replaced; lines logged together on the
+    loop leave together, soon after."""
+    fields = {
+        "method": "POST", "path": "/v1/RunPluginTool", "status": 200, "duration_s": 0.00125,
+        "request_id": "r-1", "pkg": "evil\nFORGED", "tool": "Bearer sk-live-token-1",
+        "plugin": "uses the-api-key-123",
+    }  # fmt: skip
+    for as_json in (False, True):
+        stream = _Written()
+        handler = logs.configure(
+            LoggingConfig(json=as_json), keys=["the-api-key-123"], stream=stream
+        )
+        try:
+            assert asyncio.run(_two_lines_in_one_turn(fields, stream)) == ""
+        finally:
+            logging.getLogger().removeHandler(handler)
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 2
+        assert "sk-live-token-1" not in stream.getvalue()
+        assert "the-api-key-123" not in stream.getvalue()
+        if as_json:
+            line = json.loads(lines[0])
+            assert line["logger"] == "hiagent_host.access"
+            assert line["level"] == "info"
+            assert line["pkg"] == "evil\nFORGED"
+            assert line["message"].startswith("POST /v1/RunPluginTool 200 0.0013s ")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+        else:
+            assert re.fullmatch(
+                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    hiagent_host.access: "
+                r"POST /v1/RunPluginTool 200 0\.0013s request_id=r-1 pkg=evil\?FORGED "
+                r"tool=Bearer \*\*\* plugin=uses \*\*\*",
+                lines[0],
+            ), lines[0]
+
+
+async def _two_lines_in_one_turn(fields: dict[str, Any], stream: _Written) -> str:
+    """Log two lines; what was written before the batch left (then wait for it to leave)."""
+    stream.written = asyncio.Event()
+    logs.access(fields)
+    logs.access({**fields, "request_id": "r-2"})
+    before = stream.getvalue()
+    with anyio.fail_after(5):
+        await stream.written.wait()
+    return before
+
+
+class _Written(io.StringIO):
+    """A stream that tells when it is written to."""
+
+    written: asyncio.Event | None = None
+
+    def write(self, text: str) -> int:
+        if self.written is not None:
+            self.written.set()
+        return super().write(text)
