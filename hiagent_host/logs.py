@@ -35,7 +35,7 @@ from hiagent_host.redact import MASK, Secrets, active
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 ACCESS_LOGGER: Final = "hiagent_host.access"
 # Lines logged on the event loop's thread leave together, at most this long after the first.
-BATCH_S: Final = 0.005
+BATCH_S: Final = 0.02
 # Fields that lead the text access-log line; the rest follow as key=value.
 _HEAD: Final = frozenset({"method", "path", "status", "duration_s"})
 # Control characters in caller-supplied text become "?" in the text access log.
@@ -147,20 +147,16 @@ class AccessLine:
 
     def __str__(self) -> str:
         f = self.fields
-        parts = [f"{f['method']} {_printable(f['path'])} {f['status']} {f['duration_s']:.4f}s"]
-        parts += [f"{k}={_printable(v)}" for k, v in f.items() if k not in _HEAD]
-        return " ".join(parts)
-
-
-def _printable(value: object) -> str:
-    """Caller-supplied text on one line: control characters cannot forge log lines."""
-    if isinstance(value, str):
-        return value if value.isprintable() else value.translate(_CONTROL)
-    return str(value)
+        rest = " ".join([f"{k}={v}" for k, v in f.items() if k not in _HEAD])
+        line = f"{f['method']} {f['path']} {f['status']} {f['duration_s']:.4f}s {rest}"
+        # Caller-supplied text on one line: control characters cannot forge log lines.
+        return line if line.isprintable() else line.translate(_CONTROL)
 
 
 class _AccessWriter:
-    """Access-log lines as the configured formatter would make them, to the handler."""
+    """Access-log lines as the configured formatter would make them, to the handler. A line
+    is made when its batch is written (`_AccessEntry`): one tight loop over the batch, off
+    the request's path."""
 
     def __init__(self, handler: LineHandler, redact: Redactor, as_json: bool) -> None:
         self.handler = handler
@@ -171,23 +167,62 @@ class _AccessWriter:
             time.gmtime if as_json else time.localtime,
         )
 
-    def write(self, fields: dict[str, Any]) -> None:
-        now = time.time()
-        millis = int((now - int(now)) * 1000)
+    def line(self, created: float, fields: dict[str, Any]) -> str:
+        millis = int((created - int(created)) * 1000)
         if self._json:
             out: dict[str, Any] = {
-                "ts": f"{self._stamps(now)}.{millis:03d}Z",
+                "ts": f"{self._stamps(created)}.{millis:03d}Z",
                 "level": "info",
                 "logger": ACCESS_LOGGER,
                 "message": str(AccessLine(fields)),
                 **fields,
             }
             masked = {k: self._redact(v) if isinstance(v, str) else v for k, v in out.items()}
-            line = _json.encode(masked).decode()
-        else:
-            text = f"{self._stamps(now)},{millis:03d} INFO    {ACCESS_LOGGER}: {AccessLine(fields)}"
-            line = self._redact(text)
-        self.handler.write_line(line)
+            return _json.encode(masked).decode()
+        stamp = self._stamps(created)
+        return self._redact(f"{stamp},{millis:03d} INFO    {ACCESS_LOGGER}: {AccessLine(fields)}")
+
+
+class _AccessEntry:
+    """An access-log line still to be made (when its batch is written)."""
+
+    __slots__ = ("created", "request", "writer")
+
+    def __init__(self, writer: _AccessWriter, created: float, request: _Request) -> None:
+        self.writer = writer
+        self.created = created
+        self.request = request
+
+    def __str__(self) -> str:
+        return self.writer.line(self.created, access_fields(*self.request))
+
+
+# What an access line is made of: method, path, status, seconds, request id, client, extras.
+_Request = tuple[str, str, int, float, str, "tuple[str, int] | None", "dict[str, str] | None"]
+
+
+def access_fields(
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    request_id: str,
+    client: tuple[str, int] | None,
+    extra: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The fields of an access line, in their order."""
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_s": round(seconds, 6),
+        "request_id": request_id,
+    }
+    if client:
+        fields["client"] = f"{client[0]}:{client[1]}"
+    if extra:
+        fields.update(extra)
+    return fields
 
 
 _root = logging.getLogger()
@@ -195,12 +230,22 @@ _access_log = logging.getLogger(ACCESS_LOGGER)
 _access_writer: _AccessWriter | None = None
 
 
-def access(fields: dict[str, Any]) -> None:
-    """Log one request (`method`, `path`, `status`, `duration_s`, then any other fields)."""
+def access(
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    request_id: str,
+    client: tuple[str, int] | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Log one request: the access line, `extra` fields (package, tool, …) last."""
+    request = (method, path, status, seconds, request_id, client, extra)
     writer = _access_writer
     if writer is not None and writer.handler in _root.handlers:  # still the server's handler
-        writer.write(fields)
+        writer.handler.write_line(_AccessEntry(writer, time.time(), request))
     elif _access_log.isEnabledFor(logging.INFO):
+        fields = access_fields(*request)
         record = _access_log.makeRecord(
             ACCESS_LOGGER, logging.INFO, __file__, 0, AccessLine(fields), (), None
         )
@@ -215,7 +260,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._lines: list[str] = []
+        self._lines: list[str | _AccessEntry] = []
         self._scheduled = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -226,7 +271,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self.write_line(line)
 
-    def write_line(self, line: str) -> None:
+    def write_line(self, line: str | _AccessEntry) -> None:
         """Write `line` (formatted already) with the batch, or at once off the loop."""
         self._lines.append(line)
         if self._scheduled:  # a flush is due: it takes the line along
@@ -245,7 +290,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._scheduled = False
             lines, self._lines = self._lines, []  # a line added meanwhile: still in `lines`
             if lines:
-                self.stream.write("\n".join(lines) + "\n")
+                self.stream.write("\n".join([str(line) for line in lines]) + "\n")
             super().flush()
         except (OSError, ValueError):  # the stream broke or was closed: nowhere to write
             pass

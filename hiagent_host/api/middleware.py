@@ -165,7 +165,15 @@ class RequestMiddleware:
             status = exchange.status or CLIENT_GONE
             self.metrics.observe_request(template, scope["method"], status, elapsed)
             if self.access_log_enabled:
-                _log_access(scope, status, elapsed, exchange.request_id)
+                logs.access(
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed,
+                    exchange.request_id,
+                    scope.get("client"),
+                    scope.get(ACCESS_FIELDS),
+                )
 
     def _unauthorized(self, exchange: _Exchange) -> str | None:
         """Why the request may not pass (None: it may)."""
@@ -286,20 +294,3 @@ class _Exchange:
         if headers.get(b"content-type", b"").startswith(EVENT_STREAM):
             await self._send({"type": "http.response.body", "body": encode_error(error)})
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _log_access(scope: Scope, status: int, elapsed: float, rid: str) -> None:
-    fields: dict[str, Any] = {
-        "method": scope["method"],
-        "path": scope["path"],
-        "status": status,
-        "duration_s": round(elapsed, 6),
-        "request_id": rid,
-    }
-    client = scope.get("client")
-    if client:
-        fields["client"] = f"{client[0]}:{client[1]}"
-    annotated = scope.get(ACCESS_FIELDS)
-    if annotated:
-        fields.update(annotated)
-    logs.access(fields)

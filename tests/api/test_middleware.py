@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-from typing import Any
 
 import anyio
 import httpx
@@ -64,18 +63,18 @@ def test_the_server_writes_access_lines_as_its_formatter_would() -> None:
     """`configure` makes access lines straight from the fields (no LogRecord): the same line
     a record would give, masked, control characters replaced; lines logged together on the
     loop leave together, soon after."""
-    fields = {
-        "method": "POST", "path": "/v1/RunPluginTool", "status": 200, "duration_s": 0.00125,
-        "request_id": "r-1", "pkg": "evil\nFORGED", "tool": "Bearer sk-live-token-1",
+    extra = {
+        "pkg": "evil\nFORGED",
+        "tool": "Bearer sk-live-token-1",
         "plugin": "uses the-api-key-123",
-    }  # fmt: skip
+    }
     for as_json in (False, True):
         stream = _Written()
         handler = logs.configure(
             LoggingConfig(json=as_json), keys=["the-api-key-123"], stream=stream
         )
         try:
-            assert asyncio.run(_two_lines_in_one_turn(fields, stream)) == ""
+            assert asyncio.run(_two_lines_in_one_turn(extra, stream)) == ""
         finally:
             logging.getLogger().removeHandler(handler)
         lines = stream.getvalue().splitlines()
@@ -98,11 +97,11 @@ def test_the_server_writes_access_lines_as_its_formatter_would() -> None:
             ), lines[0]
 
 
-async def _two_lines_in_one_turn(fields: dict[str, Any], stream: _Written) -> str:
+async def _two_lines_in_one_turn(extra: dict[str, str], stream: _Written) -> str:
     """Log two lines; what was written before the batch left (then wait for it to leave)."""
     stream.written = asyncio.Event()
-    logs.access(fields)
-    logs.access({**fields, "request_id": "r-2"})
+    logs.access("POST", "/v1/RunPluginTool", 200, 0.00125, "r-1", None, extra)
+    logs.access("POST", "/v1/RunPluginTool", 200, 0.00125, "r-2", ("127.0.0.1", 5), extra)
     before = stream.getvalue()
     with anyio.fail_after(5):
         await stream.written.wait()
