@@ -154,7 +154,7 @@ class Pool:
         self._live: set[Child] = set()  # every child not yet dead (counts for the cap)
         self._serving: dict[SlotKey, list[Child]] = {}  # children that take new calls
         self._slots: dict[tuple[SlotKey, int], _Slot] = {}
-        self._records: dict[tuple[str, str], tuple[PackageRecord, Path, Identity | None]] = {}
+        self._records: dict[tuple[str, str], tuple[PackageRecord, str, Identity | None]] = {}
         # Replicas per package name; the config is frozen, so this is looked up once per name.
         self._replica_counts: dict[str, int] = {}
         self._venvs = Builds(packages)  # materialised once, leased while children run
@@ -473,7 +473,8 @@ class Pool:
             if self.packages.remote is None:
                 raise
             record = await anyio.to_thread.run_sync(self.packages.lookup, name, version)
-        await self._venvs.materialise(record)
+        if self.packages.remote is not None:  # without a packages store every venv is here
+            await self._venvs.materialise(record)
         return record
 
     def _record(self, name: str, version: str) -> PackageRecord:
@@ -486,7 +487,7 @@ class Pool:
             if self.packages.remote is not None or _identity(path) == identity:
                 return record
         record = self.packages.get(name, version)
-        path = self.packages.layout.record_path(record.dir_name, record.version_dir)
+        path = str(self.packages.layout.record_path(record.dir_name, record.version_dir))
         identity = None if self.packages.remote is not None else _identity(path)
         if identity is not None or self.packages.remote is not None:
             if len(self._records) >= RECORD_CACHE_SIZE:
@@ -793,10 +794,10 @@ class Pool:
 Identity = tuple[int, int, int]
 
 
-def _identity(path: Path) -> Identity | None:
+def _identity(path: str) -> Identity | None:
     """A record file's identity (records are replaced whole: a new one is a new inode)."""
     try:
-        st = path.stat()
+        st = os.stat(path)  # noqa: PTH116 (a str kept in the cache: no Path per call)
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)

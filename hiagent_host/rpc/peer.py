@@ -262,7 +262,7 @@ class RpcPeer:
         if self._close_error is None:
             self._close_error = error
         for pending in list(self._pending.values()):
-            pending.fail(error)
+            pending.fail(error, shared=True)
         self.closed.set()
 
     async def aclose(self) -> None:

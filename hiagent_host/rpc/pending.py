@@ -42,6 +42,7 @@ class Pending:
         self.finished = False
         self.result: Any = None
         self.error: HostError | None = None
+        self._copy_error = False
         self.answered = False  # the child sent its final answer (else it may still be working)
         self.cancel_sent = False
         self._loop = loop
@@ -53,14 +54,20 @@ class Pending:
             self.result = result
             self._finish()
 
-    def fail(self, error: HostError) -> None:
+    def fail(self, error: HostError, *, shared: bool = False) -> None:
+        """The call failed with `error`; `shared`: other calls fail with the same object."""
         if not self.finished:
             self.error = error
+            self._copy_error = shared
             self._finish()
 
     def outcome(self) -> Any:
+        """The result, or the error raised: this call's own object the first time, a copy
+        when it is shared or raised again (each raise gets its own traceback)."""
         if self.error is not None:
-            raise fresh(self.error)
+            error = fresh(self.error) if self._copy_error else self.error
+            self._copy_error = True
+            raise error
         return self.result
 
     def now(self) -> float:
