@@ -17,7 +17,7 @@ as 128 + N, reported as the signal).
 A call that dies with its child fails with an error that says why: `PluginCrashed` if the
 child exited on its own or was killed because a call on it left a cancel unanswered (every
 other call on it fails the same way), `ShuttingDown` if the host is stopping, and
-`PluginUnavailable` if the pool stopped it (package replaced or deleted, `stop_package`).
+`PluginUnavailable` if the pool stopped it (package replaced or deleted).
 """
 
 from __future__ import annotations
@@ -226,10 +226,6 @@ class Child:
     def ready(self) -> bool:
         """Whether it answered its handshake (it may have died since)."""
         return self._ready
-
-    @property
-    def dead(self) -> bool:
-        return self._dead.is_set()
 
     def reserve(self) -> None:
         """Count a call that will run on this child."""

@@ -327,21 +327,6 @@ class Pool:
 
     # ---- stopping ----------------------------------------------------------------------
 
-    async def stop_package(self, name: str, version: str | None = None) -> None:
-        """Drain (bounded by `drain_timeout_s`) and stop the children of a package version."""
-        wanted = str(canonicalize_name(name))
-        try:
-            wanted_version = None if version is None else Version(version)
-        except ValueError:  # InvalidVersion, or an int of too many digits
-            return
-        keys = {
-            c.key
-            for c in self._live
-            if str(canonicalize_name(c.record.name)) == wanted
-            and (wanted_version is None or Version(c.record.version) == wanted_version)
-        }
-        await self._retire_keys(keys, StopCause.STOPPED)
-
     async def _retire_keys(
         self, keys: set[SlotKey], cause: StopCause, keep: tuple[str, str, str] | None = None
     ) -> None:

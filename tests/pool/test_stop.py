@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from hiagent_host.errors import PLUGIN_UNAVAILABLE, SHUTTING_DOWN, HostError
@@ -55,6 +57,30 @@ async def main() -> None:
 anyio.run(main)
 """
 
+# Deletes a fixture package through the pool's package manager (see `delete`).
+Delete = Callable[[Pool, str], Awaitable[None]]
+
+
+@pytest.fixture
+def delete(store: Store, built_wheels: dict[str, Path]) -> Iterator[Delete]:
+    """Stop a package's children as the host does: delete the package through the pool's
+    package manager, whose listener has the pool drain and stop them before it returns (in a
+    worker thread, as the API calls it). The session's builds are reinstalled afterwards."""
+    deleted: list[str] = []
+
+    async def delete(pool: Pool, fixture: str) -> None:
+        name = PACKAGES[fixture]
+        deleted.append(fixture)
+        gone = await anyio.to_thread.run_sync(pool.packages.delete, name, store.versions[name])
+        assert gone
+
+    yield delete
+    manager = store.manager()
+    for fixture in deleted:
+        wheel = built_wheels[fixture]
+        record = manager.install(wheel.as_uri(), wheel.name, force=True)
+        assert record.version == store.versions[PACKAGES[fixture]]
+
 
 async def outcome(pool: Pool, store: Store, fixture: str, tool: str, **kw: Any) -> Any:
     """The call's result, or the HostError it raised."""
@@ -64,8 +90,8 @@ async def outcome(pool: Pool, store: Store, fixture: str, tool: str, **kw: Any) 
         return exc
 
 
-async def test_stop_package_lets_calls_in_flight_finish_then_stops_the_child(
-    store: Store,
+async def test_deleting_a_package_lets_calls_in_flight_finish_then_stops_the_child(
+    store: Store, delete: Delete
 ) -> None:
     async with open_pool(store) as pool:
         results: list[Any] = []
@@ -77,13 +103,15 @@ async def test_stop_package_lets_calls_in_flight_finish_then_stops_the_child(
             tg.start_soon(sleeper)
             await wait_for_async(lambda: calls_running(pool, 1), "the call in flight")
             [child] = pool.snapshot()
-            await pool.stop_package(MIS.upper())
+            await delete(pool, "pool_misbehave")
         assert results == ["slept"]
         assert pool.snapshot() == []
         assert not is_running(child.pid or 0)
 
 
-async def test_a_call_outliving_the_drain_fails_with_plugin_unavailable(store: Store) -> None:
+async def test_a_call_outliving_the_drain_fails_with_plugin_unavailable(
+    store: Store, delete: Delete
+) -> None:
     async with open_pool(store, store.config(drain_timeout_s=0.2)) as pool:
         results: list[Any] = []
 
@@ -93,7 +121,7 @@ async def test_a_call_outliving_the_drain_fails_with_plugin_unavailable(store: S
         async with anyio.create_task_group() as tg:
             tg.start_soon(sleeper)
             await wait_for_async(lambda: calls_running(pool, 1), "the call in flight")
-            await pool.stop_package(MIS, store.versions[MIS])
+            await delete(pool, "pool_misbehave")
         [error] = results
         assert error.code == PLUGIN_UNAVAILABLE
         assert error.data["retry_after_s"] == 1  # the HTTP answer's Retry-After
@@ -121,7 +149,9 @@ async def test_host_shutdown_drains_calls_then_cuts_the_rest_with_shutting_down(
     assert results["long"].code == SHUTTING_DOWN
 
 
-async def test_a_wedged_child_that_ignores_sigterm_is_ended_by_sigkill(store: Store) -> None:
+async def test_a_wedged_child_that_ignores_sigterm_is_ended_by_sigkill(
+    store: Store, delete: Delete
+) -> None:
     """hold_gil keeps every thread of the child from running: no answer to `shutdown`, no
     reaction to EOF, and SIGTERM is ignored; only the ladder's last rung ends it."""
     async with open_pool(store, store.config(drain_timeout_s=0.1)) as pool:
@@ -134,7 +164,7 @@ async def test_a_wedged_child_that_ignores_sigterm_is_ended_by_sigkill(store: St
         async with anyio.create_task_group() as tg:
             tg.start_soon(wedge)
             await wait_for_async(lambda: calls_running(pool, 1), "the wedging call in flight")
-            await pool.stop_package(MIS)
+            await delete(pool, "pool_misbehave")
         [error] = results
         assert error.code == PLUGIN_UNAVAILABLE
         assert error.data["signal"] == "SIGKILL"
@@ -149,7 +179,7 @@ async def test_a_wedged_child_that_ignores_sigterm_is_ended_by_sigkill(store: St
     ],
 )
 async def test_grandchildren_die_with_their_child(
-    store: Store, fixture: str, tool: str, tool_input: dict[str, Any]
+    store: Store, delete: Delete, fixture: str, tool: str, tool_input: dict[str, Any]
 ) -> None:
     async with open_pool(store) as pool:
         found = await call(pool, store, fixture, tool, **tool_input)
@@ -160,7 +190,7 @@ async def test_grandchildren_die_with_their_child(
         assert is_running(grandchild)
         group = os.getpgid(child.pid or 0)  # the child's (in a sandbox, led by bwrap's init)
         assert os.getpgid(grandchild) == group
-        await pool.stop_package(PACKAGES[fixture])
+        await delete(pool, fixture)
         assert not is_running(grandchild)
         assert group_members(group) == []
 
