@@ -96,7 +96,6 @@ class StopCause(enum.StrEnum):
     EVICTED = "evicted"
     REPLACED = "replaced"
     DELETED = "deleted"
-    STOPPED = "stopped"
     SHUTDOWN = "shutdown"
 
 
