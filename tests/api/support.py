@@ -6,6 +6,7 @@ import base64
 import contextlib
 import functools
 import http.server
+import itertools
 import json
 import os
 import signal
@@ -29,6 +30,9 @@ STOP_TIMEOUT_S: Final = 30.0
 PROBE_INTERVAL_S: Final = 0.05
 # Each HTTP request of a test; installs build a venv and may take longer.
 REQUEST_TIMEOUT_S: Final = 60.0
+# How long `LiveServer.log` waits for the server to answer its marker and to log it.
+SETTLE_S: Final = 10.0
+_MARKERS = itertools.count(1)
 INSTALL_TIMEOUT_S: Final = 180.0
 # Bound for a served HTTP request in the loopback wheel server.
 WHEEL_SERVER_POLL_S: Final = 0.05
@@ -149,7 +153,27 @@ class LiveServer:
             raise
 
     def log(self) -> str:
+        """The server's log: while it runs, with every line it logged before this call.
+
+        The server writes the lines logged on its event loop in batches (every 20 ms), so a
+        marker request is sent and its access-log line awaited: lines leave in order, so once
+        it is there, so is everything logged before it.
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            self._settle()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def _settle(self) -> None:
+        marker = f"log-marker-{next(_MARKERS)}"
+        try:
+            httpx.get(f"{self.url}/ping", headers={"X-Request-ID": marker}, timeout=SETTLE_S)
+        except httpx.TransportError:
+            return  # not answering (starting or stopping): what it wrote is all there is
+        deadline = time.monotonic() + SETTLE_S
+        while marker not in self.log_path.read_text(encoding="utf-8", errors="replace"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the marker {marker} never reached the server's log")
+            time.sleep(PROBE_INTERVAL_S)  # a bounded probe of the log file
 
     def log_records(self) -> list[dict[str, Any]]:
         """The JSON log lines (the test config logs JSON); other lines are skipped."""
