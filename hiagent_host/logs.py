@@ -160,7 +160,7 @@ class _AccessWriter:
 
     def __init__(self, handler: LineHandler, redact: Redactor, as_json: bool) -> None:
         self.handler = handler
-        self._redact = redact
+        self.redact = redact
         self._json = as_json
         self._stamps = _SecondStamps(
             "%Y-%m-%dT%H:%M:%S" if as_json else "%Y-%m-%d %H:%M:%S",
@@ -177,10 +177,10 @@ class _AccessWriter:
                 "message": str(AccessLine(fields)),
                 **fields,
             }
-            masked = {k: self._redact(v) if isinstance(v, str) else v for k, v in out.items()}
+            masked = {k: self.redact(v) if isinstance(v, str) else v for k, v in out.items()}
             return _json.encode(masked).decode()
         stamp = self._stamps(created)
-        return self._redact(f"{stamp},{millis:03d} INFO    {ACCESS_LOGGER}: {AccessLine(fields)}")
+        return self.redact(f"{stamp},{millis:03d} INFO    {ACCESS_LOGGER}: {AccessLine(fields)}")
 
 
 class _AccessEntry:
@@ -194,7 +194,11 @@ class _AccessEntry:
         self.request = request
 
     def __str__(self) -> str:
-        return self.writer.line(self.created, access_fields(*self.request))
+        try:
+            return self.writer.line(self.created, access_fields(*self.request))
+        except Exception as exc:  # noqa: BLE001 (a line is never worth the batch it is in)
+            text = f"access line of request {self.request[4]} not written: {type(exc).__name__}"
+            return self.writer.redact(text)
 
 
 # What an access line is made of: method, path, status, seconds, request id, client, extras.
@@ -274,15 +278,14 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def write_line(self, line: str | _AccessEntry) -> None:
         """Write `line` (formatted already) with the batch, or at once off the loop."""
         self._lines.append(line)
-        if self._scheduled:  # a flush is due: it takes the line along
-            return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on an event loop's thread
+        except RuntimeError:  # not on an event loop's thread: now, with any still waiting
             self.flush()
             return
-        self._scheduled = True
-        loop.call_later(BATCH_S, self.flush)
+        if not self._scheduled:  # else the flush due takes the line along
+            self._scheduled = True
+            loop.call_later(BATCH_S, self.flush)
 
     def flush(self) -> None:
         self.acquire()

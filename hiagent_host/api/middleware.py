@@ -257,15 +257,15 @@ class _Exchange:
         if kind == "http.response.start":
             self.started = message
             self.status = message["status"]
+            elapsed = time.perf_counter() - self.start
             headers = list(message.get("headers", ()))
+            headers.append((REQUEST_ID_HEADER, self.request_id.encode()))
+            headers.append((PROCESS_TIME_HEADER, f"{elapsed:.6f}".encode()))
             if not self.body_done:
                 with anyio.move_on_after(DRAIN_WAIT_S):
                     await self._drain()
                 if not self.body_done:
                     headers.append(CLOSE)
-            headers.append((REQUEST_ID_HEADER, self.request_id.encode()))
-            elapsed = time.perf_counter() - self.start
-            headers.append((PROCESS_TIME_HEADER, f"{elapsed:.6f}".encode()))
             message = {**message, "headers": headers}
         elif kind == "http.response.body" and not message.get("more_body"):
             self._finished = True
