@@ -22,7 +22,6 @@ import msgspec
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from hiagent_host.rpc.errors import FrameTooLarge
-from hiagent_host.rpc.pending import running_asyncio_loop
 
 # One read from the child's stdout; larger reads buy nothing on a pipe.
 READ_CHUNK_BYTES: Final = 64 * 1024
@@ -175,19 +174,16 @@ class FrameReader:
 
 
 class FrameWriter:
-    """Writes frames in batches: one write carries every frame queued while the last one ran.
+    """Writes frames: at once to a sink that takes writes at once, else in batches.
 
     `queue` encodes a message straight onto the end of the outbox, refusing (and leaving
-    nothing of) one over `max_frame_bytes`. `flush` writes the outbox, unless another task is
-    writing already: that task takes every frame queued meanwhile along before it returns, so a
-    caller never waits behind a lock and a burst of calls leaves in a few writes. A write runs
-    shielded, so a cancelled writer never leaves half a frame (or other callers' frames) behind.
-
-    On asyncio the first write of a turn of the event loop leaves at once; a caller that
-    flushes later in the same turn yields one turn first (`anyio.lowlevel.checkpoint`), so
-    that every frame queued in that turn leaves in one write, at the start of the next (a
-    burst of calls wakes the child once or twice, not once per call; bench/http.py: CPU per
-    RunPluginTool at 32 connections). The turn ends with a `loop.call_soon` callback.
+    nothing of) one over `max_frame_bytes`. `flush` writes the outbox. To a `WritesAtOnce`
+    sink (the child's stdin pipe) the write is handed over at once: no task switch, timer or
+    cancel scope while the pipe flows. Otherwise, and while such a sink is over its high-water
+    mark, one task writes and the others leave their frames to it: it takes every frame queued
+    meanwhile along before it returns, so a caller never waits behind a lock and a burst of
+    calls leaves in a few writes. That write runs shielded, so a cancelled writer never leaves
+    half a frame (or other callers' frames) behind.
     """
 
     def __init__(self, stream: ByteSendStream, max_frame_bytes: int) -> None:
@@ -199,7 +195,6 @@ class FrameWriter:
         self._encoder = msgspec.json.Encoder()
         self._outbox = bytearray()
         self._writing = False
-        self._wrote_this_turn = False  # see the class docstring
 
     def queue(self, message: object) -> None:
         """Add `message` as a frame; FrameTooLarge, with nothing queued, if its JSON is too long."""
@@ -225,27 +220,20 @@ class FrameWriter:
         if self._writing or not self._outbox:
             return True
         at_once = self._at_once
-        paused = False
-        if at_once is not None and not self._wrote_this_turn:
-            data = bytes(self._outbox)
+        if at_once is not None:
+            data = bytes(self._outbox)  # the outbox is reused
             self._outbox.clear()
-            paused = not at_once.write_now(data)
-            self._end_turn_later()
-            if not paused:
-                return True
+            if at_once.write_now(data):
+                return True  # the usual case: the pipe flows
         self._writing = True
         try:
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + stall_s) as scope:
-                if paused:
-                    assert at_once is not None
+                if at_once is not None:
                     await at_once.drained()
-                elif self._wrote_this_turn:  # the rest of this turn's frames join this write
-                    await anyio.lowlevel.checkpoint()
                 while self._outbox:
                     data = bytes(self._outbox)  # the outbox is reused: frames queue on meanwhile
                     self._outbox.clear()
                     await self._stream.send(data)
-                    self._end_turn_later()
         except BaseException:
             self._outbox.clear()
             raise
@@ -255,18 +243,6 @@ class FrameWriter:
             self._outbox.clear()
             return False
         return True
-
-    def _end_turn_later(self) -> None:
-        """Note a write in this turn of the loop, forgotten at the next (asyncio only)."""
-        if self._wrote_this_turn:
-            return
-        loop = running_asyncio_loop()
-        if loop is not None:
-            self._wrote_this_turn = True
-            loop.call_soon(self._end_turn)
-
-    def _end_turn(self) -> None:
-        self._wrote_this_turn = False
 
     async def aclose(self) -> None:
         """Close the underlying stream (what is still queued is dropped)."""

@@ -14,9 +14,12 @@ from typing import Final
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
 from hiagent_host.pool import pipes
+from hiagent_host.rpc.framing import FrameWriter
+from hiagent_host.rpc.messages import Request
 from tests.pool.support import WAIT_S, Store, call, open_pool
 
 pytestmark = pytest.mark.anyio
@@ -24,6 +27,8 @@ pytestmark = pytest.mark.anyio
 # More than a pipe (64 KiB) and the transport's high-water mark together hold.
 PAYLOAD_BYTES: Final = 4 * 2**20
 STDERR_BYTES: Final = 1 * 2**20
+# How long a frame writer waits for a child that does not read before it reports a stall.
+STALL_S: Final = 0.3
 # Blocks SIGUSR1, says it is ready, reads nothing until SIGUSR1 comes, then counts its stdin.
 HOLD: Final = """
 import signal, sys
@@ -107,6 +112,39 @@ async def test_send_waits_while_the_child_does_not_read_and_delivers_everything(
             await sent.wait()
             await out.ended.wait()
         assert out.data == f"ready\n{PAYLOAD_BYTES}\n".encode()
+
+
+async def test_a_frame_writer_hands_frames_to_the_pipe_at_once_and_reports_a_stall(
+    tmp_path: Path,
+) -> None:
+    """While the pipe flows a flush returns without waiting; once the child stops reading it
+    waits at most its stall time (another caller's frame joins the waiting write), and what
+    the transport took still reaches the child."""
+    async with started(HOLD, tmp_path) as (child, out):
+        writer = FrameWriter(child.stdin, 2 * PAYLOAD_BYTES)
+        small = Request(id=1, method="echo", params={"n": 1})
+        large = Request(id=2, method="echo", params={"x": "x" * PAYLOAD_BYTES})
+        with anyio.fail_after(WAIT_S):
+            await out.line.wait()
+            writer.queue(small)
+            assert await writer.flush(stall_s=WAIT_S)  # the pipe flows: handed over at once
+            writer.queue(large)
+            stalled: list[bool] = []
+            async with anyio.create_task_group() as tg:
+
+                async def flush_large() -> None:
+                    stalled.append(not await writer.flush(stall_s=STALL_S))
+
+                tg.start_soon(flush_large)
+                await anyio.wait_all_tasks_blocked()
+                writer.queue(Request(id=3, method="echo", params={"n": 3}))
+                assert await writer.flush(stall_s=WAIT_S)  # left to the waiting write
+            assert stalled == [True]
+            os.kill(child.pid, signal.SIGUSR1)
+            await child.stdin.aclose()
+            await out.ended.wait()
+        taken = len(msgspec.json.encode(small)) + len(msgspec.json.encode(large)) + 2
+        assert out.data == f"ready\n{taken}\n".encode()
 
 
 async def test_stderr_is_read_whole_through_a_bounded_buffer_and_the_exit_code_kept(

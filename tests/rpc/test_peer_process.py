@@ -130,15 +130,21 @@ async def write_until_refused(writer: FrameWriter) -> None:
         await anyio.sleep(0.01)  # the loop notices the closed pipe
 
 
-class CountingStream(anyio.abc.ByteSendStream):
-    """A child's stdin that counts the writes made to it."""
+class HeldStream(anyio.abc.ByteSendStream):
+    """A child's stdin that counts the writes made to it and holds the first one until
+    `release` is set (a pipe that is slow to take it)."""
 
     def __init__(self, inner: anyio.abc.ByteSendStream) -> None:
         self.inner = inner
         self.sends: list[bytes] = []
+        self.holding = anyio.Event()
+        self.release = anyio.Event()
 
     async def send(self, item: bytes) -> None:
         self.sends.append(item)
+        if len(self.sends) == 1:
+            self.holding.set()
+            await self.release.wait()
         await self.inner.send(item)
 
     async def send_eof(self) -> None:
@@ -149,11 +155,11 @@ class CountingStream(anyio.abc.ByteSendStream):
 
 
 @pytest.mark.anyio
-async def test_frames_flushed_in_one_turn_after_the_first_leave_together_in_the_next() -> None:
+async def test_frames_flushed_while_a_write_is_under_way_leave_together_with_the_next() -> None:
     with anyio.fail_after(STEP_S):
         async with await anyio.open_process([sys.executable, str(CHILD), "1"]) as process:
             assert process.stdin is not None
-            stdin = CountingStream(process.stdin)
+            stdin = HeldStream(process.stdin)
             writer = FrameWriter(stdin, 1 << 20)
 
             async def send(n: int) -> None:
@@ -161,8 +167,11 @@ async def test_frames_flushed_in_one_turn_after_the_first_leave_together_in_the_
                 assert await writer.flush(stall_s=STEP_S)
 
             async with anyio.create_task_group() as tg:
-                for n in range(CALLS):  # all started in the same turn of the loop
-                    tg.start_soon(send, n)
+                tg.start_soon(send, 0)
+                await stdin.holding.wait()
+                for n in range(1, CALLS):  # each returns at once: the writing task takes it
+                    await send(n)
+                stdin.release.set()
             await writer.aclose()
             assert process.stdout is not None
             answers = b""
