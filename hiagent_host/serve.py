@@ -18,6 +18,7 @@ started again, after `WORKER_RESTART_DELAY_S`; one that cannot start stops them 
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import math
@@ -165,6 +166,10 @@ async def _serve_one(
     try:
         async with open_services(config, with_worker=with_worker) as services:
             app = create_app(config, services=services, extra_routes=extra_routes)
+            # What start-up made (modules, the app, the services: about 120 000 objects) lives
+            # as long as the process: out of the collector's sight, a full collection takes
+            # well under a millisecond instead of some 70 ms in the middle of requests.
+            gc.freeze()
             log.info("serving on %s:%s with %s", *sock.getsockname()[:2], config.source)
             # Hypercorn takes the socket over, and closes it as it stops accepting.
             hc = hypercorn_config(config, sock.detach())
