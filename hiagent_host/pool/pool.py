@@ -303,7 +303,7 @@ class Pool:
         """One request; the secrets of its cfg are masked in its errors (by the child, which
         makes them), in the log lines written meanwhile, and in the child's stderr."""
         record = await self._resolve(name, version)
-        hidden = secrets | call_secrets(record, plugin, params.get("cfg")) if plugin else secrets
+        hidden = (secrets | call_secrets(record, plugin, params.get("cfg"))) if plugin else secrets
         token = redact.activate(hidden)
         try:
             child = await self._acquire(record)
