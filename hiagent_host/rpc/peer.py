@@ -2,15 +2,15 @@
 
 Frames from the child are handed to the call waiting for their id: as they arrive, when the
 child's stdout is pushed (`PushedBytes`, the pool's pipes: no task and no extra turn of the
-loop between the bytes and the waiting caller), or by a task reading a byte stream. Callers queue
-their frames in one outbox: the first finds nobody writing and writes, taking along whatever
-others queue meanwhile, so a frame is always written whole and a burst of calls leaves in a few
-writes (see `FrameWriter`). A call past its deadline sends `$/cancelRequest` and waits
-`cancel_grace_s` for the child to answer: `DeadlineExceeded` says whether it did (if not, the
-child is wedged and the pool stops it). A caller cancelled by its own scope sends
-`$/cancelRequest` too. EOF on the child's stdout fails every pending call at once with
-`PeerClosed`. A child that reports a cancelled call's thread as abandoned is counted in
-`abandoned_threads` (the pool replaces it). Nothing here kills a process; the pool does.
+loop between the bytes and the waiting caller), or by a task reading a byte stream. A call's
+frame goes to the child's pipe as soon as it is made; while the pipe is full (or on a stream
+that cannot take writes at once) one caller writes and takes along whatever others queue
+meanwhile, so a frame is always written whole (see `FrameWriter`). A call past its deadline
+sends `$/cancelRequest` and waits `cancel_grace_s` for the child to answer: `DeadlineExceeded`
+says whether it did (if not, the child is wedged and the pool stops it). A caller cancelled by
+its own scope sends `$/cancelRequest` too. EOF on the child's stdout fails every pending call
+at once with `PeerClosed`. A child that reports a cancelled call's thread as abandoned is
+counted in `abandoned_threads` (the pool replaces it). Nothing here kills a process; the pool does.
 With `busy_poll_us`, a call asks its event loop to poll for the answer before sleeping,
 while this child's last answer came quickly (see busypoll.py).
 """
