@@ -70,12 +70,16 @@ async def test_installs_queued_when_the_master_fails_over_finish_on_the_new_mast
     )
     worker = start_worker(Path(config.source))
     async with make_backend(config, PackageManager(config), with_worker=False) as jobs:
-        ids = [
-            await jobs.submit(built_wheels[name].as_uri(), built_wheels[name].name, False)
-            for name in WHEELS
-        ]
-        # One install runs (stalled in the resolver), the others wait in the queue.
+        # One install runs (stalled in the resolver), then the others are queued behind it:
+        # submitted together, the worker could take them in any order (arq orders jobs by
+        # their enqueue time in milliseconds), and one that needs no page may finish first.
+        first = built_wheels[WHEELS[0]]
+        ids = [await jobs.submit(first.as_uri(), first.name, False)]
         running = await helpers.wait_for(jobs, ids[0], helpers.stalled)
+        ids += [
+            await jobs.submit(built_wheels[name].as_uri(), built_wheels[name].name, False)
+            for name in WHEELS[1:]
+        ]
         queued = [await jobs.status(job_id) for job_id in ids[1:]]
 
         sentinel_set.replicate_now()
