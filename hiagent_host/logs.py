@@ -87,19 +87,34 @@ class TextFormatter(logging.Formatter):
         self._stamps = _SecondStamps("%Y-%m-%d %H:%M:%S", time.localtime)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return f"{self._stamps(record.created)},{int(record.msecs):03d}"
+        return f"{self._stamps(record.created)},{_millis(record.created):03d}"
+
+    def line(self, created: float, level: str, logger: str, message: str) -> str:
+        """The line `format` makes of a record with these fields, made without one."""
+        return f"{self._stamps(created)},{_millis(created):03d} {level:<7} {logger}: {message}"
+
+
+def _millis(created: float) -> int:
+    """The milliseconds of a timestamp, as `LogRecord.msecs` has them."""
+    return int((created - int(created)) * 1000)
 
 
 class RedactingFormatter(logging.Formatter):
     """Format with `inner`, then mask every secret in the finished line."""
 
-    def __init__(self, inner: logging.Formatter, redact: Redactor) -> None:
+    def __init__(self, inner: TextFormatter, redact: Redactor) -> None:
         super().__init__()
         self._inner = inner
         self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
         return self._redact(self._inner.format(record))
+
+    def line(
+        self, created: float, level: str, logger: str, message: str, extra: dict[str, Any]
+    ) -> str:
+        """A masked line without a record (`extra` shows only in JSON lines)."""
+        return self._redact(self._inner.line(created, level, logger, message))
 
 
 class JSONFormatter(logging.Formatter):
@@ -115,17 +130,32 @@ class JSONFormatter(logging.Formatter):
         self._stamps = _SecondStamps("%Y-%m-%dT%H:%M:%S", time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": f"{self._stamps(record.created)}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         access = getattr(record, "access", None)
-        if isinstance(access, dict):
-            out.update(access)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        extra = access if isinstance(access, dict) else {}
+        return self.line(
+            record.created, record.levelname, record.name, record.getMessage(), extra, exc
+        )
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        extra: dict[str, Any],
+        exc: str | None = None,
+    ) -> str:
+        """The JSON line of a record with these fields (`format`), or of none."""
+        out: dict[str, Any] = {
+            "ts": f"{self._stamps(created)}.{_millis(created):03d}Z",
+            "level": level.lower(),
+            "logger": logger,
+            "message": message,
+            **extra,
+        }
+        if exc is not None:
+            out["exc"] = exc
         masked = {k: self._redact(v) if isinstance(v, str) else v for k, v in out.items()}
         return _json.encode(masked).decode()
 
@@ -154,33 +184,16 @@ class AccessLine:
 
 
 class _AccessWriter:
-    """Access-log lines as the configured formatter would make them, to the handler. A line
+    """Access-log lines from the configured formatter (no record each), to the handler. A line
     is made when its batch is written (`_AccessEntry`): one tight loop over the batch, off
     the request's path."""
 
-    def __init__(self, handler: LineHandler, redact: Redactor, as_json: bool) -> None:
+    def __init__(self, handler: LineHandler, formatter: JSONFormatter | RedactingFormatter):
         self.handler = handler
-        self.redact = redact
-        self._json = as_json
-        self._stamps = _SecondStamps(
-            "%Y-%m-%dT%H:%M:%S" if as_json else "%Y-%m-%d %H:%M:%S",
-            time.gmtime if as_json else time.localtime,
-        )
+        self.formatter = formatter
 
     def line(self, created: float, fields: dict[str, Any]) -> str:
-        millis = int((created - int(created)) * 1000)
-        if self._json:
-            out: dict[str, Any] = {
-                "ts": f"{self._stamps(created)}.{millis:03d}Z",
-                "level": "info",
-                "logger": ACCESS_LOGGER,
-                "message": str(AccessLine(fields)),
-                **fields,
-            }
-            masked = {k: self.redact(v) if isinstance(v, str) else v for k, v in out.items()}
-            return _json.encode(masked).decode()
-        stamp = self._stamps(created)
-        return self.redact(f"{stamp},{millis:03d} INFO    {ACCESS_LOGGER}: {AccessLine(fields)}")
+        return self.formatter.line(created, "INFO", ACCESS_LOGGER, str(AccessLine(fields)), fields)
 
 
 class _AccessEntry:
@@ -197,8 +210,8 @@ class _AccessEntry:
         try:
             return self.writer.line(self.created, access_fields(*self.request))
         except Exception as exc:  # noqa: BLE001 (a line is never worth the batch it is in)
-            text = f"access line of request {self.request[4]} not written: {type(exc).__name__}"
-            return self.writer.redact(text)
+            note = f"access line of request {self.request[4]} not written: {type(exc).__name__}"
+            return self.writer.formatter.line(self.created, "ERROR", ACCESS_LOGGER, note, {})
 
 
 # What an access line is made of: method, path, status, seconds, request id, client, extras.
@@ -306,7 +319,7 @@ def configure(
 ) -> logging.Handler:
     """Send the host's logs to `stream` (stderr) at the configured level and format."""
     redact = Redactor(keys)
-    formatter: logging.Formatter
+    formatter: JSONFormatter | RedactingFormatter
     if config.json:
         formatter = JSONFormatter(redact)
     else:
@@ -323,6 +336,6 @@ def configure(
     global _access_writer
     _access_log.disabled = not config.access_log
     writes_access = config.access_log and LEVELS[config.level] <= logging.INFO
-    _access_writer = _AccessWriter(handler, redact, config.json) if writes_access else None
+    _access_writer = _AccessWriter(handler, formatter) if writes_access else None
     logging.captureWarnings(True)
     return handler

@@ -117,3 +117,16 @@ class _Written(io.StringIO):
         if self.written is not None:
             self.written.set()
         return super().write(text)
+
+
+def test_a_line_made_without_a_record_is_the_line_the_record_would_make() -> None:
+    """Access lines skip the LogRecord: each formatter's `line` must match its `format`."""
+    record = logging.LogRecord(
+        "hiagent_host.access", logging.INFO, __file__, 1, "GET / 200", (), None
+    )
+    record.access = {"request_id": "r-9"}
+    text = logs.RedactingFormatter(logs.TextFormatter(), logs.Redactor())
+    as_json = logs.JSONFormatter(logs.Redactor())
+    for formatter in (text, as_json):
+        made = formatter.line(record.created, "INFO", record.name, "GET / 200", record.access)
+        assert made == formatter.format(record)
